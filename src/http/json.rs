@@ -1,0 +1,509 @@
+//! KServe v2 JSON tensors: decoding `data` (flat or nested) straight into
+//! packed bytes, and encoding outputs, without an intermediate `Value` tree.
+//!
+//! Decoding is strict: a string in numeric data, a fraction or an out-of-range
+//! value in integer data, or a number in BOOL data is an error naming the
+//! input, the element, what was expected and what arrived. The element count
+//! is checked against the shape as elements arrive, so a body can never make
+//! the decoder grow past what its shape declared.
+
+use crate::error::{Error, Result};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
+use bytes::Bytes;
+use half::{bf16, f16};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A v2 inference request body (or the JSON header of a binary one).
+#[derive(Debug, Deserialize)]
+pub struct RequestJson<'a> {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(borrow)]
+    pub inputs: Vec<InputJson<'a>>,
+    #[serde(default)]
+    pub outputs: Option<Vec<OutputRequestJson>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InputJson<'a> {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputRequestJson {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+}
+
+/// Checks a wire shape: no negative dims, no overflow, within `max_elements`.
+/// Returns the shape and its element count before anything is allocated.
+pub fn check_shape(name: &str, shape: &[i64], max_elements: usize) -> Result<(Vec<usize>, usize)> {
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            Error::invalid(format!(
+                "input '{name}': shape {} has a negative dimension; every dimension must be ≥ 0",
+                fmt_shape(shape)
+            ))
+        })?;
+    let count = element_count(&dims)
+        .filter(|&c| c <= max_elements)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{name}': shape {} has more elements than the limit of {max_elements}",
+                fmt_shape(shape)
+            ))
+        })?;
+    Ok((dims, count))
+}
+
+/// Parses a datatype name, naming the input on failure.
+pub fn parse_datatype(name: &str, datatype: &str) -> Result<DataType> {
+    DataType::parse(datatype).ok_or_else(|| {
+        let known: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
+        Error::invalid(format!(
+            "input '{name}': unknown datatype '{datatype}'; expected one of {}",
+            known.join(", ")
+        ))
+    })
+}
+
+/// Decodes one input's JSON `data` into a tensor.
+pub fn decode_input(input: &InputJson<'_>, max_elements: usize) -> Result<Tensor> {
+    let name = input.name.as_str();
+    let datatype = parse_datatype(name, &input.datatype)?;
+    let (shape, count) = check_shape(name, &input.shape, max_elements)?;
+    let Some(raw) = input.data else {
+        return Err(Error::invalid(format!(
+            "input '{name}': no 'data' (and no binary_data_size parameter)"
+        )));
+    };
+    let mut sink = Sink {
+        name,
+        datatype,
+        expected: count,
+        seen: 0,
+        fixed: Vec::with_capacity(datatype.size().map_or(0, |s| s * count)),
+        strings: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    (&mut sink).deserialize(&mut de).map_err(|e| {
+        let msg = e.to_string();
+        // serde_json appends " at line L column C"; our messages stand alone.
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        Error::InvalidArgument(msg)
+    })?;
+    if sink.seen != count {
+        return Err(Error::invalid(format!(
+            "input '{name}': shape {} needs {count} elements, got {}",
+            fmt_shape(&shape),
+            sink.seen
+        )));
+    }
+    let data = match datatype {
+        DataType::Bytes => TensorData::Bytes(sink.strings),
+        _ => TensorData::Fixed(Bytes::from(sink.fixed)),
+    };
+    Ok(Tensor {
+        name: name.to_string(),
+        datatype,
+        shape,
+        data,
+    })
+}
+
+/// Receives elements of one input's data, flattening nested arrays.
+struct Sink<'n> {
+    name: &'n str,
+    datatype: DataType,
+    expected: usize,
+    seen: usize,
+    fixed: Vec<u8>,
+    strings: Vec<Bytes>,
+}
+
+impl Sink<'_> {
+    fn fail<E: de::Error>(&self, what: fmt::Arguments<'_>) -> E {
+        E::custom(format!(
+            "input '{}': element {} must be {}, got {what}",
+            self.name,
+            self.seen.saturating_sub(1),
+            expectation(self.datatype)
+        ))
+    }
+
+    fn admit<E: de::Error>(&mut self) -> Result<(), E> {
+        if self.seen >= self.expected {
+            return Err(E::custom(format!(
+                "input '{}': data has more than the {} elements its shape declares",
+                self.name, self.expected
+            )));
+        }
+        self.seen += 1;
+        Ok(())
+    }
+
+    fn int<E: de::Error>(&mut self, v: i128, shown: fmt::Arguments<'_>) -> Result<(), E> {
+        macro_rules! put {
+            ($t:ty) => {{
+                let x = <$t>::try_from(v).map_err(|_| {
+                    self.fail::<E>(format_args!("{shown}, out of range for {}", self.datatype))
+                })?;
+                self.fixed.extend_from_slice(&x.to_le_bytes());
+            }};
+        }
+        match self.datatype {
+            DataType::Uint8 => put!(u8),
+            DataType::Uint16 => put!(u16),
+            DataType::Uint32 => put!(u32),
+            DataType::Uint64 => put!(u64),
+            DataType::Int8 => put!(i8),
+            DataType::Int16 => put!(i16),
+            DataType::Int32 => put!(i32),
+            DataType::Int64 => put!(i64),
+            DataType::Fp16 | DataType::Fp32 | DataType::Fp64 | DataType::Bf16 => {
+                return self.float(v as f64, shown);
+            }
+            DataType::Bool | DataType::Bytes => return Err(self.fail(shown)),
+        }
+        Ok(())
+    }
+
+    fn float<E: de::Error>(&mut self, v: f64, shown: fmt::Arguments<'_>) -> Result<(), E> {
+        let range = |max: f64| -> Result<(), E> {
+            if v.is_finite() && v.abs() <= max {
+                Ok(())
+            } else {
+                Err(self.fail(format_args!("{shown}, out of range for {}", self.datatype)))
+            }
+        };
+        match self.datatype {
+            DataType::Fp16 => {
+                range(f64::from(f16::MAX))?;
+                self.fixed
+                    .extend_from_slice(&f16::from_f64(v).to_le_bytes());
+            }
+            DataType::Bf16 => {
+                range(f64::from(bf16::MAX))?;
+                self.fixed
+                    .extend_from_slice(&bf16::from_f64(v).to_le_bytes());
+            }
+            DataType::Fp32 => {
+                range(f64::from(f32::MAX))?;
+                self.fixed.extend_from_slice(&(v as f32).to_le_bytes());
+            }
+            DataType::Fp64 => self.fixed.extend_from_slice(&v.to_le_bytes()),
+            DataType::Bool | DataType::Bytes => return Err(self.fail(shown)),
+            _ => {
+                // Integer data: accept integral values only.
+                if v.fract() != 0.0 || !v.is_finite() {
+                    return Err(self.fail(format_args!("{shown}, a fraction")));
+                }
+                return self.int(v as i128, shown);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expectation(datatype: DataType) -> String {
+    match datatype {
+        DataType::Bool => "true or false (BOOL)".to_string(),
+        DataType::Bytes => "a string (BYTES)".to_string(),
+        DataType::Fp16 | DataType::Fp32 | DataType::Fp64 | DataType::Bf16 => {
+            format!("a number ({datatype})")
+        }
+        _ => format!("an integer ({datatype})"),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Sink<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Sink<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} elements, flat or nested in arrays", self.datatype)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.admit()?;
+        if self.datatype != DataType::Bool {
+            return Err(self.fail(format_args!("{v}")));
+        }
+        self.fixed.push(u8::from(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.admit()?;
+        self.int(i128::from(v), format_args!("{v}"))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.admit()?;
+        self.int(i128::from(v), format_args!("{v}"))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.admit()?;
+        self.float(v, format_args!("{v}"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.admit()?;
+        if self.datatype != DataType::Bytes {
+            let shown: String = v.chars().take(32).collect();
+            return Err(self.fail(format_args!("the string {shown:?}")));
+        }
+        self.strings.push(Bytes::copy_from_slice(v.as_bytes()));
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.admit()?;
+        Err(self.fail(format_args!("null")))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        self.admit()?;
+        Err(self.fail(format_args!("an object")))
+    }
+}
+
+/// A JSON parameter as u64 (accepting integral numbers only).
+pub fn param_u64(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>> {
+    match params.and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Error::invalid(format!(
+                "parameter '{key}' must be a non-negative integer, got {v}"
+            ))
+        }),
+    }
+}
+
+/// A JSON parameter as bool.
+pub fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> {
+    match params.and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(Error::invalid(format!(
+            "parameter '{key}' must be true or false, got {v}"
+        ))),
+    }
+}
+
+// === encoding ===
+
+/// Serialises packed tensor data as a flat JSON array.
+pub struct DataJson<'a> {
+    pub datatype: DataType,
+    pub data: &'a TensorData,
+}
+
+impl Serialize for DataJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes = match self.data {
+            TensorData::Bytes(elements) => {
+                let mut seq = serializer.serialize_seq(Some(elements.len()))?;
+                for e in elements {
+                    seq.serialize_element(&String::from_utf8_lossy(e))?;
+                }
+                return seq.end();
+            }
+            TensorData::Fixed(b) => b,
+        };
+        let size = self.datatype.size().unwrap_or(1);
+        let mut seq = serializer.serialize_seq(Some(bytes.len() / size))?;
+        macro_rules! each {
+            ($t:ty, $n:expr, $conv:expr) => {
+                for chunk in bytes.chunks_exact($n) {
+                    let mut a = [0u8; $n];
+                    a.copy_from_slice(chunk);
+                    let v = <$t>::from_le_bytes(a);
+                    seq.serialize_element(&$conv(v))?;
+                }
+            };
+        }
+        match self.datatype {
+            DataType::Bool => {
+                for &b in bytes.iter() {
+                    seq.serialize_element(&(b != 0))?;
+                }
+            }
+            DataType::Uint8 => each!(u8, 1, |v| v),
+            DataType::Uint16 => each!(u16, 2, |v| v),
+            DataType::Uint32 => each!(u32, 4, |v| v),
+            DataType::Uint64 => each!(u64, 8, |v| v),
+            DataType::Int8 => each!(i8, 1, |v| v),
+            DataType::Int16 => each!(i16, 2, |v| v),
+            DataType::Int32 => each!(i32, 4, |v| v),
+            DataType::Int64 => each!(i64, 8, |v| v),
+            DataType::Fp16 => each!(f16, 2, |v: f16| finite(v.to_f32())),
+            DataType::Bf16 => each!(bf16, 2, |v: bf16| finite(v.to_f32())),
+            DataType::Fp32 => each!(f32, 4, finite),
+            DataType::Fp64 => each!(f64, 8, |v: f64| if v.is_finite() { Some(v) } else { None }),
+            DataType::Bytes => {}
+        }
+        seq.end()
+    }
+}
+
+/// JSON has no NaN or infinity; they are sent as null (as Triton does).
+fn finite(v: f32) -> Option<f32> {
+    v.is_finite().then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(datatype: &str, shape: &[i64], data: &str) -> Result<Tensor> {
+        let body = format!(
+            r#"{{"inputs":[{{"name":"x","shape":{shape:?},"datatype":"{datatype}","data":{data}}}]}}"#
+        );
+        let req: RequestJson<'_> =
+            serde_json::from_str(&body).map_err(|e| Error::invalid(e.to_string()))?;
+        decode_input(&req.inputs[0], 1 << 20)
+    }
+
+    fn err(datatype: &str, shape: &[i64], data: &str) -> String {
+        decode(datatype, shape, data).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn flat_and_nested_data_decode_alike() {
+        let flat = decode("FP32", &[2, 2], "[1, 2, 3.5, -4]").unwrap();
+        let nested = decode("FP32", &[2, 2], "[[1, 2], [3.5, -4]]").unwrap();
+        assert_eq!(flat, nested);
+        let TensorData::Fixed(b) = flat.data else {
+            panic!()
+        };
+        let v: Vec<f32> = b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(v, [1.0, 2.0, 3.5, -4.0]);
+    }
+
+    #[test]
+    fn every_dtype_decodes() {
+        for (dt, data) in [
+            ("BOOL", "[true, false]"),
+            ("UINT8", "[0, 255]"),
+            ("UINT16", "[0, 65535]"),
+            ("UINT32", "[0, 4294967295]"),
+            ("UINT64", "[0, 18446744073709551615]"),
+            ("INT8", "[-128, 127]"),
+            ("INT16", "[-32768, 32767]"),
+            ("INT32", "[-2147483648, 2147483647]"),
+            ("INT64", "[-9223372036854775808, 9223372036854775807]"),
+            ("FP16", "[1.5, -65504]"),
+            ("FP32", "[1e-3, 3]"),
+            ("FP64", "[1e300, -2]"),
+            ("BF16", "[1.5, -2]"),
+            ("BYTES", r#"["a", "βγ"]"#),
+        ] {
+            let t = decode(dt, &[2], data).unwrap_or_else(|e| panic!("{dt}: {e}"));
+            assert_eq!(t.data.len(t.datatype), 2, "{dt}");
+        }
+    }
+
+    #[test]
+    fn wrong_kinds_name_input_element_and_value() {
+        assert_eq!(
+            err("FP32", &[2], r#"[1, "a"]"#),
+            "input 'x': element 1 must be a number (FP32), got the string \"a\""
+        );
+        assert_eq!(
+            err("INT32", &[2], "[1, 1.5]"),
+            "input 'x': element 1 must be an integer (INT32), got 1.5, a fraction"
+        );
+        assert_eq!(
+            err("UINT8", &[1], "[256]"),
+            "input 'x': element 0 must be an integer (UINT8), got 256, out of range for UINT8"
+        );
+        assert_eq!(
+            err("INT8", &[1], "[-129]"),
+            "input 'x': element 0 must be an integer (INT8), got -129, out of range for INT8"
+        );
+        assert_eq!(
+            err("BOOL", &[1], "[1]"),
+            "input 'x': element 0 must be true or false (BOOL), got 1"
+        );
+        assert_eq!(
+            err("BYTES", &[1], "[1]"),
+            "input 'x': element 0 must be a string (BYTES), got 1"
+        );
+        assert_eq!(
+            err("FP16", &[1], "[70000]"),
+            "input 'x': element 0 must be a number (FP16), got 70000, out of range for FP16"
+        );
+        assert_eq!(
+            err("FP32", &[1], "[null]"),
+            "input 'x': element 0 must be a number (FP32), got null"
+        );
+    }
+
+    #[test]
+    fn counts_and_shapes_are_checked_before_allocation() {
+        assert_eq!(
+            err("FP32", &[2, 2], "[1, 2, 3]"),
+            "input 'x': shape [2, 2] needs 4 elements, got 3"
+        );
+        assert_eq!(
+            err("FP32", &[1], "[1, 2]"),
+            "input 'x': data has more than the 1 elements its shape declares"
+        );
+        assert!(err("FP32", &[-1, 2], "[]").contains("negative dimension"));
+        assert!(err("FP32", &[i64::MAX, i64::MAX], "[]").contains("more elements than the limit"));
+        assert!(err("FP32", &[1 << 21], "[]").contains("limit of 1048576"));
+        assert!(err("FLOAT32", &[1], "[1]").contains("unknown datatype 'FLOAT32'"));
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        let t = decode("FP16", &[3], "[1.5, -2, 0.25]").unwrap();
+        let json = serde_json::to_string(&DataJson {
+            datatype: t.datatype,
+            data: &t.data,
+        })
+        .unwrap();
+        assert_eq!(json, "[1.5,-2.0,0.25]");
+        let t = decode("BOOL", &[2], "[true, false]").unwrap();
+        let json = serde_json::to_string(&DataJson {
+            datatype: t.datatype,
+            data: &t.data,
+        })
+        .unwrap();
+        assert_eq!(json, "[true,false]");
+    }
+}

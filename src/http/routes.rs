@@ -1,0 +1,316 @@
+//! REST handlers: decode, call the service, encode.
+
+use super::AppState;
+use super::error::{ApiError, Body};
+use super::json::{self, DataJson, RequestJson};
+use crate::error::Error;
+use crate::registry::LoadedVersion;
+use crate::service::{InferRequest, InferResponse, Protocol};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Extensions this server implements, as `GET /v2` reports them.
+pub const EXTENSIONS: &[&str] = &["statistics", "model_configuration", "model_repository"];
+
+pub(super) async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+pub(super) async fn ready(State(s): State<AppState>) -> Response {
+    if s.service.is_ready() {
+        StatusCode::OK.into_response()
+    } else {
+        ApiError(Error::Unavailable("server is not ready".into())).into_response()
+    }
+}
+
+pub(super) async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "sluice",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": EXTENSIONS,
+    }))
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such endpoint".into()))
+}
+
+pub(super) fn parse_version(version: &str) -> ApiResult<u64> {
+    version
+        .parse::<u64>()
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| {
+            ApiError(Error::invalid(format!(
+                "model version must be a positive integer, got '{version}'"
+            )))
+        })
+}
+
+fn metadata_json(s: &AppState, version: &LoadedVersion, all_versions: bool) -> Value {
+    let versions: Vec<String> = if all_versions {
+        s.service
+            .registry()
+            .served()
+            .get(&version.model)
+            .map(|m| m.versions.keys().map(u64::to_string).collect())
+            .unwrap_or_default()
+    } else {
+        vec![version.version.to_string()]
+    };
+    let tensors = |specs: &[crate::runtime::TensorSpec]| -> Vec<Value> {
+        specs
+            .iter()
+            .map(|t| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape}))
+            .collect()
+    };
+    json!({
+        "name": version.model,
+        "versions": versions,
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(&version.signature.inputs),
+        "outputs": tensors(&version.signature.outputs),
+        "parameters": {
+            "max_batch_size": version.max_batch_size,
+            "execution_provider": version.placement.to_string(),
+        },
+    })
+}
+
+pub(super) async fn model_metadata(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let version = s.service.resolve(&model, None)?;
+    Ok(Json(metadata_json(&s, &version, true)))
+}
+
+pub(super) async fn model_metadata_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let version = s.service.resolve(&model, Some(parse_version(&version)?))?;
+    Ok(Json(metadata_json(&s, &version, false)))
+}
+
+fn ready_response(s: &AppState, model: &str, version: Option<u64>) -> ApiResult<Response> {
+    let ready = s.service.model_ready(model, version)?;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(json!({"name": model, "ready": ready}))).into_response())
+}
+
+pub(super) async fn model_ready(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> ApiResult<Response> {
+    ready_response(&s, &model, None)
+}
+
+pub(super) async fn model_ready_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    ready_response(&s, &model, Some(parse_version(&version)?))
+}
+
+pub(super) async fn infer(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    infer_common(s, model, None, body).await
+}
+
+pub(super) async fn infer_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let version = parse_version(&version)?;
+    infer_common(s, model, Some(version), body).await
+}
+
+async fn infer_common(
+    s: AppState,
+    model: String,
+    version: Option<u64>,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let request = decode_request(&s, model, version, &body)?;
+    let response = s.service.infer(request, Protocol::Http).await?;
+    Ok(encode_response(&response))
+}
+
+/// Decodes a JSON v2 inference request.
+pub(crate) fn decode_request(
+    s: &AppState,
+    model: String,
+    version: Option<u64>,
+    body: &[u8],
+) -> ApiResult<InferRequest> {
+    let parsed: RequestJson<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError(Error::invalid(format!(
+            "malformed inference request JSON: {e}"
+        )))
+    })?;
+    let max_elements = s.service.limits().max_tensor_elements;
+    let inputs = parsed
+        .inputs
+        .iter()
+        .map(|input| json::decode_input(input, max_elements))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = parsed.parameters.as_ref();
+    let outputs = parsed
+        .outputs
+        .map(|outs| outs.into_iter().map(|o| o.name).collect());
+    Ok(InferRequest {
+        model,
+        version,
+        id: parsed.id,
+        inputs,
+        outputs,
+        priority: json::param_u64(params, "priority")?,
+        timeout_us: json::param_u64(params, "timeout")?,
+    })
+}
+
+/// Encodes an inference response as v2 JSON.
+pub(crate) fn encode_response(response: &InferResponse) -> Response {
+    let outputs: Vec<Value> = response
+        .outputs
+        .iter()
+        .map(|(name, out)| {
+            json!({
+                "name": name,
+                "datatype": out.datatype.as_str(),
+                "shape": out.shape,
+                "data": serde_json::to_value(DataJson { datatype: out.datatype, data: &out.data })
+                    .unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "model_name": response.model,
+        "model_version": response.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = &response.id {
+        body["id"] = Value::String(id.clone());
+    }
+    Json(body).into_response()
+}
+
+fn tally(t: &crate::metrics::Tally) -> Value {
+    let (count, ns) = t.get();
+    json!({"count": count, "ns": ns})
+}
+
+fn stats_json(v: &LoadedVersion) -> Value {
+    let st = &v.metrics.stats;
+    let zero = json!({"count": 0, "ns": 0});
+    let batches: Vec<Value> = st
+        .batch_sizes()
+        .into_iter()
+        .map(|(size, count, ns)| {
+            json!({
+                "batch_size": size,
+                "compute_input": zero,
+                "compute_infer": {"count": count, "ns": ns},
+                "compute_output": zero,
+            })
+        })
+        .collect();
+    json!({
+        "name": v.model,
+        "version": v.version.to_string(),
+        "last_inference": st.last_inference_ms.load(Ordering::Relaxed),
+        "inference_count": st.inference_count.load(Ordering::Relaxed),
+        "execution_count": st.execution_count.load(Ordering::Relaxed),
+        "inference_stats": {
+            "success": tally(&st.success),
+            "fail": tally(&st.fail),
+            "queue": tally(&st.queue),
+            "compute_input": zero,
+            "compute_infer": tally(&st.compute_infer),
+            "compute_output": zero,
+            "cache_hit": zero,
+            "cache_miss": zero,
+        },
+        "batch_stats": batches,
+        "pending_requests": v.scheduler.queue_depth(),
+    })
+}
+
+fn versions_of(
+    s: &AppState,
+    model: &str,
+    version: Option<u64>,
+) -> ApiResult<Vec<Arc<LoadedVersion>>> {
+    match version {
+        Some(v) => Ok(vec![s.service.resolve(model, Some(v))?]),
+        None => {
+            let served = s.service.registry().served();
+            match served.get(model) {
+                Some(m) if !m.versions.is_empty() => Ok(m.versions.values().cloned().collect()),
+                _ => Ok(vec![s.service.resolve(model, None)?]),
+            }
+        }
+    }
+}
+
+pub(super) async fn model_stats(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let stats: Vec<Value> = versions_of(&s, &model, None)?
+        .iter()
+        .map(|v| stats_json(v))
+        .collect();
+    Ok(Json(json!({"model_stats": stats})))
+}
+
+pub(super) async fn model_stats_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let version = parse_version(&version)?;
+    let stats: Vec<Value> = versions_of(&s, &model, Some(version))?
+        .iter()
+        .map(|v| stats_json(v))
+        .collect();
+    Ok(Json(json!({"model_stats": stats})))
+}
+
+pub(super) async fn all_stats(State(s): State<AppState>) -> Json<Value> {
+    let served = s.service.registry().served();
+    let mut names: Vec<&String> = served.keys().collect();
+    names.sort();
+    let stats: Vec<Value> = names
+        .into_iter()
+        .flat_map(|n| served[n].versions.values().map(|v| stats_json(v)))
+        .collect();
+    Json(json!({"model_stats": stats}))
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.service.metrics().render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,380 @@
+//! Prometheus metrics and Triton-style per-version statistics.
+//!
+//! One [`Metrics`] per server (tests run several servers in one process, so
+//! nothing is global). Families are labelled `model` and `version` only, plus
+//! `protocol`/`outcome`/`state` from small fixed sets: cardinality is bounded
+//! by the models served. Each version caches its labelled handles in a
+//! [`VersionMetrics`] so the hot path never formats labels.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const QUEUE_DURATION: &str = "sluice_queue_duration_seconds";
+pub const COMPUTE_DURATION: &str = "sluice_compute_duration_seconds";
+pub const BATCH_SIZE: &str = "sluice_batch_size";
+pub const INFERENCES_TOTAL: &str = "sluice_inferences_total";
+pub const EXECUTIONS_TOTAL: &str = "sluice_executions_total";
+pub const PENDING_REQUESTS: &str = "sluice_pending_requests";
+pub const INFLIGHT_REQUESTS: &str = "sluice_inflight_requests";
+pub const MODEL_STATE: &str = "sluice_model_state";
+pub const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
+pub const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
+
+/// Latency buckets from 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+const LOAD_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The model states reported by `sluice_model_state`.
+pub const STATES: [&str; 3] = ["loading", "ready", "unavailable"];
+
+/// Every metric family of one server.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    queue_duration: HistogramVec,
+    compute_duration: HistogramVec,
+    batch_size: HistogramVec,
+    inferences: IntCounterVec,
+    executions: IntCounterVec,
+    pending: IntGaugeVec,
+    inflight: IntGaugeVec,
+    model_state: IntGaugeVec,
+    load_duration: HistogramVec,
+    load_failures: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| unreachable!("static histogram {name} is valid: {e}"))
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static counter {name} is valid: {e}"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static gauge {name} is valid: {e}"))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        const MV: &[&str] = &["model", "version"];
+        let m = Self {
+            registry: Registry::new(),
+            requests: counter(
+                REQUESTS_TOTAL,
+                "Inference requests by protocol and outcome.",
+                &["model", "version", "protocol", "outcome"],
+            ),
+            request_duration: histogram(
+                REQUEST_DURATION,
+                "End-to-end inference request duration, from decode to encode.",
+                LATENCY_BUCKETS,
+                &["model", "version", "protocol"],
+            ),
+            queue_duration: histogram(
+                QUEUE_DURATION,
+                "Time requests wait in the queue.",
+                LATENCY_BUCKETS,
+                MV,
+            ),
+            compute_duration: histogram(
+                COMPUTE_DURATION,
+                "Time of the batch run each request took part in.",
+                LATENCY_BUCKETS,
+                MV,
+            ),
+            batch_size: histogram(
+                BATCH_SIZE,
+                "Rows in each executed batch.",
+                BATCH_BUCKETS,
+                MV,
+            ),
+            inferences: counter(INFERENCES_TOTAL, "Rows inferred.", MV),
+            executions: counter(EXECUTIONS_TOTAL, "Batches executed.", MV),
+            pending: gauge(
+                PENDING_REQUESTS,
+                "Requests queued now, waiting for an instance.",
+                MV,
+            ),
+            inflight: gauge(
+                INFLIGHT_REQUESTS,
+                "Requests admitted and not yet answered (queued plus running).",
+                MV,
+            ),
+            model_state: gauge(
+                MODEL_STATE,
+                "1 for the state each model version is in (loading, ready, unavailable).",
+                &["model", "version", "state"],
+            ),
+            load_duration: histogram(
+                MODEL_LOAD_DURATION,
+                "Time to load and warm a model version.",
+                LOAD_BUCKETS,
+                &["model"],
+            ),
+            load_failures: counter(
+                MODEL_LOAD_FAILURES,
+                "Model version loads that failed.",
+                &["model"],
+            ),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.queue_duration.clone()),
+            Box::new(m.compute_duration.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.inferences.clone()),
+            Box::new(m.executions.clone()),
+            Box::new(m.pending.clone()),
+            Box::new(m.inflight.clone()),
+            Box::new(m.model_state.clone()),
+            Box::new(m.load_duration.clone()),
+            Box::new(m.load_failures.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            if let Err(e) = m.registry.register(c) {
+                tracing::warn!(error = %e, "metric not registered");
+            }
+        }
+        m
+    }
+
+    /// The labelled handles of one model version.
+    pub fn version(&self, model: &str, version: u64) -> VersionMetrics {
+        let v = version.to_string();
+        let l = [model, v.as_str()];
+        VersionMetrics {
+            model: model.to_string(),
+            version: v.clone(),
+            pending: self.pending.with_label_values(&l),
+            inflight: self.inflight.with_label_values(&l),
+            queue: self.queue_duration.with_label_values(&l),
+            compute: self.compute_duration.with_label_values(&l),
+            batch: self.batch_size.with_label_values(&l),
+            inferences: self.inferences.with_label_values(&l),
+            executions: self.executions.with_label_values(&l),
+            requests: self.requests.clone(),
+            request_duration: self.request_duration.clone(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Sets the state gauge of a version: 1 for `state`, 0 for the others.
+    pub fn set_state(&self, model: &str, version: u64, state: &str) {
+        let v = version.to_string();
+        for s in STATES {
+            self.model_state
+                .with_label_values(&[model, v.as_str(), s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Removes a version's series once it is no longer served.
+    pub fn forget_version(&self, model: &str, version: u64) {
+        let v = version.to_string();
+        let l = [model, v.as_str()];
+        for vec in [&self.pending, &self.inflight] {
+            let _ = vec.remove_label_values(&l);
+        }
+        for s in STATES {
+            let _ = self
+                .model_state
+                .remove_label_values(&[model, v.as_str(), s]);
+        }
+    }
+
+    pub fn record_load(&self, model: &str, took: Duration, ok: bool) {
+        self.load_duration
+            .with_label_values(&[model])
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.load_failures.with_label_values(&[model]).inc();
+        }
+    }
+
+    /// Requests that failed before reaching a model version (unknown model,
+    /// undecodable body): labelled with the version asked for, or "".
+    pub fn record_unrouted(&self, model: &str, protocol: &str, outcome: &str) {
+        self.requests
+            .with_label_values(&[model, "", protocol, outcome])
+            .inc();
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
+    }
+}
+
+/// The handles and statistics of one model version.
+pub struct VersionMetrics {
+    pub model: String,
+    pub version: String,
+    /// Queued now.
+    pub pending: IntGauge,
+    /// Admitted, not yet answered.
+    pub inflight: IntGauge,
+    queue: Histogram,
+    compute: Histogram,
+    batch: Histogram,
+    inferences: IntCounter,
+    executions: IntCounter,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// Triton-style statistics for `GET /v2/models/{m}/stats`.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for VersionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VersionMetrics({}/{})", self.model, self.version)
+    }
+}
+
+impl VersionMetrics {
+    /// A batch of `rows` ran for `took`.
+    pub fn record_execution(&self, rows: usize, took: Duration) {
+        self.batch.observe(rows as f64);
+        self.executions.inc();
+        self.inferences.inc_by(rows as u64);
+        self.stats.record_batch(rows, took);
+    }
+
+    /// A request finished: successfully with its queue and compute times, or not.
+    pub fn record_request(
+        &self,
+        protocol: &str,
+        outcome: &str,
+        total: Duration,
+        queue_and_compute: Option<(Duration, Duration)>,
+    ) {
+        self.requests
+            .with_label_values(&[
+                self.model.as_str(),
+                self.version.as_str(),
+                protocol,
+                outcome,
+            ])
+            .inc();
+        self.request_duration
+            .with_label_values(&[self.model.as_str(), self.version.as_str(), protocol])
+            .observe(total.as_secs_f64());
+        if let Some((queue, compute)) = queue_and_compute {
+            self.queue.observe(queue.as_secs_f64());
+            self.compute.observe(compute.as_secs_f64());
+        }
+        self.stats.record_request(total, queue_and_compute);
+    }
+}
+
+/// A count and a total duration in nanoseconds.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub count: AtomicU64,
+    pub ns: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Cumulative statistics of one version, as Triton's statistics extension reports them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub success: Tally,
+    pub fail: Tally,
+    pub queue: Tally,
+    pub compute_infer: Tally,
+    pub inference_count: AtomicU64,
+    pub execution_count: AtomicU64,
+    /// Milliseconds since the epoch of the last inference.
+    pub last_inference_ms: AtomicU64,
+    /// Per executed batch size: (count, total compute ns).
+    pub batches: Mutex<BTreeMap<usize, (u64, u64)>>,
+}
+
+impl Stats {
+    fn record_batch(&self, rows: usize, took: Duration) {
+        self.inference_count
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_inference_ms.store(ms, Ordering::Relaxed);
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = batches.entry(rows).or_insert((0, 0));
+        slot.0 += 1;
+        slot.1 += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    fn record_request(&self, total: Duration, queue_and_compute: Option<(Duration, Duration)>) {
+        match queue_and_compute {
+            Some((queue, compute)) => {
+                self.success.add(total);
+                self.queue.add(queue);
+                self.compute_infer.add(compute);
+            }
+            None => self.fail.add(total),
+        }
+    }
+
+    /// Executed batch sizes so far, ascending: (size, count, compute ns).
+    pub fn batch_sizes(&self) -> Vec<(usize, u64, u64)> {
+        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        batches.iter().map(|(&s, &(c, ns))| (s, c, ns)).collect()
+    }
+}

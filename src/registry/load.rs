@@ -1,0 +1,178 @@
+//! Loading one model's versions from disk into running schedulers.
+
+use super::{Defaults, Registry};
+use crate::metrics::VersionMetrics;
+use crate::repository::{self, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
+use crate::runtime::{self, ModelSignature, Placement, ProviderOptions};
+use crate::scheduler::{BatchPolicy, Executor, ExecutorFactory, Scheduler, SchedulerConfig};
+use crate::tensor::fmt_shape;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A version that is loaded and serving (or draining after a swap).
+#[derive(Debug)]
+pub struct LoadedVersion {
+    pub model: String,
+    pub version: u64,
+    pub path: PathBuf,
+    pub signature: ModelSignature,
+    /// 0 when the model does not batch.
+    pub max_batch_size: usize,
+    pub instances: usize,
+    pub intra_op_threads: usize,
+    pub placement: Placement,
+    pub config: ModelConfig,
+    pub scheduler: Scheduler,
+    pub metrics: Arc<VersionMetrics>,
+}
+
+impl LoadedVersion {
+    /// Stops admitting; queued work drains.
+    pub fn close(&self) {
+        self.scheduler.close();
+    }
+
+    /// The default queue timeout, if the config sets one.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self.config.dynamic_batching.default_timeout_us {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// Why a load failed, and which version (None: the whole model).
+#[derive(Debug)]
+pub(super) struct LoadFailure {
+    pub version: Option<u64>,
+    pub reason: String,
+}
+
+fn model_failure(reason: String) -> LoadFailure {
+    LoadFailure {
+        version: None,
+        reason,
+    }
+}
+
+impl Registry {
+    pub(super) fn load_blocking(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<u64, Arc<LoadedVersion>>, LoadFailure> {
+        let dir = self.root.join(name);
+        let config = ModelConfig::load(&dir).map_err(model_failure)?;
+        let model_dir = repository::read_model(&self.root, name)
+            .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;
+        let mut loaded = BTreeMap::new();
+        for version in config.version_policy.select(&model_dir.versions) {
+            self.metrics.set_state(name, version, "loading");
+            let path = model_dir.version_path(version);
+            let lv = load_version(name, version, path, &config, &self.defaults, self).map_err(
+                |reason| LoadFailure {
+                    version: Some(version),
+                    reason,
+                },
+            )?;
+            loaded.insert(version, Arc::new(lv));
+        }
+        Ok(loaded)
+    }
+}
+
+fn load_version(
+    name: &str,
+    version: u64,
+    path: PathBuf,
+    config: &ModelConfig,
+    defaults: &Defaults,
+    registry: &Registry,
+) -> Result<LoadedVersion, String> {
+    let gpu = config
+        .execution_providers
+        .first()
+        .is_some_and(|p| p.is_gpu());
+    let instances = config
+        .instances
+        .unwrap_or(if gpu { 1 } else { defaults.cores.max(1) });
+    let intra_op_threads = config
+        .intra_op_threads
+        .unwrap_or((defaults.cores / instances).max(1));
+    let options = ProviderOptions {
+        providers: config.execution_providers.clone(),
+        fallback: config.fallback,
+        intra_threads: intra_op_threads,
+    };
+
+    let (first, placement) = runtime::load_instance(&path, &options, None, 0)
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let signature = first.signature()?;
+    let batchable = signature.batchable();
+    let max_batch_size = match config.max_batch_size {
+        Some(n) if n > 0 && !batchable => {
+            let fixed = signature
+                .inputs
+                .iter()
+                .chain(&signature.outputs)
+                .find(|t| t.shape.first() != Some(&-1))
+                .map(|t| format!("'{}' has shape {}", t.name, fmt_shape(&t.shape)))
+                .unwrap_or_default();
+            return Err(format!(
+                "max_batch_size = {n} needs every input and output to have a dynamic first dimension, but {fixed}"
+            ));
+        }
+        Some(n) => n,
+        None if batchable => DEFAULT_MAX_BATCH_SIZE,
+        None => 0,
+    };
+
+    let factory: ExecutorFactory = {
+        let (path, options, signature) = (path.clone(), options.clone(), signature.clone());
+        Arc::new(move || {
+            runtime::load_instance(&path, &options, Some(&signature), max_batch_size)
+                .map(|(instance, _)| Box::new(instance) as Box<dyn Executor>)
+        })
+    };
+    // Sessions are built one at a time: concurrent builds have crashed
+    // TensorRT inside ONNX Runtime.
+    let mut executors: Vec<Box<dyn Executor>> = vec![Box::new(first)];
+    for _ in 1..instances {
+        executors.push(factory()?);
+    }
+
+    let metrics = Arc::new(registry.metrics.version(name, version));
+    let batching = &config.dynamic_batching;
+    let mut preferred = batching.preferred_batch_sizes.clone();
+    preferred.sort_unstable();
+    let scheduler = Scheduler::start(
+        SchedulerConfig {
+            name: format!("{name}/{version}"),
+            policy: BatchPolicy {
+                max_batch_size,
+                max_queue_delay: Duration::from_micros(batching.max_queue_delay_us),
+                preferred_batch_sizes: preferred,
+            },
+            max_queue_size: batching.max_queue_size,
+            priority_levels: batching.priority_levels as usize,
+            instances,
+        },
+        executors,
+        factory,
+        metrics.clone(),
+    )?;
+    Ok(LoadedVersion {
+        model: name.to_string(),
+        version,
+        path,
+        signature,
+        max_batch_size,
+        instances,
+        intra_op_threads,
+        placement,
+        config: config.clone(),
+        scheduler,
+        metrics,
+    })
+}

@@ -1,0 +1,325 @@
+//! The live model set: which versions serve, and the state of every model on disk.
+//!
+//! # Rules
+//! - The served set is one `ArcSwap<HashMap<model, Arc<Model>>>`. A request
+//!   resolves its version with one load and keeps that `Arc<LoadedVersion>`
+//!   until it has replied, so a swap never pulls a version out from under it.
+//! - A version is loaded completely (every instance's session, built one at a
+//!   time) *before* it is published; publishing is one atomic store.
+//! - A version that leaves the set stops admitting (its scheduler is closed),
+//!   drains its queue, and is dropped with the last request holding it, which
+//!   joins its worker threads and frees their sessions.
+//! - Each model loads in its own failure domain: a corrupt file, a bad config
+//!   or a missing GPU marks that model UNAVAILABLE with its reason and leaves
+//!   every other model serving. A failed load leaves the serving version as is.
+//! - Loads are serialised by one async mutex, so two loads of the same model
+//!   cannot interleave.
+
+mod load;
+
+pub use load::LoadedVersion;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::repository::{self, valid_model_name};
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The served versions of one model, highest last.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
+}
+
+/// A version's state as the repository index reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionState {
+    Loading,
+    Ready,
+    Unavailable(String),
+}
+
+impl VersionState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            VersionState::Loading => "LOADING",
+            VersionState::Ready => "READY",
+            VersionState::Unavailable(_) => "UNAVAILABLE",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            VersionState::Unavailable(r) => r,
+            _ => "",
+        }
+    }
+}
+
+/// One row of the repository index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub name: String,
+    /// `None` when the failure concerns the whole model (e.g. its config).
+    pub version: Option<u64>,
+    pub state: VersionState,
+}
+
+/// Server-wide defaults that apply to every model.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Cores available to the process.
+    pub cores: usize,
+}
+
+pub struct Registry {
+    root: PathBuf,
+    served: ArcSwap<HashMap<String, Arc<Model>>>,
+    /// The state of every model known from disk or from a load call.
+    index: Mutex<BTreeMap<String, BTreeMap<Option<u64>, VersionState>>>,
+    loads: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+    defaults: Defaults,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(root: PathBuf, metrics: Metrics, defaults: Defaults) -> Self {
+        Self {
+            root,
+            served: ArcSwap::from_pointee(HashMap::new()),
+            index: Mutex::new(BTreeMap::new()),
+            loads: tokio::sync::Mutex::new(()),
+            metrics,
+            defaults,
+        }
+    }
+
+    /// Names of every model directory in the repository.
+    pub fn discover(&self) -> std::io::Result<Vec<String>> {
+        Ok(repository::scan(&self.root)?
+            .into_iter()
+            .map(|m| m.name)
+            .collect())
+    }
+
+    /// Loads (or reloads) `name` from disk and publishes it. The error, if any,
+    /// is also recorded in the index; other models are untouched.
+    pub async fn load(self: &Arc<Self>, name: &str) -> Result<()> {
+        if !valid_model_name(name) {
+            return Err(Error::invalid(format!(
+                "model name '{name}' is not valid: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
+            )));
+        }
+        let _serial = self.loads.lock().await;
+        let dir = self.root.join(name);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!(
+                "model '{name}' is not in the model repository"
+            )));
+        }
+        self.set_state(name, None, None);
+        let this = self.clone();
+        let owned = name.to_string();
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || this.load_blocking(&owned))
+            .await
+            .map_err(|e| Error::internal(format!("model load task failed: {e}")))?;
+        let took = started.elapsed();
+        match outcome {
+            Ok(loaded) => {
+                self.metrics.record_load(name, took, true);
+                let versions: Vec<u64> = loaded.keys().copied().collect();
+                self.publish(name, loaded);
+                for (v, lv) in self
+                    .served
+                    .load()
+                    .get(name)
+                    .iter()
+                    .flat_map(|m| m.versions.iter())
+                {
+                    tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model ready");
+                }
+                if versions.is_empty() {
+                    tracing::warn!(model = name, "model has no version to serve");
+                }
+                Ok(())
+            }
+            Err(failure) => {
+                self.metrics.record_load(name, took, false);
+                tracing::error!(model = name, reason = %failure.reason, "model failed to load");
+                self.set_state(
+                    name,
+                    failure.version,
+                    Some(VersionState::Unavailable(failure.reason.clone())),
+                );
+                if let Some(v) = failure.version {
+                    self.metrics.set_state(name, v, "unavailable");
+                }
+                Err(Error::Unavailable(format!(
+                    "model '{name}' failed to load: {}",
+                    failure.reason
+                )))
+            }
+        }
+    }
+
+    /// Stops serving every version of `name`. In-flight requests complete.
+    pub async fn unload(&self, name: &str) -> Result<()> {
+        let _serial = self.loads.lock().await;
+        let known = self.index_lock().contains_key(name);
+        let removed = self.replace(name, None);
+        if removed.is_none() && !known {
+            return Err(Error::NotFound(format!("model '{name}' is not loaded")));
+        }
+        if let Some(old) = removed {
+            for (v, version) in &old.versions {
+                version.close();
+                self.metrics.forget_version(name, *v);
+            }
+        }
+        let mut index = self.index_lock();
+        if let Some(states) = index.get_mut(name) {
+            states.clear();
+            states.insert(None, VersionState::Unavailable("unloaded".into()));
+        }
+        Ok(())
+    }
+
+    /// Resolves a request's model version: the exact one, or the highest served.
+    pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
+        let snapshot = self.served.load();
+        let found = snapshot.get(name).and_then(|model| match version {
+            Some(v) => model.versions.get(&v).cloned(),
+            None => model.versions.values().next_back().cloned(),
+        });
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let index = self.index_lock();
+        let Some(states) = index.get(name) else {
+            return Err(Error::NotFound(format!("unknown model '{name}'")));
+        };
+        let describe = |v: Option<u64>| match v {
+            Some(v) => format!("version {v} of model '{name}'"),
+            None => format!("model '{name}'"),
+        };
+        let state = version
+            .and_then(|v| states.get(&Some(v)))
+            .or_else(|| states.get(&None))
+            .or_else(|| states.values().next_back());
+        match (state, version) {
+            (Some(VersionState::Loading), _) => Err(Error::Unavailable(format!(
+                "{} is loading",
+                describe(version)
+            ))),
+            (Some(VersionState::Unavailable(reason)), _) => Err(Error::Unavailable(format!(
+                "{} is unavailable: {reason}",
+                describe(version)
+            ))),
+            (Some(VersionState::Ready), Some(v)) | (None, Some(v)) => Err(Error::NotFound(
+                format!("model '{name}' has no version {v} being served"),
+            )),
+            (_, None) => Err(Error::Unavailable(format!(
+                "model '{name}' has no version being served"
+            ))),
+        }
+    }
+
+    /// Every model of the index, with its versions' states.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        self.index_lock()
+            .iter()
+            .flat_map(|(name, states)| {
+                states.iter().map(move |(version, state)| IndexEntry {
+                    name: name.clone(),
+                    version: *version,
+                    state: state.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Versions being served, per model.
+    pub fn served(&self) -> Arc<HashMap<String, Arc<Model>>> {
+        self.served.load_full()
+    }
+
+    fn index_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<Option<u64>, VersionState>>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a state; `version: None, state: None` marks the model as loading.
+    fn set_state(&self, name: &str, version: Option<u64>, state: Option<VersionState>) {
+        let mut index = self.index_lock();
+        let states = index.entry(name.to_string()).or_default();
+        match state {
+            None => {
+                states.retain(|_, s| *s == VersionState::Ready);
+                if states.is_empty() {
+                    states.insert(None, VersionState::Loading);
+                }
+            }
+            Some(state) => {
+                states.retain(|v, s| v.is_some() && *s == VersionState::Ready);
+                states.insert(version, state);
+            }
+        }
+    }
+
+    /// Publishes the freshly loaded versions of `name` in one store; versions
+    /// that are no longer wanted are closed and drain.
+    fn publish(&self, name: &str, loaded: BTreeMap<u64, Arc<LoadedVersion>>) {
+        let versions: Vec<u64> = loaded.keys().copied().collect();
+        for v in &versions {
+            self.metrics.set_state(name, *v, "ready");
+        }
+        let old = self.replace(name, Some(Arc::new(Model { versions: loaded })));
+        if let Some(old) = old {
+            for (v, version) in &old.versions {
+                version.close();
+                if !versions.contains(v) {
+                    self.metrics.forget_version(name, *v);
+                }
+            }
+        }
+        let mut index = self.index_lock();
+        let states = index.entry(name.to_string()).or_default();
+        states.clear();
+        for v in versions {
+            states.insert(Some(v), VersionState::Ready);
+        }
+        if states.is_empty() {
+            states.insert(
+                None,
+                VersionState::Unavailable("no version directory with a model.onnx".into()),
+            );
+        }
+    }
+
+    /// One atomic store of the map with `name` replaced (or removed).
+    fn replace(&self, name: &str, model: Option<Arc<Model>>) -> Option<Arc<Model>> {
+        let mut previous = None;
+        self.served.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            previous = match &model {
+                Some(m) => next.insert(name.to_string(), m.clone()),
+                None => next.remove(name),
+            };
+            next
+        });
+        previous
+    }
+}

@@ -1,0 +1,134 @@
+//! The on-disk model repository, in Triton's layout:
+//!
+//! ```text
+//! <repo>/<model>/config.toml          optional, see docs/configuration.md
+//! <repo>/<model>/<version>/model.onnx versions are positive integers
+//! ```
+//!
+//! Directories whose name is not a positive integer are ignored, so a version
+//! can be staged under any other name (`.3.tmp`) and published by an atomic
+//! rename. A version directory without `model.onnx` is not (yet) a version.
+
+pub mod config;
+
+pub use config::{DynamicBatching, ModelConfig, VersionPolicy};
+
+use std::path::{Path, PathBuf};
+
+/// The file each version directory holds.
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// One model directory as found on disk.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub name: String,
+    pub path: PathBuf,
+    /// Versions with a `model.onnx`, ascending.
+    pub versions: Vec<u64>,
+}
+
+impl ModelDir {
+    pub fn version_path(&self, version: u64) -> PathBuf {
+        self.path.join(version.to_string()).join(MODEL_FILE)
+    }
+}
+
+/// Whether `name` can name a model: no path separators, no `..`, nothing hidden.
+/// Model names in API calls can never reach outside the repository.
+pub fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn parse_version(name: &str) -> Option<u64> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) || name.starts_with('0') {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// Reads one model directory.
+pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
+    let path = root.join(name);
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(&path)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(version) = file_name.to_str().and_then(parse_version) else {
+            continue;
+        };
+        if entry.path().join(MODEL_FILE).is_file() {
+            versions.push(version);
+        }
+    }
+    versions.sort_unstable();
+    Ok(ModelDir {
+        name: name.to_string(),
+        path,
+        versions,
+    })
+}
+
+/// Lists every model directory of the repository, by name.
+pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !valid_model_name(&name) {
+            continue;
+        }
+        models.push(read_model(root, &name)?);
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_cannot_escape() {
+        for bad in [
+            "", "..", ".", "../x", "a/b", "/abs", ".hidden", "a\\b", "a b",
+        ] {
+            assert!(!valid_model_name(bad), "{bad:?}");
+        }
+        for good in ["iris", "dense-v2", "m_1", "resnet50.onnx"] {
+            assert!(valid_model_name(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn versions_are_positive_integers() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("42"), Some(42));
+        for bad in ["0", "01", "-1", "1.0", "v1", ".1.tmp", ""] {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scan_finds_complete_versions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("m");
+        for v in ["1", "3", ".4.tmp", "x"] {
+            std::fs::create_dir_all(m.join(v)).unwrap();
+            std::fs::write(m.join(v).join(MODEL_FILE), b"x").unwrap();
+        }
+        std::fs::create_dir_all(m.join("5")).unwrap(); // no model.onnx yet
+        let models = scan(dir.path()).unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].versions, vec![1, 3]);
+    }
+}

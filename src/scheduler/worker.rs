@@ -1,0 +1,203 @@
+//! An instance worker: an OS thread that owns one executor (session), takes
+//! batches from its version's queue, runs them, and answers every caller.
+
+use super::queue::Decision;
+use super::{Completion, Entry, Executor, ExecutorFactory, Shared};
+use crate::error::Error;
+use crate::runtime::{BatchInput, RunOutput};
+use crate::tensor::{TensorData, element_count};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub(super) fn run(shared: Arc<Shared>, mut executor: Box<dyn Executor>, factory: ExecutorFactory) {
+    while let Some(batch) = next_batch(&shared) {
+        // Claim every entry; one whose waiter timed out first is dropped unrun.
+        let batch: Vec<Entry> = batch.into_iter().filter(|e| e.ticket.start()).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            execute(&shared, executor.as_mut(), &batch)
+        }));
+        let compute_time = started.elapsed();
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        let rows: usize = batch.iter().map(|e| e.job.rows).sum();
+        let metrics = &shared.metrics;
+        match result {
+            Ok(Ok(per_job)) => {
+                metrics.record_execution(rows, compute_time);
+                for (entry, outputs) in batch.into_iter().zip(per_job) {
+                    let queue_time = started.saturating_duration_since(entry.enqueued);
+                    let _ = entry.reply.send(Ok(Completion {
+                        outputs,
+                        queue_time,
+                        compute_time,
+                        batch_rows: rows,
+                    }));
+                }
+            }
+            Ok(Err(message)) => {
+                tracing::warn!(model = %shared.config.name, rows, error = %message, "batch failed");
+                fail_all(batch, &Error::Internal(message));
+            }
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(model = %shared.config.name, panic = %what, "instance worker panicked; replacing its session");
+                fail_all(
+                    batch,
+                    &Error::Internal(format!("the model's worker panicked: {what}")),
+                );
+                match factory() {
+                    Ok(fresh) => executor = fresh,
+                    Err(e) => {
+                        tracing::error!(model = %shared.config.name, error = %e, "cannot rebuild the worker's session; worker exits");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    leave(&shared);
+}
+
+/// Waits for the next batch; `None` once the scheduler is closed and drained.
+fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
+    let mut state = shared.lock();
+    loop {
+        let now = Instant::now();
+        let closed = state.closed;
+        let decision = state.queue.next_batch(&shared.config.policy, now, closed);
+        shared.metrics.pending.set(state.queue.len() as i64);
+        match decision {
+            Decision::Run(batch) => {
+                if !state.queue.is_empty() {
+                    shared.work.notify_one();
+                }
+                return Some(batch);
+            }
+            Decision::WaitUntil(at) => {
+                let timeout = at.saturating_duration_since(now);
+                state = shared
+                    .work
+                    .wait_timeout(state, timeout)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            }
+            Decision::Idle if closed => return None,
+            Decision::Idle => {
+                state = shared
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        }
+    }
+}
+
+/// The last worker to leave answers whatever is still queued.
+fn leave(shared: &Shared) {
+    let orphans = {
+        let mut state = shared.lock();
+        state.live_workers -= 1;
+        if state.live_workers > 0 {
+            return;
+        }
+        state.closed = true;
+        state.queue.drain()
+    };
+    shared.metrics.pending.set(0);
+    let error = Error::Unavailable(format!(
+        "model '{}' has no running instance",
+        shared.config.name
+    ));
+    fail_all(orphans, &error);
+}
+
+fn fail_all(batch: Vec<Entry>, error: &Error) {
+    for entry in batch {
+        let _ = entry.reply.send(Err(error.clone()));
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Concatenates the batch's inputs, runs them, and splits the outputs so each
+/// job gets exactly its own rows.
+fn execute(
+    shared: &Shared,
+    executor: &mut dyn Executor,
+    batch: &[Entry],
+) -> Result<Vec<Vec<RunOutput>>, String> {
+    let first = &batch.first().ok_or("empty batch")?.job;
+    let batching = shared.config.policy.max_batch_size > 0;
+    let total_rows: usize = batch.iter().map(|e| e.job.rows).sum();
+    let inputs: Vec<BatchInput<'_>> = first
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, head)| {
+            let mut shape = head.shape.clone();
+            if batching {
+                if let Some(d0) = shape.first_mut() {
+                    *d0 = total_rows;
+                }
+            }
+            BatchInput {
+                name: &head.name,
+                datatype: head.datatype,
+                shape,
+                parts: batch.iter().map(|e| &e.job.inputs[i].data).collect(),
+            }
+        })
+        .collect();
+    let outputs = executor.run(&inputs, &first.outputs)?;
+    if batch.len() == 1 {
+        return Ok(vec![outputs]);
+    }
+    let mut per_job: Vec<Vec<RunOutput>> = batch
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
+    for output in outputs {
+        let rows_out = output.shape.first().copied().unwrap_or(0);
+        if rows_out != total_rows {
+            return Err(format!(
+                "an output has {rows_out} rows for a batch of {total_rows}; the model does not keep rows independent"
+            ));
+        }
+        let per_row = element_count(&output.shape[1..]).ok_or("output shape overflows")?;
+        let mut row = 0usize;
+        for (entry, slot) in batch.iter().zip(per_job.iter_mut()) {
+            let rows = entry.job.rows;
+            let (start, end) = (row * per_row, (row + rows) * per_row);
+            let data = match &output.data {
+                TensorData::Fixed(bytes) => {
+                    let size = output.datatype.size().unwrap_or(1);
+                    TensorData::Fixed(bytes.slice(start * size..end * size))
+                }
+                TensorData::Bytes(elements) => TensorData::Bytes(elements[start..end].to_vec()),
+            };
+            let mut shape = output.shape.clone();
+            shape[0] = rows;
+            slot.push(RunOutput {
+                datatype: output.datatype,
+                shape,
+                data,
+            });
+            row += rows;
+        }
+    }
+    Ok(per_job)
+}

@@ -1,0 +1,445 @@
+//! The protocol-neutral operations: every adapter (REST JSON, REST binary,
+//! gRPC, v1 predict) decodes its wire format into an [`InferRequest`] and calls
+//! [`Service::infer`]. Validation, admission, timing and metrics live here,
+//! once.
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::registry::{LoadedVersion, Registry};
+use crate::runtime::RunOutput;
+use crate::scheduler::{BatchKey, Job};
+use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most elements in one input tensor.
+    pub max_tensor_elements: usize,
+    /// Most bytes in all of a request's input tensors together.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tensor_elements: 64 << 20,
+            max_request_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A decoded inference request, before it is checked against the model.
+#[derive(Debug, Clone, Default)]
+pub struct InferRequest {
+    pub model: String,
+    pub version: Option<u64>,
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Outputs to return, by name; `None` means all of them.
+    pub outputs: Option<Vec<String>>,
+    /// Priority level (1 is the highest); `None` or 0 means the model's default.
+    pub priority: Option<u64>,
+    /// Queue timeout in µs; it can only shorten the model's default.
+    pub timeout_us: Option<u64>,
+}
+
+/// The answer to an [`InferRequest`].
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model: String,
+    pub version: u64,
+    pub id: Option<String>,
+    /// Requested outputs, in the requested (or graph) order.
+    pub outputs: Vec<(String, RunOutput)>,
+}
+
+/// Which adapter a request came through, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// The cheap, cloneable handle every adapter holds.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<Registry>,
+    metrics: Metrics,
+    limits: Limits,
+    /// Set once the startup load finished.
+    started: AtomicBool,
+    /// Set at SIGTERM: readiness turns false at once.
+    draining: AtomicBool,
+}
+
+/// Decrements the in-flight gauge however the request ends (even if the
+/// caller goes away and the future is dropped).
+struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Service {
+    pub fn new(registry: Arc<Registry>, metrics: Metrics, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                metrics,
+                limits,
+                started: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Marks the startup load as finished.
+    pub fn set_started(&self) {
+        self.inner.started.store(true, Ordering::Release);
+    }
+
+    /// Turns readiness false (SIGTERM); liveness stays true.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    /// Ready once every loadable model has loaded, until draining starts.
+    pub fn is_ready(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether a model (version) can take requests now.
+    pub fn model_ready(&self, model: &str, version: Option<u64>) -> Result<bool> {
+        match self.inner.registry.resolve(model, version) {
+            Ok(_) => Ok(true),
+            Err(Error::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The served version a request addresses.
+    pub fn resolve(&self, model: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
+        self.inner.registry.resolve(model, version)
+    }
+
+    /// Checks, queues and runs one request.
+    pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
+        let started = Instant::now();
+        let mut version = match self.resolve(&request.model, request.version) {
+            Ok(v) => v,
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .record_unrouted(&request.model, protocol.label(), e.outcome());
+                return Err(e);
+            }
+        };
+        let metrics = version.metrics.clone();
+        let outcome = self.infer_on(&mut version, request, started).await;
+        let (label, times) = match &outcome {
+            Ok((_, queue, compute)) => ("success", Some((*queue, *compute))),
+            Err(e) => (e.outcome(), None),
+        };
+        metrics.record_request(protocol.label(), label, started.elapsed(), times);
+        outcome.map(|(response, _, _)| response)
+    }
+
+    async fn infer_on(
+        &self,
+        version: &mut Arc<LoadedVersion>,
+        request: InferRequest,
+        started: Instant,
+    ) -> Result<(InferResponse, Duration, Duration)> {
+        let (id, model, wanted_version) =
+            (request.id.clone(), request.model.clone(), request.version);
+        let mut job = validate(version, request, &self.inner.limits, started)?;
+        let _inflight = {
+            version.metrics.inflight.inc();
+            InFlight(version.metrics.inflight.clone())
+        };
+        let mut attempts = 0;
+        let mut names = output_names(version, &job);
+        let pending = loop {
+            match version.scheduler.submit(job) {
+                Ok(pending) => break pending,
+                Err(rejected) => {
+                    // A closed scheduler means the version was swapped out
+                    // between resolve and submit; its successor is already
+                    // published, so take the job there.
+                    let Some(returned) = rejected.job.map(|j| *j) else {
+                        return Err(rejected.error);
+                    };
+                    attempts += 1;
+                    let fresh = self.resolve(&model, wanted_version)?;
+                    if attempts > 3 || Arc::ptr_eq(&fresh, version) {
+                        return Err(rejected.error);
+                    }
+                    let request = InferRequest {
+                        model: model.clone(),
+                        version: wanted_version,
+                        id: None,
+                        outputs: Some(
+                            returned
+                                .outputs
+                                .iter()
+                                .map(|&i| version.signature.outputs[i].name.clone())
+                                .collect(),
+                        ),
+                        priority: Some(returned.priority as u64),
+                        timeout_us: returned.deadline.map(|d| {
+                            d.saturating_duration_since(Instant::now())
+                                .as_micros()
+                                .max(1) as u64
+                        }),
+                        inputs: returned.inputs,
+                    };
+                    *version = fresh;
+                    job = validate(version, request, &self.inner.limits, Instant::now())?;
+                    names = output_names(version, &job);
+                }
+            }
+        };
+        let completion = pending.wait().await?;
+        let response = InferResponse {
+            model: version.model.clone(),
+            version: version.version,
+            id,
+            outputs: names.into_iter().zip(completion.outputs).collect(),
+        };
+        Ok((response, completion.queue_time, completion.compute_time))
+    }
+}
+
+fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {
+    job.outputs
+        .iter()
+        .map(|&i| version.signature.outputs[i].name.clone())
+        .collect()
+}
+
+/// Checks `request` against the model and turns it into a schedulable job.
+/// Messages name the input, what was expected and what arrived.
+pub fn validate(
+    version: &LoadedVersion,
+    request: InferRequest,
+    limits: &Limits,
+    now: Instant,
+) -> Result<Job> {
+    let signature = &version.signature;
+    let batching = version.max_batch_size > 0;
+    let mut by_name: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
+    let mut total_bytes = 0usize;
+    for tensor in request.inputs {
+        let Some(index) = signature.inputs.iter().position(|s| s.name == tensor.name) else {
+            let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::invalid(format!(
+                "unknown input '{}' for model '{}'; expected inputs: {}",
+                tensor.name,
+                version.model,
+                known.join(", ")
+            )));
+        };
+        if by_name[index].is_some() {
+            return Err(Error::invalid(format!(
+                "input '{}' is given more than once",
+                tensor.name
+            )));
+        }
+        let count = element_count(&tensor.shape).ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{}': shape {} overflows the element count",
+                tensor.name,
+                fmt_shape(&tensor.shape)
+            ))
+        })?;
+        if count > limits.max_tensor_elements {
+            return Err(Error::TooLarge(format!(
+                "input '{}': {count} elements exceed the limit of {}",
+                tensor.name, limits.max_tensor_elements
+            )));
+        }
+        total_bytes = total_bytes.saturating_add(tensor.data.byte_len());
+        by_name[index] = Some(tensor);
+    }
+    if total_bytes > limits.max_request_bytes {
+        return Err(Error::TooLarge(format!(
+            "request tensors hold {total_bytes} bytes, over the limit of {}",
+            limits.max_request_bytes
+        )));
+    }
+
+    let mut inputs = Vec::with_capacity(by_name.len());
+    let mut rows: Option<(usize, String)> = None;
+    for (spec, tensor) in signature.inputs.iter().zip(by_name) {
+        let Some(tensor) = tensor else {
+            return Err(Error::invalid(format!(
+                "missing input '{}' ({} {}) for model '{}'",
+                spec.name,
+                spec.datatype,
+                fmt_shape(&spec.shape),
+                version.model
+            )));
+        };
+        if tensor.datatype != spec.datatype {
+            return Err(Error::invalid(format!(
+                "input '{}': expected datatype {}, got {}",
+                spec.name, spec.datatype, tensor.datatype
+            )));
+        }
+        let fits = tensor.shape.len() == spec.shape.len()
+            && tensor
+                .shape
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&got, &want)| want < 0 || i64::try_from(got).is_ok_and(|g| g == want));
+        if !fits {
+            return Err(Error::invalid(format!(
+                "input '{}': expected shape {} (-1 is any size), got {}",
+                spec.name,
+                fmt_shape(&spec.shape),
+                fmt_shape(&tensor.shape)
+            )));
+        }
+        tensor.check_consistent().map_err(Error::InvalidArgument)?;
+        if batching {
+            let n = tensor.rows();
+            if n == 0 {
+                return Err(Error::invalid(format!(
+                    "input '{}': the batch dimension must be ≥ 1, got 0",
+                    spec.name
+                )));
+            }
+            if n > version.max_batch_size {
+                return Err(Error::invalid(format!(
+                    "input '{}': batch of {n} rows exceeds max_batch_size {} of model '{}'",
+                    spec.name, version.max_batch_size, version.model
+                )));
+            }
+            match &rows {
+                Some((r, first)) if *r != n => {
+                    return Err(Error::invalid(format!(
+                        "input '{}': has {n} rows but input '{first}' has {r}; every input needs the same batch size",
+                        spec.name
+                    )));
+                }
+                Some(_) => {}
+                None => rows = Some((n, spec.name.clone())),
+            }
+        }
+        if spec.datatype == DataType::Bytes {
+            if let TensorData::Bytes(elements) = &tensor.data {
+                if let Some(i) = elements
+                    .iter()
+                    .position(|e| std::str::from_utf8(e).is_err())
+                {
+                    return Err(Error::invalid(format!(
+                        "input '{}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        inputs.push(tensor);
+    }
+
+    let outputs = match request.outputs {
+        None => (0..signature.outputs.len()).collect(),
+        Some(names) => {
+            let mut seen = HashSet::new();
+            let mut indices = Vec::with_capacity(names.len());
+            for name in names {
+                let Some(i) = signature.outputs.iter().position(|s| s.name == name) else {
+                    let known: Vec<&str> =
+                        signature.outputs.iter().map(|s| s.name.as_str()).collect();
+                    return Err(Error::invalid(format!(
+                        "unknown output '{name}' for model '{}'; expected outputs: {}",
+                        version.model,
+                        known.join(", ")
+                    )));
+                };
+                if seen.insert(i) {
+                    indices.push(i);
+                }
+            }
+            indices
+        }
+    };
+
+    let batching_cfg = &version.config.dynamic_batching;
+    let priority = match request.priority {
+        None | Some(0) => batching_cfg.default_priority_level as usize,
+        Some(p) if p <= u64::from(batching_cfg.priority_levels) => p as usize,
+        Some(p) => {
+            return Err(Error::invalid(format!(
+                "parameter 'priority' must be between 1 and {} for model '{}', got {p}",
+                batching_cfg.priority_levels, version.model
+            )));
+        }
+    };
+    let requested = request
+        .timeout_us
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
+    let timeout = match (requested, version.default_timeout()) {
+        (Some(r), Some(d)) => Some(r.min(d)),
+        (r, d) => r.or(d),
+    };
+    let key = BatchKey {
+        inputs: inputs
+            .iter()
+            .map(|t| {
+                let dims = if batching {
+                    t.shape[1..].to_vec()
+                } else {
+                    t.shape.clone()
+                };
+                (t.datatype, dims)
+            })
+            .collect(),
+        outputs: outputs.clone(),
+    };
+    Ok(Job {
+        rows: rows.map_or(1, |(r, _)| r),
+        inputs,
+        outputs,
+        key: Arc::new(key),
+        priority,
+        deadline: timeout.map(|t| now + t),
+    })
+}

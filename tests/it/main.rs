@@ -1,0 +1,1 @@
+//! Integration tests: real servers on port 0, real ONNX Runtime sessions.
