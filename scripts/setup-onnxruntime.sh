@@ -5,7 +5,7 @@
 #   scripts/setup-onnxruntime.sh [cpu|gpu] [DEST]     (defaults: cpu .onnxruntime/lib)
 #
 # Idempotent: when DEST already holds the pinned version it returns at once.
-# Needs python3 with pip (the only network it uses is PyPI) and unzip or python.
+# Needs python3 with pip, or curl (the only network it uses is PyPI), and unzip or python3.
 set -euo pipefail
 
 variant=${1:-cpu}
@@ -35,10 +35,17 @@ cache=${SLUICE_WHEEL_CACHE:-.cache/wheels}
 mkdir -p "$cache" "$dest"
 if [ ! -f "$cache/$wheel" ]; then
   echo "fetching $pkg==$version from PyPI" >&2
-  python3 -m pip download --quiet --no-deps --only-binary=:all: \
-    --python-version 3.11 --implementation cp --abi cp311 \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-    -d "$cache" "$pkg==$version"
+  if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      --python-version 3.11 --implementation cp --abi cp311 \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+      -d "$cache" "$pkg==$version"
+  else
+    # No pip: read the wheel's address from PyPI's simple index with curl.
+    url=$(curl -fsSL "https://pypi.org/simple/$pkg/" | grep -o "href=\"[^\"]*/$wheel" | head -n1 | cut -d'"' -f2)
+    [ -n "$url" ] || { echo "error: $wheel not found on PyPI" >&2; exit 1; }
+    curl -fsSL -o "$cache/$wheel.part" "$url" && mv "$cache/$wheel.part" "$cache/$wheel"
+  fi
 fi
 if [ -n "$sha256" ]; then
   echo "$sha256  $cache/$wheel" | sha256sum --check --quiet - || {
@@ -50,7 +57,10 @@ else
 fi
 
 # Unpack only the native libraries; the Python bindings are not needed.
-python3 - "$cache/$wheel" "$dest" <<'PY'
+if command -v unzip >/dev/null 2>&1; then
+  unzip -q -o -j "$cache/$wheel" 'onnxruntime/capi/libonnxruntime*' -d "$dest"
+else
+  python3 - "$cache/$wheel" "$dest" <<'PY'
 import os, shutil, sys, zipfile
 wheel, dest = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as z:
@@ -60,6 +70,7 @@ with zipfile.ZipFile(wheel) as z:
             with z.open(info) as src, open(os.path.join(dest, name), "wb") as out:
                 shutil.copyfileobj(src, out)
 PY
+fi
 main=$(ls "$dest"/libonnxruntime.so.* | head -n1)
 ln -sf "$(basename "$main")" "$dest/libonnxruntime.so"
 touch "$stamp"

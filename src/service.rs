@@ -443,3 +443,158 @@ pub fn validate(
         deadline: timeout.map(|t| now + t),
     })
 }
+
+// === repository and model configuration ===
+
+/// One row of the repository index, as both adapters report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    pub name: String,
+    /// `None` when the state concerns the whole model (or it was never loaded).
+    pub version: Option<u64>,
+    /// `READY`, `LOADING` or `UNAVAILABLE`.
+    pub state: &'static str,
+    pub reason: String,
+}
+
+/// A tensor of a model's configuration; `dims` exclude the batch dimension
+/// when the model batches (as Triton's `config.pbtxt` does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigTensor {
+    pub name: String,
+    pub datatype: DataType,
+    pub dims: Vec<i64>,
+}
+
+/// A served version's effective configuration, Triton-style and
+/// protocol-neutral: what the REST `config` route and gRPC `ModelConfig` show.
+#[derive(Debug, Clone)]
+pub struct ModelConfigView {
+    pub name: String,
+    pub max_batch_size: usize,
+    pub inputs: Vec<ConfigTensor>,
+    pub outputs: Vec<ConfigTensor>,
+    pub instances: usize,
+    /// Whether the sessions run on a GPU provider (`KIND_GPU`) or the CPU.
+    pub gpu: bool,
+    pub device_id: u32,
+    pub dynamic_batching: crate::repository::config::DynamicBatching,
+    pub version_policy: crate::repository::config::VersionPolicy,
+}
+
+impl Service {
+    /// Rejects model names that could address anything outside the repository.
+    pub fn check_model_name(name: &str) -> Result<()> {
+        if crate::repository::valid_model_name(name) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "model name '{name}' is not valid: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
+            )))
+        }
+    }
+
+    /// Every model of the repository: those the registry knows (loaded,
+    /// failed, unloaded) and those on disk that were never loaded. With
+    /// `ready_only`, only versions that serve.
+    pub fn repository_index(&self, ready_only: bool) -> Result<Vec<IndexRow>> {
+        let mut rows: Vec<IndexRow> = self
+            .inner
+            .registry
+            .index()
+            .into_iter()
+            .map(|e| IndexRow {
+                state: e.state.label(),
+                reason: e.state.reason().to_string(),
+                name: e.name,
+                version: e.version,
+            })
+            .collect();
+        let on_disk = self
+            .inner
+            .registry
+            .discover()
+            .map_err(|e| Error::internal(format!("cannot read the model repository: {e}")))?;
+        for name in on_disk {
+            if !rows.iter().any(|r| r.name == name) {
+                rows.push(IndexRow {
+                    name,
+                    version: None,
+                    state: "UNAVAILABLE",
+                    reason: "not loaded".into(),
+                });
+            }
+        }
+        rows.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        if ready_only {
+            rows.retain(|r| r.state == "READY");
+        }
+        Ok(rows)
+    }
+
+    /// Loads (or reloads from disk) one model.
+    pub async fn load_model(&self, name: &str) -> Result<()> {
+        Self::check_model_name(name)?;
+        self.inner.registry.load(name).await
+    }
+
+    /// Stops serving one model; in-flight requests complete.
+    pub async fn unload_model(&self, name: &str) -> Result<()> {
+        Self::check_model_name(name)?;
+        self.inner.registry.unload(name).await
+    }
+
+    /// The effective configuration of the version a request would reach.
+    pub fn model_config(&self, name: &str, version: Option<u64>) -> Result<ModelConfigView> {
+        Self::check_model_name(name)?;
+        let v = self.resolve(name, version)?;
+        let batching = v.max_batch_size > 0;
+        let tensors = |specs: &[crate::runtime::TensorSpec]| -> Vec<ConfigTensor> {
+            specs
+                .iter()
+                .map(|t| ConfigTensor {
+                    name: t.name.clone(),
+                    datatype: t.datatype,
+                    dims: if batching && !t.shape.is_empty() {
+                        t.shape[1..].to_vec()
+                    } else {
+                        t.shape.clone()
+                    },
+                })
+                .collect()
+        };
+        Ok(ModelConfigView {
+            name: v.model.clone(),
+            max_batch_size: v.max_batch_size,
+            inputs: tensors(&v.signature.inputs),
+            outputs: tensors(&v.signature.outputs),
+            instances: v.instances,
+            gpu: v.placement.provider != "cpu",
+            device_id: v.placement.device_id,
+            dynamic_batching: v.config.dynamic_batching.clone(),
+            version_policy: v.config.version_policy.clone(),
+        })
+    }
+
+    /// The served versions statistics are reported for: one model (all its
+    /// versions, or one), or every model when `name` is `None`.
+    pub fn stats_versions(
+        &self,
+        name: Option<&str>,
+        version: Option<u64>,
+    ) -> Result<Vec<Arc<LoadedVersion>>> {
+        let served = self.inner.registry.served();
+        let Some(name) = name else {
+            let mut names: Vec<&String> = served.keys().collect();
+            names.sort();
+            return Ok(names
+                .into_iter()
+                .flat_map(|n| served[n].versions.values().cloned())
+                .collect());
+        };
+        match (version, served.get(name)) {
+            (None, Some(m)) if !m.versions.is_empty() => Ok(m.versions.values().cloned().collect()),
+            _ => Ok(vec![self.resolve(name, version)?]),
+        }
+    }
+}

@@ -1,15 +1,21 @@
 //! The REST adapter: KServe v2 / Open Inference Protocol over HTTP/JSON,
-//! Triton's statistics extension, and `/metrics`.
+//! Triton's statistics, binary tensor data, model configuration and model
+//! repository extensions, v1 predict, and `/metrics`.
 //!
 //! Handlers decode, call [`Service`], and encode; they hold no inference
 //! logic. Every error leaves as `{"error": "..."}` with the status chosen in
 //! [`error`], once, for every route.
 
+pub mod binary;
 mod error;
 pub mod json;
+mod repository;
 mod routes;
+mod v1;
 
 pub use error::ApiError;
+pub use repository::{config_datatype, config_json};
+pub use routes::EXTENSIONS;
 
 use crate::service::Service;
 use axum::Router;
@@ -57,6 +63,19 @@ pub fn router(service: Service, config: HttpConfig) -> Router {
             "/v2/models/{model}/versions/{version}/stats",
             get(routes::model_stats_v),
         )
+        .route("/v2/models/{model}/config", get(repository::config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(repository::config_v),
+        )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
+        // axum cannot capture `{m}:predict`; the handler splits on ':'.
+        .route("/v1/models/{model_action}", post(v1::action))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limit))

@@ -1,14 +1,15 @@
 //! REST handlers: decode, call the service, encode.
 
 use super::AppState;
+use super::binary;
 use super::error::{ApiError, Body};
-use super::json::{self, DataJson, RequestJson};
+use super::json::DataJson;
 use crate::error::Error;
 use crate::registry::LoadedVersion;
-use crate::service::{InferRequest, InferResponse, Protocol};
+use crate::service::{InferResponse, Protocol};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -17,7 +18,13 @@ use std::sync::atomic::Ordering;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Extensions this server implements, as `GET /v2` reports them.
-pub const EXTENSIONS: &[&str] = &["statistics", "model_configuration", "model_repository"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+];
 
 pub(super) async fn live() -> StatusCode {
     StatusCode::OK
@@ -128,62 +135,33 @@ pub(super) async fn model_ready_v(
 pub(super) async fn infer(
     State(s): State<AppState>,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    infer_common(s, model, None, body).await
+    infer_common(s, model, None, headers, body).await
 }
 
 pub(super) async fn infer_v(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let version = parse_version(&version)?;
-    infer_common(s, model, Some(version), body).await
+    infer_common(s, model, Some(version), headers, body).await
 }
 
+/// JSON and binary requests share one decoder (see [`binary`]).
 async fn infer_common(
     s: AppState,
     model: String,
     version: Option<u64>,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    let request = decode_request(&s, model, version, &body)?;
+    let (request, format) = binary::decode_request(&s, model, version, &headers, body)?;
     let response = s.service.infer(request, Protocol::Http).await?;
-    Ok(encode_response(&response))
-}
-
-/// Decodes a JSON v2 inference request.
-pub(crate) fn decode_request(
-    s: &AppState,
-    model: String,
-    version: Option<u64>,
-    body: &[u8],
-) -> ApiResult<InferRequest> {
-    let parsed: RequestJson<'_> = serde_json::from_slice(body).map_err(|e| {
-        ApiError(Error::invalid(format!(
-            "malformed inference request JSON: {e}"
-        )))
-    })?;
-    let max_elements = s.service.limits().max_tensor_elements;
-    let inputs = parsed
-        .inputs
-        .iter()
-        .map(|input| json::decode_input(input, max_elements))
-        .collect::<Result<Vec<_>, _>>()?;
-    let params = parsed.parameters.as_ref();
-    let outputs = parsed
-        .outputs
-        .map(|outs| outs.into_iter().map(|o| o.name).collect());
-    Ok(InferRequest {
-        model,
-        version,
-        id: parsed.id,
-        inputs,
-        outputs,
-        priority: json::param_u64(params, "priority")?,
-        timeout_us: json::param_u64(params, "timeout")?,
-    })
+    Ok(binary::encode_response(&response, &format))
 }
 
 /// Encodes an inference response as v2 JSON.

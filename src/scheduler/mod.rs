@@ -357,3 +357,6 @@ impl Pending {
 fn timeout_error() -> Error {
     Error::DeadlineExceeded("request timed out in the queue before it could run".into())
 }
+
+#[cfg(test)]
+mod tests;

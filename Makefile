@@ -1,0 +1,63 @@
+# Sluice: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+ORT_STAMP := .onnxruntime/lib/.onnxruntime-1.32.0
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+
+.PHONY: all setup build run test lint unit conformance validate-deploy bench bench-compare bench-peers models fuzz clean-setup
+
+all: build
+
+## setup: fetch ONNX Runtime from its pinned, sha256-checked PyPI wheel (idempotent)
+setup: $(ORT_STAMP)
+$(ORT_STAMP): scripts/setup-onnxruntime.sh
+	scripts/setup-onnxruntime.sh cpu .onnxruntime/lib
+
+## build: the release binary at target/release/sluice
+build: setup
+	$(CARGO) build --release --locked --bin sluice
+
+## run: serve the bundled models/ on :8000 (HTTP) and :8001 (gRPC)
+run: build
+	./target/release/sluice serve --model-repository models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
+
+## test: every check and every test (what CI runs)
+test: setup lint unit conformance validate-deploy
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	scripts/check-boundaries.sh
+
+unit: setup
+	$(CARGO) test --workspace --locked
+
+conformance: setup
+	@if [ -x tests/conformance/run.sh ]; then \
+		$(CARGO) build --locked --bin sluice && tests/conformance/run.sh target/debug/sluice; \
+	else echo "conformance: tests/conformance/run.sh not present, skipped"; fi
+
+validate-deploy:
+	@if [ -x scripts/validate-deploy.sh ]; then scripts/validate-deploy.sh; \
+	else echo "validate-deploy: scripts/validate-deploy.sh not present, skipped"; fi
+
+## bench: criterion benchmarks of the hot pieces
+bench: setup
+	$(CARGO) bench --locked --bench hot_paths
+
+## bench-compare: server against raw ONNX Runtime, batching on against off, in one run
+bench-compare: build
+	scripts/bench-compare.sh
+
+## bench-peers: Sluice against MLServer and the KServe Python server (not in make test)
+bench-peers: build
+	scripts/bench-peers.sh
+
+## models: regenerate models/ and tests/models reproducibly
+models:
+	python3 -m venv .venv-models
+	.venv-models/bin/pip install --quiet -r scripts/requirements-models.txt
+	.venv-models/bin/python scripts/gen_models.py
+
+clean-setup:
+	rm -rf .onnxruntime .cache/wheels

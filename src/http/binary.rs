@@ -1,0 +1,370 @@
+//! Triton's binary tensor data extension for REST, and the raw tensor codec
+//! it shares with gRPC's `raw_input_contents` / `raw_output_contents`.
+//!
+//! A binary request carries `Inference-Header-Content-Length: N`: the first N
+//! bytes are the JSON header; the rest are the raw inputs, in input order, each
+//! sized by its `parameters.binary_data_size`. Fixed-size inputs are slices of
+//! the request buffer (no copy); BYTES elements are 4-byte little-endian
+//! length-prefixed. Outputs are binary when asked for (`binary_data` per
+//! output, `binary_data_output` for all); then the response is
+//! `application/octet-stream` with the JSON header's length in the same header.
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::{self, RequestJson};
+use crate::error::{Error, Result};
+use crate::runtime::RunOutput;
+use crate::service::{InferRequest, InferResponse};
+use crate::tensor::{DataType, Tensor, TensorData, fmt_shape};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value, json};
+
+/// The request and response header naming the JSON header's length.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+// === raw tensor codec ===
+
+/// Decodes one raw tensor (packed little-endian, or length-prefixed BYTES).
+/// `raw` must hold exactly the elements `shape` declares.
+pub fn decode_raw(
+    name: &str,
+    datatype: DataType,
+    shape: &[usize],
+    raw: Bytes,
+) -> Result<TensorData> {
+    let count = crate::tensor::element_count(shape).ok_or_else(|| {
+        Error::invalid(format!(
+            "input '{name}': shape {} overflows the element count",
+            fmt_shape(shape)
+        ))
+    })?;
+    let Some(size) = datatype.size() else {
+        return decode_bytes_elements(name, count, raw).map(TensorData::Bytes);
+    };
+    let expected = count.checked_mul(size).ok_or_else(|| {
+        Error::invalid(format!(
+            "input '{name}': shape {} is too large",
+            fmt_shape(shape)
+        ))
+    })?;
+    if raw.len() != expected {
+        return Err(Error::invalid(format!(
+            "input '{name}': shape {} of {datatype} needs {expected} bytes, got {}",
+            fmt_shape(shape),
+            raw.len()
+        )));
+    }
+    Ok(TensorData::Fixed(raw))
+}
+
+/// Splits length-prefixed BYTES elements; each element is a slice of `raw`.
+fn decode_bytes_elements(name: &str, count: usize, raw: Bytes) -> Result<Vec<Bytes>> {
+    // Every element costs at least its 4-byte prefix: bound the allocation.
+    let mut elements = Vec::with_capacity(count.min(raw.len() / 4));
+    let mut at = 0usize;
+    while at < raw.len() {
+        let Some(prefix) = raw.get(at..at + 4) else {
+            return Err(Error::invalid(format!(
+                "input '{name}': BYTES element {} has a truncated 4-byte length prefix ({} bytes left)",
+                elements.len(),
+                raw.len() - at
+            )));
+        };
+        let mut len = [0u8; 4];
+        len.copy_from_slice(prefix);
+        let len = u32::from_le_bytes(len) as usize;
+        let start = at + 4;
+        if len > raw.len() - start {
+            return Err(Error::invalid(format!(
+                "input '{name}': BYTES element {} declares {len} bytes but only {} remain",
+                elements.len(),
+                raw.len() - start
+            )));
+        }
+        if elements.len() == count {
+            return Err(Error::invalid(format!(
+                "input '{name}': data has more than the {count} BYTES elements its shape declares"
+            )));
+        }
+        elements.push(raw.slice(start..start + len));
+        at = start + len;
+    }
+    if elements.len() != count {
+        return Err(Error::invalid(format!(
+            "input '{name}': shape needs {count} BYTES elements, got {}",
+            elements.len()
+        )));
+    }
+    Ok(elements)
+}
+
+/// Encodes one output raw: fixed-size data as is (no copy), BYTES
+/// length-prefixed.
+pub fn encode_raw(data: &TensorData) -> Bytes {
+    match data {
+        TensorData::Fixed(b) => b.clone(),
+        TensorData::Bytes(elements) => {
+            let total: usize = elements.iter().map(|e| e.len() + 4).sum();
+            let mut out = BytesMut::with_capacity(total);
+            for e in elements {
+                out.put_u32_le(u32::try_from(e.len()).unwrap_or(u32::MAX));
+                out.put_slice(e);
+            }
+            out.freeze()
+        }
+    }
+}
+
+// === REST requests ===
+
+/// Which outputs leave as binary.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OutputFormat {
+    /// `binary_data_output` of the request: the default for every output.
+    all: bool,
+    /// Per-output `binary_data`, overriding `all`.
+    each: Vec<(String, bool)>,
+}
+
+impl OutputFormat {
+    fn binary(&self, name: &str) -> bool {
+        self.each
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.all, |(_, b)| *b)
+    }
+}
+
+/// The JSON header's length from `Inference-Header-Content-Length`, if sent.
+pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
+    let Some(value) = headers.get(HEADER_LENGTH) else {
+        return Ok(None);
+    };
+    let n = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "header 'Inference-Header-Content-Length' must be a non-negative integer, got {value:?}"
+            ))
+        })?;
+    if n > body_len {
+        return Err(Error::invalid(format!(
+            "header 'Inference-Header-Content-Length' is {n} but the body has only {body_len} bytes"
+        )));
+    }
+    Ok(Some(n))
+}
+
+/// Decodes a v2 inference request, JSON or binary: the one REST decoder.
+pub(crate) fn decode_request(
+    s: &AppState,
+    model: String,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(InferRequest, OutputFormat), ApiError> {
+    let header_len = header_length(headers, body.len())?.unwrap_or(body.len());
+    let parsed: RequestJson<'_> = serde_json::from_slice(&body[..header_len])
+        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+    let max_elements = s.service.limits().max_tensor_elements;
+    let mut at = header_len;
+    let mut inputs = Vec::with_capacity(parsed.inputs.len());
+    for input in &parsed.inputs {
+        let params = input.parameters.as_ref();
+        let Some(size) = binary_size(params, &input.name)? else {
+            inputs.push(json::decode_input(input, max_elements)?);
+            continue;
+        };
+        let name = input.name.as_str();
+        if input.data.is_some() {
+            return Err(Error::invalid(format!(
+                "input '{name}': has both 'data' and parameter 'binary_data_size'; send one"
+            ))
+            .into());
+        }
+        let datatype = json::parse_datatype(name, &input.datatype)?;
+        let (shape, count) = json::check_shape(name, &input.shape, max_elements)?;
+        if let Some(elem) = datatype.size() {
+            let wanted = count.saturating_mul(elem);
+            if size != wanted {
+                return Err(Error::invalid(format!(
+                    "input '{name}': binary_data_size is {size} but shape {} of {datatype} needs {wanted} bytes",
+                    fmt_shape(&shape)
+                ))
+                .into());
+            }
+        }
+        let end = at.checked_add(size).filter(|&e| e <= body.len()).ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{name}': binary_data_size {size} runs past the end of the body ({} bytes of binary data left)",
+                body.len() - at
+            ))
+        })?;
+        let data = decode_raw(name, datatype, &shape, body.slice(at..end))?;
+        at = end;
+        inputs.push(Tensor {
+            name: name.to_string(),
+            datatype,
+            shape,
+            data,
+        });
+    }
+    if at != body.len() {
+        return Err(Error::invalid(format!(
+            "the body has {} bytes after the JSON header and the binary inputs; their binary_data_size values add up to {}",
+            body.len() - header_len,
+            at - header_len
+        ))
+        .into());
+    }
+    let params = parsed.parameters.as_ref();
+    let mut format = OutputFormat {
+        all: json::param_bool(params, "binary_data_output")?.unwrap_or(false),
+        each: Vec::new(),
+    };
+    let outputs = match parsed.outputs {
+        None => None,
+        Some(outs) => {
+            let mut names = Vec::with_capacity(outs.len());
+            for out in outs {
+                if let Some(b) = json::param_bool(out.parameters.as_ref(), "binary_data")? {
+                    format.each.push((out.name.clone(), b));
+                }
+                names.push(out.name);
+            }
+            Some(names)
+        }
+    };
+    let request = InferRequest {
+        model,
+        version,
+        id: parsed.id,
+        inputs,
+        outputs,
+        priority: json::param_u64(params, "priority")?,
+        timeout_us: json::param_u64(params, "timeout")?,
+    };
+    Ok((request, format))
+}
+
+fn binary_size(params: Option<&Map<String, Value>>, name: &str) -> Result<Option<usize>> {
+    match json::param_u64(params, "binary_data_size") {
+        Ok(v) => Ok(v.map(|n| usize::try_from(n).unwrap_or(usize::MAX))),
+        Err(_) => Err(Error::invalid(format!(
+            "input '{name}': parameter 'binary_data_size' must be a non-negative integer"
+        ))),
+    }
+}
+
+// === REST responses ===
+
+/// Encodes a response: plain JSON when no output is binary, else the JSON
+/// header followed by the binary outputs.
+pub(crate) fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
+    if !response.outputs.iter().any(|(n, _)| format.binary(n)) {
+        return super::routes::encode_response(response);
+    }
+    let mut blobs: Vec<Bytes> = Vec::new();
+    let outputs: Vec<Value> = response
+        .outputs
+        .iter()
+        .map(|(name, out)| output_json(name, out, format.binary(name), &mut blobs))
+        .collect();
+    let mut head = json!({
+        "model_name": response.model,
+        "model_version": response.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = &response.id {
+        head["id"] = Value::String(id.clone());
+    }
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let total = head.len() + blobs.iter().map(Bytes::len).sum::<usize>();
+    let mut body = BytesMut::with_capacity(total);
+    body.put_slice(&head);
+    for blob in &blobs {
+        body.put_slice(blob);
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::HeaderName::from_static(HEADER_LENGTH),
+                HeaderValue::from(head.len()),
+            ),
+        ],
+        body.freeze(),
+    )
+        .into_response()
+}
+
+fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>) -> Value {
+    let mut v = json!({
+        "name": name,
+        "datatype": out.datatype.as_str(),
+        "shape": out.shape,
+    });
+    if binary {
+        let blob = encode_raw(&out.data);
+        v["parameters"] = json!({"binary_data_size": blob.len()});
+        blobs.push(blob);
+    } else {
+        v["data"] = serde_json::to_value(json::DataJson {
+            datatype: out.datatype,
+            data: &out.data,
+        })
+        .unwrap_or(Value::Null);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_elements_round_trip() {
+        let data = TensorData::Bytes(vec![Bytes::from_static(b"ab"), Bytes::new()]);
+        let raw = encode_raw(&data);
+        assert_eq!(&raw[..], b"\x02\0\0\0ab\0\0\0\0");
+        let back = decode_raw("x", DataType::Bytes, &[2], raw).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn malformed_bytes_prefixes_are_named() {
+        let err = |raw: &'static [u8], n: usize| {
+            decode_raw("x", DataType::Bytes, &[n], Bytes::from_static(raw))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(b"\x05\0\0\0ab", 1),
+            "input 'x': BYTES element 0 declares 5 bytes but only 2 remain"
+        );
+        assert_eq!(
+            err(b"\x01\0\0\0a\x01\0", 2),
+            "input 'x': BYTES element 1 has a truncated 4-byte length prefix (2 bytes left)"
+        );
+        assert_eq!(
+            err(b"\x01\0\0\0a", 2),
+            "input 'x': shape needs 2 BYTES elements, got 1"
+        );
+        assert!(err(b"\x01\0\0\0a\x01\0\0\0b", 1).contains("more than the 1"));
+    }
+
+    #[test]
+    fn fixed_sizes_are_checked() {
+        let err = decode_raw("x", DataType::Fp32, &[2], Bytes::from_static(&[0; 7]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "input 'x': shape [2] of FP32 needs 8 bytes, got 7");
+    }
+}
