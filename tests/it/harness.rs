@@ -1,5 +1,7 @@
 //! Starts real servers on port 0 over a model repository, and runs models
 //! directly through ONNX Runtime for reference results.
+// Each test module uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use sluice::runtime::{self, BatchInput, ProviderOptions, RunOutput};
 use sluice::tensor::Tensor;

@@ -2,6 +2,9 @@
 //! real `.onnx` files, real HTTP and gRPC clients. One test binary, because
 //! linking `ort` is slow.
 
+// Tests unwrap: a failed unwrap is a failed test with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod batching;
 mod harness;
 mod rest;
