@@ -69,6 +69,22 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 
+    /// How the model set changes while serving, as Triton's `--model-control-mode`:
+    /// `none` loads every model at start and refuses the repository load/unload API;
+    /// `explicit` (the default) loads every model at start (or those named by
+    /// --load-model) and accepts the API; `poll` also rescans the repository every
+    /// --repository-poll-secs and loads new or changed models (by content).
+    #[arg(long, env = "SLUICE_MODEL_CONTROL_MODE", value_enum)]
+    pub model_control_mode: Option<ControlMode>,
+
+    /// Seconds between repository scans; setting it (> 0) implies `poll` mode. 0 turns polling off.
+    #[arg(long, env = "SLUICE_REPOSITORY_POLL_SECS", default_value_t = 0)]
+    pub repository_poll_secs: u64,
+
+    /// In explicit mode, the models to load at start (repeatable or comma-separated; `*` = all).
+    #[arg(long = "load-model", env = "SLUICE_LOAD_MODEL", value_delimiter = ',')]
+    pub load_model: Vec<String>,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,sluice=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = "info,ort=warn")]
     pub log: String,
@@ -76,6 +92,32 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlMode {
+    None,
+    Poll,
+    Explicit,
+}
+
+impl ServeArgs {
+    /// The control mode and poll interval these flags mean together.
+    pub fn control(&self) -> (ControlMode, std::time::Duration) {
+        let mode = self
+            .model_control_mode
+            .unwrap_or(if self.repository_poll_secs > 0 {
+                ControlMode::Poll
+            } else {
+                ControlMode::Explicit
+            });
+        let secs = match (mode, self.repository_poll_secs) {
+            (ControlMode::Poll, 0) => 15,
+            (ControlMode::Poll, n) => n,
+            _ => 0,
+        };
+        (mode, std::time::Duration::from_secs(secs))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +160,46 @@ mod tests {
         assert_eq!(args.model_repository, PathBuf::from("m"));
         assert_eq!((args.http_port, args.grpc_port), (0, 9));
         assert_eq!(args.shutdown_grace_secs, 30);
+    }
+
+    #[test]
+    fn control_mode_follows_poll_secs() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["sluice", "serve"];
+            all.extend_from_slice(args);
+            let Command::Serve(a) = Cli::try_parse_from(all).unwrap().command else {
+                panic!()
+            };
+            a.control()
+        };
+        use std::time::Duration;
+        assert_eq!(parse(&[]), (ControlMode::Explicit, Duration::ZERO));
+        assert_eq!(
+            parse(&["--repository-poll-secs", "5"]),
+            (ControlMode::Poll, Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse(&["--model-control-mode", "poll"]),
+            (ControlMode::Poll, Duration::from_secs(15))
+        );
+        assert_eq!(
+            parse(&["--model-control-mode", "none"]).0,
+            ControlMode::None
+        );
+        let Command::Serve(a) = Cli::try_parse_from([
+            "sluice",
+            "serve",
+            "--load-model",
+            "a,b",
+            "--load-model",
+            "c",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.load_model, vec!["a", "b", "c"]);
     }
 
     #[test]

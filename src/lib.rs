@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod registry;
@@ -49,6 +50,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Cores the process may use (instance and thread defaults derive from it).
     pub cores: usize,
+    /// How the model set changes while serving.
+    pub control_mode: config::ControlMode,
+    /// Repository scan interval in poll mode.
+    pub poll_interval: Duration,
+    /// In explicit mode, the models to load at start (empty or `*` = all).
+    pub load_models: Vec<String>,
 }
 
 impl ServerConfig {
@@ -64,6 +71,9 @@ impl ServerConfig {
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
+            control_mode: config::ControlMode::Explicit,
+            poll_interval: Duration::ZERO,
+            load_models: Vec::new(),
         }
     }
 }
@@ -95,6 +105,7 @@ pub async fn run(
         metrics.clone(),
         registry::Defaults {
             cores: config.cores,
+            control_mode: config.control_mode,
         },
     ));
     let service = service::Service::new(registry.clone(), metrics, config.limits.clone());
@@ -135,18 +146,42 @@ pub async fn run(
         servers.spawn(async move { server.await.context("metrics server") });
     }
     if let Some(grpc_listener) = listeners.grpc {
-        // Reserved for the gRPC adapter; hold the port so nothing else takes it.
-        let stop = stopped(stop_rx.clone());
-        servers.spawn(async move {
-            stop.await;
-            drop(grpc_listener);
-            Ok(())
-        });
+        let grpc_addr = grpc_listener.local_addr()?;
+        tracing::info!(%grpc_addr, "grpc listening");
+        let grpc_config = grpc::GrpcConfig {
+            max_message_bytes: config.http.max_body_bytes,
+        };
+        let server = grpc::serve(
+            service.clone(),
+            grpc_listener,
+            grpc_config,
+            stopped(stop_rx.clone()),
+        );
+        servers.spawn(async move { server.await.context("grpc server") });
     }
 
-    load_all(&registry).await;
+    load_all(&registry, &config).await;
     service.set_started();
     tracing::info!("ready");
+    if config.control_mode == config::ControlMode::Poll && !config.poll_interval.is_zero() {
+        let (registry, interval, mut stop) =
+            (registry.clone(), config.poll_interval, stop_rx.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                let stopping = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = stop.wait_for(|&s| s) => true,
+                };
+                if stopping {
+                    break;
+                }
+                registry.poll_once().await;
+            }
+        });
+    }
 
     // Wait for the listeners to stop, then give admitted requests the grace period.
     let mut stop_wait = stop_rx.clone();
@@ -170,9 +205,18 @@ pub async fn run(
     Ok(())
 }
 
-/// Loads every model of the repository, each in its own failure domain.
-async fn load_all(registry: &Arc<registry::Registry>) {
-    let names = match registry.discover() {
+/// Loads every model of the repository (in explicit mode, those named by
+/// `load_models`), each in its own failure domain.
+async fn load_all(registry: &Arc<registry::Registry>, config: &ServerConfig) {
+    let explicit = config.control_mode == config::ControlMode::Explicit
+        && !config.load_models.is_empty()
+        && !config.load_models.iter().any(|m| m == "*");
+    let discovered = if explicit {
+        Ok(config.load_models.clone())
+    } else {
+        registry.discover()
+    };
+    let names = match discovered {
         Ok(names) => names,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the model repository");
@@ -182,7 +226,7 @@ async fn load_all(registry: &Arc<registry::Registry>) {
     let started = Instant::now();
     let mut ok = 0;
     for name in &names {
-        if registry.load(name).await.is_ok() {
+        if registry.load_internal(name).await.is_ok() {
             ok += 1;
         }
     }

@@ -38,6 +38,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.http.max_body_bytes = args.max_body_bytes;
     config.shutdown_delay = Duration::from_secs(args.shutdown_delay_secs);
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    (config.control_mode, config.poll_interval) = args.control();
+    config.load_models = args.load_model.clone();
     let bind = |port: u16, what: &'static str| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

@@ -2,7 +2,7 @@
 
 use super::{Defaults, Registry};
 use crate::metrics::VersionMetrics;
-use crate::repository::{self, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
+use crate::repository::{self, Fingerprint, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
 use crate::runtime::{self, ModelSignature, Placement, ProviderOptions};
 use crate::scheduler::{BatchPolicy, Executor, ExecutorFactory, Scheduler, SchedulerConfig};
 use crate::tensor::fmt_shape;
@@ -26,6 +26,8 @@ pub struct LoadedVersion {
     pub config: ModelConfig,
     pub scheduler: Scheduler,
     pub metrics: Arc<VersionMetrics>,
+    /// Hashes of (model file, config.toml) this version was loaded from.
+    pub fingerprint: (u64, u64),
 }
 
 impl LoadedVersion {
@@ -48,37 +50,73 @@ impl LoadedVersion {
 pub(super) struct LoadFailure {
     pub version: Option<u64>,
     pub reason: String,
+    /// What was on disk when the load was tried (None if unreadable).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The result of a successful load: the versions to publish.
+#[derive(Debug)]
+pub(super) struct Loaded {
+    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
+    pub fingerprint: Fingerprint,
+    /// Versions that were loaded anew (the rest were unchanged and kept).
+    pub fresh: Vec<u64>,
 }
 
 fn model_failure(reason: String) -> LoadFailure {
     LoadFailure {
         version: None,
         reason,
+        fingerprint: None,
     }
 }
 
 impl Registry {
-    pub(super) fn load_blocking(
-        &self,
-        name: &str,
-    ) -> Result<BTreeMap<u64, Arc<LoadedVersion>>, LoadFailure> {
+    /// Loads what the model directory holds now. Versions whose model file
+    /// and config are unchanged keep their running instance; others are
+    /// loaded and warmed anew. Nothing is published here.
+    pub(super) fn load_blocking(&self, name: &str) -> Result<Loaded, LoadFailure> {
         let dir = self.root.join(name);
-        let config = ModelConfig::load(&dir).map_err(model_failure)?;
         let model_dir = repository::read_model(&self.root, name)
             .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;
-        let mut loaded = BTreeMap::new();
+        let fingerprint = model_dir
+            .fingerprint()
+            .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;
+        let config = ModelConfig::load(&dir).map_err(|reason| LoadFailure {
+            version: None,
+            reason,
+            fingerprint: Some(fingerprint.clone()),
+        })?;
+        let current = self.served.load().get(name).cloned();
+        let mut versions = BTreeMap::new();
+        let mut fresh = Vec::new();
         for version in config.version_policy.select(&model_dir.versions) {
+            let key = (
+                fingerprint.versions.get(&version).copied().unwrap_or(0),
+                fingerprint.config,
+            );
+            if let Some(existing) = current.as_ref().and_then(|m| m.versions.get(&version)) {
+                if existing.fingerprint == key {
+                    versions.insert(version, existing.clone());
+                    continue;
+                }
+            }
             self.metrics.set_state(name, version, "loading");
             let path = model_dir.version_path(version);
-            let lv = load_version(name, version, path, &config, &self.defaults, self).map_err(
-                |reason| LoadFailure {
+            let lv = load_version(name, version, path, &config, &self.defaults, self, key)
+                .map_err(|reason| LoadFailure {
                     version: Some(version),
                     reason,
-                },
-            )?;
-            loaded.insert(version, Arc::new(lv));
+                    fingerprint: Some(fingerprint.clone()),
+                })?;
+            versions.insert(version, Arc::new(lv));
+            fresh.push(version);
         }
-        Ok(loaded)
+        Ok(Loaded {
+            versions,
+            fingerprint,
+            fresh,
+        })
     }
 }
 
@@ -89,6 +127,7 @@ fn load_version(
     config: &ModelConfig,
     defaults: &Defaults,
     registry: &Registry,
+    fingerprint: (u64, u64),
 ) -> Result<LoadedVersion, String> {
     let gpu = config
         .execution_providers
@@ -141,6 +180,12 @@ fn load_version(
     for _ in 1..instances {
         executors.push(factory()?);
     }
+    super::warmup::warm(
+        &mut executors,
+        &signature,
+        max_batch_size,
+        config.warmup.as_deref(),
+    )?;
 
     let metrics = Arc::new(registry.metrics.version(name, version));
     let batching = &config.dynamic_batching;
@@ -174,5 +219,6 @@ fn load_version(
         config: config.clone(),
         scheduler,
         metrics,
+        fingerprint,
     })
 }

@@ -16,12 +16,13 @@
 //!   cannot interleave.
 
 mod load;
+mod warmup;
 
 pub use load::LoadedVersion;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::repository::{self, valid_model_name};
+use crate::repository::{self, Fingerprint, valid_model_name};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -68,11 +69,13 @@ pub struct IndexEntry {
     pub state: VersionState,
 }
 
-/// Server-wide defaults that apply to every model.
+/// Server-wide settings that apply to every model.
 #[derive(Debug, Clone)]
 pub struct Defaults {
     /// Cores available to the process.
     pub cores: usize,
+    /// Whether the repository API may change the model set.
+    pub control_mode: crate::config::ControlMode,
 }
 
 pub struct Registry {
@@ -81,6 +84,9 @@ pub struct Registry {
     /// The state of every model known from disk or from a load call.
     index: Mutex<BTreeMap<String, BTreeMap<Option<u64>, VersionState>>>,
     loads: tokio::sync::Mutex<()>,
+    /// What each model's directory held at its last load attempt, so polling
+    /// reloads only on a change of content (and never retries a broken file).
+    attempted: Mutex<HashMap<String, Fingerprint>>,
     metrics: Metrics,
     defaults: Defaults,
 }
@@ -100,6 +106,7 @@ impl Registry {
             served: ArcSwap::from_pointee(HashMap::new()),
             index: Mutex::new(BTreeMap::new()),
             loads: tokio::sync::Mutex::new(()),
+            attempted: Mutex::new(HashMap::new()),
             metrics,
             defaults,
         }
@@ -113,9 +120,24 @@ impl Registry {
             .collect())
     }
 
+    /// The repository API's load: refused in `none` control mode.
+    pub async fn load(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.check_api()?;
+        self.load_internal(name).await
+    }
+
+    fn check_api(&self) -> Result<()> {
+        if self.defaults.control_mode == crate::config::ControlMode::None {
+            return Err(Error::invalid(
+                "explicit model load and unload are not allowed in model control mode 'none'; start with --model-control-mode explicit or poll",
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads (or reloads) `name` from disk and publishes it. The error, if any,
     /// is also recorded in the index; other models are untouched.
-    pub async fn load(self: &Arc<Self>, name: &str) -> Result<()> {
+    pub async fn load_internal(self: &Arc<Self>, name: &str) -> Result<()> {
         if !valid_model_name(name) {
             return Err(Error::invalid(format!(
                 "model name '{name}' is not valid: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
@@ -139,25 +161,28 @@ impl Registry {
         match outcome {
             Ok(loaded) => {
                 self.metrics.record_load(name, took, true);
-                let versions: Vec<u64> = loaded.keys().copied().collect();
-                self.publish(name, loaded);
-                for (v, lv) in self
+                self.remember(name, Some(loaded.fingerprint.clone()));
+                let fresh = loaded.fresh.clone();
+                self.publish(name, loaded.versions);
+                for v in &fresh {
+                    if let Some(lv) = self.served.load().get(name).and_then(|m| m.versions.get(v)) {
+                        tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model version ready");
+                    }
+                }
+                if self
                     .served
                     .load()
                     .get(name)
-                    .iter()
-                    .flat_map(|m| m.versions.iter())
+                    .is_none_or(|m| m.versions.is_empty())
                 {
-                    tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model ready");
-                }
-                if versions.is_empty() {
                     tracing::warn!(model = name, "model has no version to serve");
                 }
                 Ok(())
             }
             Err(failure) => {
                 self.metrics.record_load(name, took, false);
-                tracing::error!(model = name, reason = %failure.reason, "model failed to load");
+                self.remember(name, failure.fingerprint.clone());
+                tracing::error!(model = name, version = ?failure.version, reason = %failure.reason, "model failed to load; the serving versions are untouched");
                 self.set_state(
                     name,
                     failure.version,
@@ -174,8 +199,84 @@ impl Registry {
         }
     }
 
+    fn remember(&self, name: &str, fingerprint: Option<Fingerprint>) {
+        let mut attempted = self.attempted.lock().unwrap_or_else(|p| p.into_inner());
+        match fingerprint {
+            Some(fp) => {
+                attempted.insert(name.to_string(), fp);
+            }
+            None => {
+                attempted.remove(name);
+            }
+        }
+    }
+
+    /// One pass of repository polling: loads models that appeared or whose
+    /// content changed since their last load attempt, and unloads models whose
+    /// directory is gone. Version directories appear atomically by rename;
+    /// anything else (a hidden or non-numeric name, a version without its
+    /// model.onnx yet) is ignored until complete.
+    pub async fn poll_once(self: &Arc<Self>) {
+        let root = self.root.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            repository::scan(&root).map(|models| {
+                models
+                    .into_iter()
+                    .map(|m| {
+                        let fp = m.fingerprint();
+                        (m.name, fp)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        let models = match scanned {
+            Ok(Ok(models)) => models,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot scan the model repository; keeping what is served");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "repository scan failed; keeping what is served");
+                return;
+            }
+        };
+        let on_disk: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
+        for (name, fingerprint) in models {
+            let Ok(fingerprint) = fingerprint else {
+                continue; // unreadable right now: try again next poll
+            };
+            let unchanged = self
+                .attempted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .is_some_and(|last| *last == fingerprint);
+            if !unchanged {
+                let _ = self.load_internal(&name).await;
+            }
+        }
+        let gone: Vec<String> = self
+            .index_lock()
+            .keys()
+            .filter(|n| !on_disk.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            tracing::info!(model = %name, "model directory removed; unloading");
+            let _ = self.unload_internal(&name).await;
+            self.index_lock().remove(&name);
+            self.remember(&name, None);
+        }
+    }
+
     /// Stops serving every version of `name`. In-flight requests complete.
     pub async fn unload(&self, name: &str) -> Result<()> {
+        self.check_api()?;
+        self.unload_internal(name).await
+    }
+
+    async fn unload_internal(&self, name: &str) -> Result<()> {
         let _serial = self.loads.lock().await;
         let known = self.index_lock().contains_key(name);
         let removed = self.replace(name, None);
@@ -188,6 +289,7 @@ impl Registry {
                 self.metrics.forget_version(name, *v);
             }
         }
+        self.remember(name, None);
         let mut index = self.index_lock();
         if let Some(states) = index.get_mut(name) {
             states.clear();
@@ -286,9 +388,13 @@ impl Registry {
         for v in &versions {
             self.metrics.set_state(name, *v, "ready");
         }
+        let kept: Vec<Arc<LoadedVersion>> = loaded.values().cloned().collect();
         let old = self.replace(name, Some(Arc::new(Model { versions: loaded })));
         if let Some(old) = old {
             for (v, version) in &old.versions {
+                if kept.iter().any(|k| Arc::ptr_eq(k, version)) {
+                    continue; // unchanged: still serving
+                }
                 version.close();
                 if !versions.contains(v) {
                     self.metrics.forget_version(name, *v);

@@ -35,6 +35,31 @@ pub struct ModelConfig {
     /// Which versions to serve. Default: the latest one.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// Runs made on every instance before a version is published. Default:
+    /// one run at batch 1 and one at `max_batch_size`, with zeros, whose
+    /// failure is only logged; runs listed here must succeed.
+    #[serde(default)]
+    pub warmup: Option<Vec<WarmupRun>>,
+}
+
+/// One warmup step: `count` runs of `batch_size` rows.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupRun {
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub count: usize,
+    /// Random data instead of zeros.
+    #[serde(default)]
+    pub random: bool,
+    /// Sizes of the dynamic non-batch dims, per input (default 1 each).
+    #[serde(default)]
+    pub dims: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The scheduler's knobs.
@@ -183,6 +208,14 @@ impl ModelConfig {
             }
             _ => {}
         }
+        for run in self.warmup.iter().flatten() {
+            if run.batch_size == 0 || run.count == 0 || run.count > 1000 {
+                return Err(format!(
+                    "`warmup` runs need batch_size ≥ 1 and count between 1 and 1000. Given: batch_size {}, count {}",
+                    run.batch_size, run.count
+                ));
+            }
+        }
         let cpu_count = self
             .execution_providers
             .iter()
@@ -221,6 +254,12 @@ intra_op_threads = 1
 fallback = true
 version_policy = { specific = [1, 3] }
 
+[[warmup]]
+batch_size = 4
+count = 2
+random = true
+dims = { x = [3] }
+
 [dynamic_batching]
 max_queue_delay_us = 500
 preferred_batch_sizes = [4, 8]
@@ -256,6 +295,12 @@ kind = "cpu"
         );
         assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 3]));
         assert_eq!(c.dynamic_batching.preferred_batch_sizes, vec![4, 8]);
+        let warmup = c.warmup.unwrap();
+        assert_eq!(
+            (warmup[0].batch_size, warmup[0].count, warmup[0].random),
+            (4, 2, true)
+        );
+        assert_eq!(warmup[0].dims["x"], vec![3]);
     }
 
     #[test]

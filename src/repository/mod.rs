@@ -11,7 +11,7 @@
 
 pub mod config;
 
-pub use config::{DynamicBatching, ModelConfig, VersionPolicy};
+pub use config::{DynamicBatching, ModelConfig, VersionPolicy, WarmupRun};
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,46 @@ pub struct ModelDir {
 impl ModelDir {
     pub fn version_path(&self, version: u64) -> PathBuf {
         self.path.join(version.to_string()).join(MODEL_FILE)
+    }
+}
+
+/// A hash of a file's content (0 when it does not exist). Changes are found
+/// by content, not by modification time.
+pub fn content_hash(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+/// What a model directory holds now: its config's hash and each version's
+/// model hash. Two equal fingerprints mean nothing to reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub config: u64,
+    pub versions: std::collections::BTreeMap<u64, u64>,
+}
+
+impl ModelDir {
+    /// Hashes the config and every version's model file.
+    pub fn fingerprint(&self) -> std::io::Result<Fingerprint> {
+        let config = content_hash(&self.path.join("config.toml"))?;
+        let mut versions = std::collections::BTreeMap::new();
+        for &v in &self.versions {
+            versions.insert(v, content_hash(&self.version_path(v))?);
+        }
+        Ok(Fingerprint { config, versions })
     }
 }
 

@@ -52,6 +52,12 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusted its config, and waits until ready.
     pub async fn start_with(repo: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        if let Some(filter) = std::env::var_os("SLUICE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter.to_string_lossy().as_ref())
+                .with_test_writer()
+                .try_init();
+        }
         let mut config = ServerConfig::new(repo.to_path_buf(), ort_lib());
         config.cores = 2;
         tweak(&mut config);

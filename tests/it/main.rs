@@ -6,5 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod batching;
+mod binary;
+mod grpc;
 mod harness;
+mod lifecycle;
+mod protocols;
 mod rest;
