@@ -27,6 +27,7 @@ pub const INFLIGHT_REQUESTS: &str = "sluice_inflight_requests";
 pub const MODEL_STATE: &str = "sluice_model_state";
 pub const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
 pub const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
+pub const MODEL_INFO: &str = "sluice_model_info";
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -59,6 +60,9 @@ pub struct Metrics {
     model_state: IntGaugeVec,
     load_duration: HistogramVec,
     load_failures: IntCounterVec,
+    model_info: IntGaugeVec,
+    /// The provider label each version's info series carries, to remove it.
+    providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +157,12 @@ impl Metrics {
                 "Model version loads that failed.",
                 &["model"],
             ),
+            model_info: gauge(
+                MODEL_INFO,
+                "1 per served model version, labelled with the execution provider its sessions were placed on.",
+                &["model", "version", "execution_provider"],
+            ),
+            providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.requests.clone()),
@@ -167,6 +177,7 @@ impl Metrics {
             Box::new(m.model_state.clone()),
             Box::new(m.load_duration.clone()),
             Box::new(m.load_failures.clone()),
+            Box::new(m.model_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -207,9 +218,33 @@ impl Metrics {
         }
     }
 
+    /// Records where a version's sessions run (`cpu`, `cuda:0`, ...).
+    pub fn set_provider(&self, model: &str, version: u64, provider: &str) {
+        let v = version.to_string();
+        let mut providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = providers.insert((model.to_string(), v.clone()), provider.to_string()) {
+            let _ = self
+                .model_info
+                .remove_label_values(&[model, v.as_str(), old.as_str()]);
+        }
+        self.model_info
+            .with_label_values(&[model, v.as_str(), provider])
+            .set(1);
+    }
+
     /// Removes a version's series once it is no longer served.
     pub fn forget_version(&self, model: &str, version: u64) {
         let v = version.to_string();
+        let old = self
+            .providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(model.to_string(), v.clone()));
+        if let Some(old) = old {
+            let _ = self
+                .model_info
+                .remove_label_values(&[model, v.as_str(), old.as_str()]);
+        }
         let l = [model, v.as_str()];
         for vec in [&self.pending, &self.inflight] {
             let _ = vec.remove_label_values(&l);

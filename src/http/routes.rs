@@ -88,6 +88,7 @@ fn metadata_json(s: &AppState, version: &LoadedVersion, all_versions: bool) -> V
         "parameters": {
             "max_batch_size": version.max_batch_size,
             "execution_provider": version.placement.to_string(),
+            "execution_provider_fallbacks": version.placement.fell_back_from.join("; "),
         },
     })
 }

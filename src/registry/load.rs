@@ -133,9 +133,10 @@ fn load_version(
         .execution_providers
         .first()
         .is_some_and(|p| p.is_gpu());
-    let instances = config
+    let per_device = config
         .instances
         .unwrap_or(if gpu { 1 } else { defaults.cores.max(1) });
+    let instances = per_device * config.gpus.len().max(1);
     let intra_op_threads = config
         .intra_op_threads
         .unwrap_or((defaults.cores / instances).max(1));
@@ -145,7 +146,15 @@ fn load_version(
         intra_threads: intra_op_threads,
     };
 
-    let (first, placement) = runtime::load_instance(&path, &options, None, 0)
+    // Worker i runs on gpus[i / per_device] when `gpus` is set.
+    let device_options = {
+        let (options, gpus) = (options.clone(), config.gpus.clone());
+        move |i: usize| match gpus.get(i / per_device.max(1)) {
+            Some(&device) => options.on_device(device),
+            None => options.clone(),
+        }
+    };
+    let (first, placement) = runtime::load_instance(&path, &device_options(0), None, 0)
         .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
     let signature = first.signature()?;
     let batchable = signature.batchable();
@@ -168,17 +177,17 @@ fn load_version(
     };
 
     let factory: ExecutorFactory = {
-        let (path, options, signature) = (path.clone(), options.clone(), signature.clone());
-        Arc::new(move || {
-            runtime::load_instance(&path, &options, Some(&signature), max_batch_size)
+        let (path, signature) = (path.clone(), signature.clone());
+        Arc::new(move |i| {
+            runtime::load_instance(&path, &device_options(i), Some(&signature), max_batch_size)
                 .map(|(instance, _)| Box::new(instance) as Box<dyn Executor>)
         })
     };
     // Sessions are built one at a time: concurrent builds have crashed
     // TensorRT inside ONNX Runtime.
     let mut executors: Vec<Box<dyn Executor>> = vec![Box::new(first)];
-    for _ in 1..instances {
-        executors.push(factory()?);
+    for i in 1..instances {
+        executors.push(factory(i)?);
     }
     super::warmup::warm(
         &mut executors,

@@ -166,6 +166,11 @@ impl Registry {
                 self.publish(name, loaded.versions);
                 for v in &fresh {
                     if let Some(lv) = self.served.load().get(name).and_then(|m| m.versions.get(v)) {
+                        self.metrics
+                            .set_provider(name, *v, &lv.placement.to_string());
+                        for fallback in &lv.placement.fell_back_from {
+                            tracing::warn!(model = name, version = v, %fallback, "execution provider fell back");
+                        }
                         tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model version ready");
                     }
                 }

@@ -19,8 +19,14 @@ pub struct ModelConfig {
     /// Most rows in one batch; 0 turns batching off. Default: 32 when every
     /// input and output has a dynamic first dim, else 0.
     pub max_batch_size: Option<usize>,
-    /// Instance workers (one ONNX Runtime session each). Default: the core count.
+    /// Instance workers (one ONNX Runtime session each). Default: the core
+    /// count on the CPU, 1 per GPU. With `gpus`, this many on each GPU.
     pub instances: Option<usize>,
+    /// GPUs to place instances on, as Triton's `instance_group.gpus`: each
+    /// GPU gets `instances` workers, and the GPU providers' `device_id` is
+    /// replaced by that GPU. Empty (default): the providers' own device_id.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
     /// ONNX Runtime intra-op threads per instance. Default: cores / instances, at least 1.
     pub intra_op_threads: Option<usize>,
     /// Execution providers in order of preference. Default: the CPU.
@@ -216,6 +222,12 @@ impl ModelConfig {
                 ));
             }
         }
+        if !self.gpus.is_empty() && !self.execution_providers.iter().any(|p| p.is_gpu()) {
+            return Err(format!(
+                "`gpus` = {:?} needs a cuda or tensorrt entry in `execution_providers`",
+                self.gpus
+            ));
+        }
         let cpu_count = self
             .execution_providers
             .iter()
@@ -250,6 +262,7 @@ mod tests {
             r#"
 max_batch_size = 16
 instances = 2
+gpus = [0, 1]
 intra_op_threads = 1
 fallback = true
 version_policy = { specific = [1, 3] }
@@ -287,6 +300,7 @@ kind = "cpu"
         )
         .unwrap();
         assert_eq!(c.max_batch_size, Some(16));
+        assert_eq!(c.gpus, vec![0, 1]);
         assert_eq!(c.execution_providers.len(), 3);
         assert_eq!(c.execution_providers[0].name(), "tensorrt");
         assert_eq!(
@@ -338,6 +352,7 @@ kind = "cpu"
             ),
             ("version_policy = { latest = 0 }", "version_policy.latest"),
             ("version_policy = \"newest\"", "newest"),
+            ("gpus = [0]", "needs a cuda or tensorrt entry"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");

@@ -177,6 +177,23 @@ pub struct ProviderOptions {
     pub intra_threads: usize,
 }
 
+impl ProviderOptions {
+    /// The same options with every GPU provider placed on `device`.
+    pub fn on_device(&self, device: u32) -> Self {
+        let mut options = self.clone();
+        for p in &mut options.providers {
+            match p {
+                ExecutionProvider::Cuda { device_id, .. }
+                | ExecutionProvider::Tensorrt { device_id, .. } => {
+                    *device_id = device;
+                }
+                ExecutionProvider::Cpu { .. } => {}
+            }
+        }
+        options
+    }
+}
+
 impl Default for ProviderOptions {
     fn default() -> Self {
         Self {

@@ -63,8 +63,9 @@ impl Executor for crate::runtime::Instance {
     }
 }
 
-/// Builds a fresh executor for a worker (at start, and after a panic).
-pub type ExecutorFactory = Arc<dyn Fn() -> Result<Box<dyn Executor>, String> + Send + Sync>;
+/// Builds a fresh executor for worker `i` (after a panic), e.g. on that
+/// worker's GPU.
+pub type ExecutorFactory = Arc<dyn Fn(usize) -> Result<Box<dyn Executor>, String> + Send + Sync>;
 
 /// What makes two requests batchable together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -221,7 +222,7 @@ impl Scheduler {
             let name = format!("sluice-{}-{i}", shared.config.name);
             let handle = std::thread::Builder::new()
                 .name(name.chars().take(15).collect())
-                .spawn(move || worker::run(shared, executor, factory))
+                .spawn(move || worker::run(shared, i, executor, factory))
                 .map_err(|e| format!("cannot spawn a worker thread: {e}"))?;
             workers.push(handle);
         }

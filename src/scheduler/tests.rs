@@ -69,7 +69,7 @@ fn harness(max_batch: usize, max_queue: usize, levels: usize) -> Harness {
     };
     let factory: ExecutorFactory = {
         let make = make.clone();
-        Arc::new(move || Ok(make()))
+        Arc::new(move |_| Ok(make()))
     };
     let metrics = Arc::new(Metrics::new().version("gate", 1));
     let scheduler = Scheduler::start(

@@ -11,7 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-pub(super) fn run(shared: Arc<Shared>, mut executor: Box<dyn Executor>, factory: ExecutorFactory) {
+pub(super) fn run(
+    shared: Arc<Shared>,
+    index: usize,
+    mut executor: Box<dyn Executor>,
+    factory: ExecutorFactory,
+) {
     while let Some(batch) = next_batch(&shared) {
         // Claim every entry; one whose waiter timed out first is dropped unrun.
         let batch: Vec<Entry> = batch.into_iter().filter(|e| e.ticket.start()).collect();
@@ -51,7 +56,7 @@ pub(super) fn run(shared: Arc<Shared>, mut executor: Box<dyn Executor>, factory:
                     batch,
                     &Error::Internal(format!("the model's worker panicked: {what}")),
                 );
-                match factory() {
+                match factory(index) {
                     Ok(fresh) => executor = fresh,
                     Err(e) => {
                         tracing::error!(model = %shared.config.name, error = %e, "cannot rebuild the worker's session; worker exits");

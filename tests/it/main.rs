@@ -7,8 +7,11 @@
 
 mod batching;
 mod binary;
+mod gpu;
 mod grpc;
 mod harness;
 mod lifecycle;
+mod loadgen;
 mod protocols;
 mod rest;
+mod shutdown;
