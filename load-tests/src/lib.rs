@@ -26,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod echo;
 pub mod engine;
+pub mod hpa;
 pub mod input;
 pub mod plot;
 pub mod proto;

@@ -27,21 +27,29 @@ const SERIES: [(&str, Rgb); 3] = [
 
 struct Canvas {
     px: Vec<u8>,
+    w: usize,
+    h: usize,
 }
 
 impl Canvas {
     fn new() -> Self {
+        Self::sized(W, H)
+    }
+
+    fn sized(w: usize, h: usize) -> Self {
         Self {
-            px: vec![255; W * H * 3],
+            px: vec![255; w * h * 3],
+            w,
+            h,
         }
     }
 
     fn set(&mut self, x: i64, y: i64, c: Rgb) {
         if let (Ok(x), Ok(y)) = (usize::try_from(x), usize::try_from(y))
-            && x < W
-            && y < H
+            && x < self.w
+            && y < self.h
         {
-            let i = (y * W + x) * 3;
+            let i = (y * self.w + x) * 3;
             self.px[i..i + 3].copy_from_slice(&c);
         }
     }
@@ -239,19 +247,130 @@ pub fn write_png(path: &Path, results: &[RunResult], title: &str) -> Result<()> 
     let xl = "THROUGHPUT (REQ/S)";
     c.text(l + (r - l - text_width(xl, 2)) / 2, b + 32, xl, 2, BLACK);
     c.text(l - 60, t - 16, "LATENCY (MS)", 1, BLACK);
-    encode(path, &c.px)
+    encode(path, &c)
 }
 
-fn encode(path: &Path, px: &[u8]) -> Result<()> {
+fn encode(path: &Path, c: &Canvas) -> Result<()> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     #[allow(clippy::cast_possible_truncation)]
-    let mut enc = png::Encoder::new(BufWriter::new(file), W as u32, H as u32);
+    let mut enc = png::Encoder::new(BufWriter::new(file), c.w as u32, c.h as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut writer = enc.write_header().context("writing PNG header")?;
-    writer.write_image_data(px).context("writing PNG data")?;
+    writer.write_image_data(&c.px).context("writing PNG data")?;
     writer.finish().context("finishing PNG")?;
     Ok(())
+}
+
+/// One line of a time-series panel.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend text.
+    pub name: String,
+    /// RGB colour.
+    pub color: [u8; 3],
+    /// (x, y) points in x order.
+    pub points: Vec<(f64, f64)>,
+    /// Draw as a staircase (a value held until the next point), for counts.
+    pub step: bool,
+}
+
+/// One panel of a stacked time-series chart; panels share the x axis.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// Text above the panel (the y quantity).
+    pub label: String,
+    /// Lines, drawn in order.
+    pub series: Vec<Series>,
+}
+
+/// Renders `panels` stacked vertically over a shared x axis into `path`.
+pub fn write_timeseries_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    panels: &[Panel],
+) -> Result<()> {
+    const PW: usize = 1000;
+    const PANEL_H: usize = 170;
+    const GAP: usize = 46;
+    let (left, right, top, bottom) = (80_i64, 230_i64, 84_i64, 60_i64);
+    let n = i64::try_from(panels.len()).unwrap_or(1).max(1);
+    let ph = i64::try_from(PANEL_H).unwrap_or(170);
+    let gap = i64::try_from(GAP).unwrap_or(46);
+    let height = top + n * ph + (n - 1) * gap + bottom;
+    let mut c = Canvas::sized(PW, usize::try_from(height).unwrap_or(H));
+    let r = i64::try_from(PW).unwrap_or(1000) - right;
+    let all = || {
+        panels
+            .iter()
+            .flat_map(|p| p.series.iter())
+            .flat_map(|s| s.points.iter())
+    };
+    let xmax_raw = all().map(|p| p.0).fold(0.0, f64::max).max(1.0);
+    let xstep = tick_step(xmax_raw);
+    let xmax = (xmax_raw / xstep).ceil() * xstep;
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    let to_x = |x: f64| left + (x / xmax * (r - left) as f64).round() as i64;
+    c.text(left, 14, title, 2, BLACK);
+    for (k, panel) in panels.iter().enumerate() {
+        let t = top + i64::try_from(k).unwrap_or(0) * (ph + gap);
+        let b = t + ph;
+        let points = panel.series.iter().flat_map(|s| s.points.iter());
+        let ymax_raw = points.map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+        let ystep = tick_step(ymax_raw);
+        let ymax = (ymax_raw / ystep).ceil() * ystep;
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let to_y = |y: f64| b - (y / ymax * ph as f64).round() as i64;
+        let mut v = 0.0;
+        while v <= xmax + xstep * 1e-9 {
+            let x = to_x(v);
+            c.line((x, t), (x, b), 1, GRID);
+            if k + 1 == panels.len() {
+                let s = fmt_tick(v);
+                c.text(x - text_width(&s, 1) / 2, b + 8, &s, 1, BLACK);
+            }
+            v += xstep;
+        }
+        let mut v = 0.0;
+        while v <= ymax + ystep * 1e-9 {
+            let y = to_y(v);
+            c.line((left, y), (r, y), 1, GRID);
+            let s = fmt_tick(v);
+            c.text(left - 8 - text_width(&s, 1), y - 3, &s, 1, BLACK);
+            v += ystep;
+        }
+        c.line((left, t), (left, b), 2, BLACK);
+        c.line((left, b), (r, b), 2, BLACK);
+        c.text(left, t - 18, &panel.label, 2, BLACK);
+        for (j, s) in panel.series.iter().enumerate() {
+            let mut prev: Option<(i64, i64)> = None;
+            for &(x, y) in &s.points {
+                let p = (to_x(x), to_y(y));
+                if let Some(q) = prev {
+                    if s.step {
+                        c.line(q, (p.0, q.1), 2, s.color);
+                        c.line((p.0, q.1), p, 2, s.color);
+                    } else {
+                        c.line(q, p, 2, s.color);
+                    }
+                }
+                prev = Some(p);
+            }
+            let ly = t + 6 + i64::try_from(j).unwrap_or(0) * 20;
+            c.rect(r + 14, ly, 22, 5, s.color);
+            c.text(r + 42, ly - 4, &s.name, 1, BLACK);
+        }
+    }
+    let b = top + n * ph + (n - 1) * gap;
+    c.text(
+        left + (r - left - text_width(x_label, 2)) / 2,
+        b + 28,
+        x_label,
+        2,
+        BLACK,
+    );
+    encode(path, &c)
 }
 
 #[cfg(test)]
@@ -299,6 +418,31 @@ mod tests {
             "test",
         )
         .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn writes_a_timeseries_png() {
+        let series = |name: &str, step| Series {
+            name: name.into(),
+            color: [200, 0, 0],
+            points: vec![(0.0, 1.0), (5.0, 3.0), (9.0, 2.0)],
+            step,
+        };
+        let panels = [
+            Panel {
+                label: "a".into(),
+                series: vec![series("x", false)],
+            },
+            Panel {
+                label: "b".into(),
+                series: vec![series("y", true)],
+            },
+        ];
+        let path = std::env::temp_dir().join(format!("sluice-ts-{}.png", std::process::id()));
+        write_timeseries_png(&path, "t", "time (s)", &panels).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         let _ = std::fs::remove_file(path);
