@@ -252,7 +252,7 @@ async fn sigterm_under_load_fails_no_admitted_request() {
 }
 
 /// The metrics' cost on the hot path against the cost of a request, in one
-/// run (`docs/benchmarks-issue6.md`): what the service and scheduler record
+/// run (`docs/benchmarks.md`, "Operating figures"): what the service and scheduler record
 /// per request (in-flight gauge, pending gauge twice, one batch, one request
 /// with its labelled counter and histograms, one `Instant::now`), timed in a
 /// criterion-style loop on one and on two threads, against iris over REST at

@@ -1,0 +1,341 @@
+//! Server against raw ONNX Runtime, and batching on against off, measured in
+//! one run on the same cores (ratios are what count on a shared machine).
+//!
+//! ```text
+//! cargo bench --bench compare -- iris        # p50 of one iris request vs session.run
+//! cargo bench --bench compare -- batching    # dense model (REST binary), concurrency sweep, batching on/off, vs raw
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use bytes::Bytes;
+use sluice::runtime::{self, BatchInput, Instance, ProviderOptions};
+use sluice::tensor::{DataType, TensorData};
+use sluice::{Listeners, ServerConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn lib() -> PathBuf {
+    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    runtime::locate_library(None, env.as_deref()).expect("run `make setup` first")
+}
+
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start(repo: &Path) -> Server {
+    let config = ServerConfig::new(repo.to_path_buf(), lib());
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", http.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(sluice::run(
+        config,
+        Listeners {
+            http,
+            grpc: None,
+            metrics: None,
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    while client
+        .get(format!("{url}/v2/health/ready"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server {
+        url,
+        stop: Some(tx),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn fp32(values: &[f32]) -> TensorData {
+    TensorData::Fixed(Bytes::from(
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    ))
+}
+
+fn raw_instance(model: &Path) -> Instance {
+    runtime::init(&lib()).unwrap();
+    runtime::load_instance(model, &ProviderOptions::default(), None, 0)
+        .unwrap()
+        .0
+}
+
+fn raw_latencies(
+    model: &Path,
+    name: &str,
+    shape: Vec<usize>,
+    data: &TensorData,
+    n: usize,
+) -> Vec<Duration> {
+    let mut instance = raw_instance(model);
+    let wanted: Vec<usize> = (0..instance.signature().unwrap().outputs.len()).collect();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let input = [BatchInput {
+            name,
+            datatype: DataType::Fp32,
+            shape: shape.clone(),
+            parts: vec![data],
+        }];
+        let t = Instant::now();
+        instance.run(&input, &wanted).unwrap();
+        if i >= n / 10 {
+            out.push(t.elapsed());
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn iris() {
+    let n = 3000;
+    let server = start(&root().join("models")).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/models/iris/infer", server.url);
+    let body = Bytes::from_static(br#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#);
+    let mut served = Vec::with_capacity(n);
+    for i in 0..n + 300 {
+        let t = Instant::now();
+        let r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        if i >= 300 {
+            served.push(t.elapsed());
+        }
+    }
+    served.sort();
+    let raw = raw_latencies(
+        &root().join("models/iris/1/model.onnx"),
+        "input",
+        vec![1, 4],
+        &fp32(&[5.1, 3.5, 1.4, 0.2]),
+        n,
+    );
+    let (s50, r50) = (percentile(&served, 0.5), percentile(&raw, 0.5));
+    let (s99, r99) = (percentile(&served, 0.99), percentile(&raw, 0.99));
+    println!(
+        "iris, one row, sequential, {n} requests each (REST JSON over loopback, client in the same process)"
+    );
+    println!(
+        "  server  p50 {:>8.1} µs  p99 {:>8.1} µs",
+        s50.as_secs_f64() * 1e6,
+        s99.as_secs_f64() * 1e6
+    );
+    println!(
+        "  raw     p50 {:>8.1} µs  p99 {:>8.1} µs",
+        r50.as_secs_f64() * 1e6,
+        r99.as_secs_f64() * 1e6
+    );
+    println!(
+        "  ratio p50 {:.1}x, difference p50 {:.1} µs",
+        s50.as_secs_f64() / r50.as_secs_f64(),
+        (s50.as_secs_f64() - r50.as_secs_f64()) * 1e6
+    );
+    drop(server.stop);
+}
+
+/// Closed loop at `concurrency` for `secs`; returns (req/s, p50, p99).
+async fn closed_loop(
+    url: &str,
+    body: Bytes,
+    header_len: Option<usize>,
+    concurrency: usize,
+    secs: f64,
+) -> (f64, Duration, Duration) {
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body, stop, errors, header_len) = (
+            client.clone(),
+            url.to_string(),
+            body.clone(),
+            stop.clone(),
+            errors.clone(),
+            header_len,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let request = client.post(&url).body(body.clone());
+                let request = match header_len {
+                    Some(n) => request
+                        .header("inference-header-content-length", n)
+                        .header("content-type", "application/octet-stream"),
+                    None => request.header("content-type", "application/json"),
+                };
+                match request.send().await {
+                    Ok(r) if r.status() == 200 => {
+                        r.bytes().await.unwrap();
+                        lat.push(t.elapsed());
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "errors during the run");
+    all.sort();
+    (
+        all.len() as f64 / took,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
+}
+
+/// Raw ONNX Runtime: `threads` sessions (one per thread, intra 1), each
+/// running batches of `batch` rows for `secs`. Returns rows/s.
+fn raw_throughput(model: &Path, batch: usize, threads: usize, secs: f64) -> f64 {
+    let rows = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (model, rows) = (model.to_path_buf(), rows.clone());
+            std::thread::spawn(move || {
+                let mut instance = raw_instance(&model);
+                let data = fp32(&vec![0.5; batch * 512]);
+                let started = Instant::now();
+                while started.elapsed().as_secs_f64() < secs {
+                    let input = [BatchInput {
+                        name: "input",
+                        datatype: DataType::Fp32,
+                        shape: vec![batch, 512],
+                        parts: vec![&data],
+                    }];
+                    instance.run(&input, &[0]).unwrap();
+                    rows.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    rows.load(Ordering::Relaxed) as f64 / secs
+}
+
+async fn batching() {
+    let dense = root().join("models/dense/1/model.onnx");
+    let secs = 4.0;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut best = (0usize, 0.0f64);
+    for batch in [1, 8, 32, 64] {
+        let r = raw_throughput(&dense, batch, cores, secs);
+        println!("raw onnx runtime, batch {batch:>3}, {cores} sessions: {r:>9.0} rows/s");
+        if r > best.1 {
+            best = (batch, r);
+        }
+    }
+    let repos: Vec<(&str, tempfile::TempDir)> = [("on", ""), ("off", "max_batch_size = 0\n")]
+        .into_iter()
+        .map(|(label, cfg)| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("dense/1")).unwrap();
+            std::fs::copy(&dense, dir.path().join("dense/1/model.onnx")).unwrap();
+            std::fs::write(dir.path().join("dense/config.toml"), cfg).unwrap();
+            (label, dir)
+        })
+        .collect();
+    // Triton's binary tensor extension, as tritonclient sends by default.
+    let header = br#"{"inputs":[{"name":"input","shape":[1,512],"datatype":"FP32","parameters":{"binary_data_size":2048}}],"outputs":[{"name":"output","parameters":{"binary_data":true}}]}"#;
+    let mut raw = header.to_vec();
+    for i in 0..512 {
+        raw.extend_from_slice(&((i % 17) as f32 * 0.1).to_le_bytes());
+    }
+    let body = Bytes::from(raw);
+    let header_len = header.len();
+    let mut results = Vec::new();
+    for (label, repo) in &repos {
+        let server = start(repo.path()).await;
+        let url = format!("{}/v2/models/dense/infer", server.url);
+        closed_loop(&url, body.clone(), Some(header_len), 8, 1.0).await; // warm up
+        for c in [1, 8, 32, 64, 128] {
+            let (rps, p50, p99) = closed_loop(&url, body.clone(), Some(header_len), c, secs).await;
+            println!(
+                "server, batching {label:>3}, concurrency {c:>3}: {rps:>8.0} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
+            results.push((*label, c, rps));
+        }
+        drop(server.stop);
+    }
+    for c in [1, 8, 32, 64, 128] {
+        let on = results
+            .iter()
+            .find(|r| r.0 == "on" && r.1 == c)
+            .map_or(0.0, |r| r.2);
+        let off = results
+            .iter()
+            .find(|r| r.0 == "off" && r.1 == c)
+            .map_or(1.0, |r| r.2);
+        println!(
+            "concurrency {c:>3}: batching on/off throughput = {:.2}x",
+            on / off
+        );
+    }
+    let saturated = results
+        .iter()
+        .filter(|r| r.0 == "on")
+        .map(|r| r.2)
+        .fold(0.0, f64::max);
+    println!(
+        "saturated server {saturated:.0} rows/s vs raw best (batch {}) {:.0} rows/s = {:.0}%",
+        best.0,
+        best.1,
+        100.0 * saturated / best.1
+    );
+}
+
+fn main() {
+    let which = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "iris".into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    match which.as_str() {
+        "iris" => rt.block_on(iris()),
+        "batching" => rt.block_on(batching()),
+        other => eprintln!("unknown scenario {other}; use iris or batching"),
+    }
+}
