@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench compare -- iris        # p50 of one iris request vs session.run
+//! cargo bench --bench compare -- swap        # steady load vs the same load during repeated hot swaps
 //! cargo bench --bench compare -- batching    # dense model (REST binary), concurrency sweep, batching on/off, vs raw
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -327,6 +328,69 @@ async fn batching() {
     );
 }
 
+/// Steady closed-loop load, then the same load while version 1 of the model
+/// is swapped (changed on disk + a load call) every 200 ms: p50/p99/throughput
+/// of both phases, in one run.
+async fn swap() {
+    let fixtures = root().join("tests/fixtures/swap");
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("m/1")).unwrap();
+    std::fs::copy(fixtures.join("v1.onnx"), repo.path().join("m/1/model.onnx")).unwrap();
+    let server = start(repo.path()).await;
+    let url = format!("{}/v2/models/m/infer", server.url);
+    let body = Bytes::from_static(
+        br#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[0]}]}"#,
+    );
+    let secs = 6.0;
+    closed_loop(&url, body.clone(), None, 8, 1.0).await; // warm up
+    let (steady_rps, steady_p50, steady_p99) = closed_loop(&url, body.clone(), None, 8, secs).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, base, dir) = (stop.clone(), server.url.clone(), repo.path().to_path_buf());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let file = fixtures.join(format!("v{}.onnx", 1 + swaps % 2));
+                std::fs::copy(file, dir.join("m/1/model.onnx")).unwrap();
+                let r = client
+                    .post(format!("{base}/v2/repository/models/m/load"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                swaps += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            swaps
+        })
+    };
+    let (swap_rps, swap_p50, swap_p99) = closed_loop(&url, body, None, 8, secs).await;
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.await.unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "model m (x + k), closed loop at concurrency 8, REST JSON, {secs} s per phase, zero errors asserted"
+    );
+    println!(
+        "  steady       {steady_rps:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+        ms(steady_p50),
+        ms(steady_p99)
+    );
+    println!(
+        "  {swaps:>3} swaps   {swap_rps:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+        ms(swap_p50),
+        ms(swap_p99)
+    );
+    println!(
+        "  during swaps / steady: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+        swap_rps / steady_rps,
+        swap_p50.as_secs_f64() / steady_p50.as_secs_f64(),
+        swap_p99.as_secs_f64() / steady_p99.as_secs_f64()
+    );
+    drop(server.stop);
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -336,6 +400,7 @@ fn main() {
     match which.as_str() {
         "iris" => rt.block_on(iris()),
         "batching" => rt.block_on(batching()),
+        "swap" => rt.block_on(swap()),
         other => eprintln!("unknown scenario {other}; use iris or batching"),
     }
 }
