@@ -329,7 +329,8 @@ async fn batching() {
 }
 
 /// Steady closed-loop load, then the same load while version 1 of the model
-/// is swapped (changed on disk + a load call) every 200 ms: p50/p99/throughput
+/// is swapped (changed on disk + a load call) every `SWAP_INTERVAL_MS`
+/// (default 200 ms): p50/p99/throughput
 /// of both phases, in one run.
 async fn swap() {
     let fixtures = root().join("tests/fixtures/swap");
@@ -344,6 +345,13 @@ async fn swap() {
     let secs = 6.0;
     closed_loop(&url, body.clone(), None, 8, 1.0).await; // warm up
     let (steady_rps, steady_p50, steady_p99) = closed_loop(&url, body.clone(), None, 8, secs).await;
+    // SWAP_INTERVAL_MS sets the pause between swaps (default 200 ms).
+    let interval = Duration::from_millis(
+        std::env::var("SWAP_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
         let (stop, base, dir) = (stop.clone(), server.url.clone(), repo.path().to_path_buf());
@@ -360,7 +368,7 @@ async fn swap() {
                     .unwrap();
                 assert_eq!(r.status(), 200);
                 swaps += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(interval).await;
             }
             swaps
         })
