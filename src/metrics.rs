@@ -41,6 +41,19 @@ const LOAD_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// The protocols and outcomes `sluice_requests_total` is labelled with; each
+/// version caches one handle per pair so the hot path never hashes labels.
+pub const PROTOCOLS: [&str; 2] = ["http", "grpc"];
+pub const OUTCOMES: [&str; 7] = [
+    "success",
+    "invalid",
+    "not_found",
+    "unavailable",
+    "overloaded",
+    "timeout",
+    "error",
+];
+
 /// The model states reported by `sluice_model_state`.
 pub const STATES: [&str; 3] = ["loading", "ready", "unavailable"];
 
@@ -202,6 +215,23 @@ impl Metrics {
             batch: self.batch_size.with_label_values(&l),
             inferences: self.inferences.with_label_values(&l),
             executions: self.executions.with_label_values(&l),
+            per_protocol: PROTOCOLS
+                .iter()
+                .map(|&protocol| ProtocolHandles {
+                    duration: self.request_duration.with_label_values(&[
+                        model,
+                        v.as_str(),
+                        protocol,
+                    ]),
+                    outcomes: OUTCOMES
+                        .iter()
+                        .map(|&o| {
+                            self.requests
+                                .with_label_values(&[model, v.as_str(), protocol, o])
+                        })
+                        .collect(),
+                })
+                .collect(),
             requests: self.requests.clone(),
             request_duration: self.request_duration.clone(),
             stats: Stats::default(),
@@ -294,6 +324,9 @@ pub struct VersionMetrics {
     batch: Histogram,
     inferences: IntCounter,
     executions: IntCounter,
+    /// Cached handles, indexed like [`PROTOCOLS`] and [`OUTCOMES`].
+    per_protocol: Vec<ProtocolHandles>,
+    /// For a protocol or outcome outside those lists (none today).
     requests: IntCounterVec,
     request_duration: HistogramVec,
     /// Triton-style statistics for `GET /v2/models/{m}/stats`.
@@ -323,23 +356,37 @@ impl VersionMetrics {
         total: Duration,
         queue_and_compute: Option<(Duration, Duration)>,
     ) {
-        self.requests
-            .with_label_values(&[
-                self.model.as_str(),
-                self.version.as_str(),
-                protocol,
-                outcome,
-            ])
-            .inc();
-        self.request_duration
-            .with_label_values(&[self.model.as_str(), self.version.as_str(), protocol])
-            .observe(total.as_secs_f64());
+        let cached = PROTOCOLS
+            .iter()
+            .position(|&p| p == protocol)
+            .and_then(|i| self.per_protocol.get(i));
+        match (cached, OUTCOMES.iter().position(|&o| o == outcome)) {
+            (Some(handles), Some(o)) => {
+                handles.outcomes[o].inc();
+                handles.duration.observe(total.as_secs_f64());
+            }
+            _ => {
+                let (m, v) = (self.model.as_str(), self.version.as_str());
+                self.requests
+                    .with_label_values(&[m, v, protocol, outcome])
+                    .inc();
+                self.request_duration
+                    .with_label_values(&[m, v, protocol])
+                    .observe(total.as_secs_f64());
+            }
+        }
         if let Some((queue, compute)) = queue_and_compute {
             self.queue.observe(queue.as_secs_f64());
             self.compute.observe(compute.as_secs_f64());
         }
         self.stats.record_request(total, queue_and_compute);
     }
+}
+
+/// One protocol's labelled handles for a version.
+struct ProtocolHandles {
+    duration: Histogram,
+    outcomes: Vec<IntCounter>,
 }
 
 /// A count and a total duration in nanoseconds.
@@ -411,5 +458,47 @@ impl Stats {
     pub fn batch_sizes(&self) -> Vec<(usize, u64, u64)> {
         let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         batches.iter().map(|(&s, &(c, ns))| (s, c, ns)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn every_error_outcome_has_a_cached_handle() {
+        let errors = [
+            Error::InvalidArgument(String::new()),
+            Error::TooLarge(String::new()),
+            Error::NotFound(String::new()),
+            Error::Unavailable(String::new()),
+            Error::Overloaded {
+                message: String::new(),
+                retry_after: Duration::ZERO,
+            },
+            Error::DeadlineExceeded(String::new()),
+            Error::Internal(String::new()),
+        ];
+        for e in errors {
+            assert!(OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
+        }
+    }
+
+    #[test]
+    fn cached_and_uncached_requests_land_in_the_same_series() {
+        let m = Metrics::new();
+        let v = m.version("iris", 1);
+        v.record_request("http", "success", Duration::from_micros(5), None);
+        v.record_request("grpc", "timeout", Duration::from_micros(5), None);
+        v.record_request("other", "success", Duration::from_micros(5), None);
+        let text = m.render();
+        for line in [
+            r#"sluice_requests_total{model="iris",outcome="success",protocol="http",version="1"} 1"#,
+            r#"sluice_requests_total{model="iris",outcome="timeout",protocol="grpc",version="1"} 1"#,
+            r#"sluice_requests_total{model="iris",outcome="success",protocol="other",version="1"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
     }
 }
