@@ -103,6 +103,24 @@ fn repo_with_v1() -> tempfile::TempDir {
     dir
 }
 
+/// Stops the load and checks the swap cost nothing: zero errors, and every
+/// answer came from a published version (1..=6). Returns the answers.
+async fn assert_clean_swaps(load: Load) -> Vec<f64> {
+    let (seen, errors) = load.stop().await;
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        seen.iter()
+            .all(|y| (1.0..=6.0).contains(y) && y.fract() == 0.0),
+        "an output from no published version"
+    );
+    seen
+}
+
 async fn assert_only_version(s: &TestServer, k: f64) {
     for _ in 0..20 {
         let (status, out) = s
@@ -130,18 +148,7 @@ async fn five_versions_swapped_by_load_calls_under_load_with_zero_errors() {
         assert_eq!(status, 200, "{out}");
         load.wait_for_version(k as f64, seen_before).await;
     }
-    let (seen, errors) = load.stop().await;
-    assert!(
-        errors.is_empty(),
-        "{} errors, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
-    assert!(
-        seen.iter()
-            .all(|y| (1.0..=6.0).contains(y) && y.fract() == 0.0),
-        "an output from no published version"
-    );
+    let seen = assert_clean_swaps(load).await;
     assert!(seen.len() > 50, "only {} requests completed", seen.len());
     assert_only_version(&s, 6.0).await;
     s.stop().await;
@@ -165,17 +172,7 @@ async fn five_versions_swapped_by_polling_under_load_with_zero_errors() {
     // A half-written version directory (no model.onnx yet, hidden name) is ignored.
     std::fs::create_dir_all(repo.path().join("m/.7.tmp")).unwrap();
     std::fs::create_dir_all(repo.path().join("m/8")).unwrap();
-    let (seen, errors) = load.stop().await;
-    assert!(
-        errors.is_empty(),
-        "{} errors, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
-    assert!(
-        seen.iter()
-            .all(|y| (1.0..=6.0).contains(y) && y.fract() == 0.0)
-    );
+    assert_clean_swaps(load).await;
     assert_only_version(&s, 6.0).await;
     s.stop().await;
 }
