@@ -2,6 +2,7 @@
 //! environment variable; the doc comments are the operator manual
 //! (`sluice serve --help`).
 
+pub use crate::auth::Secret;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -56,9 +57,118 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
 
-    /// Most elements one input tensor may declare; larger shapes get 400 before any allocation.
+    /// Most elements one input tensor may declare; larger shapes get 413 before any allocation.
     #[arg(long, env = "SLUICE_MAX_TENSOR_ELEMENTS", default_value_t = 16 << 20)]
     pub max_tensor_elements: usize,
+
+    /// Most bytes in all of one request's input tensors together, after decoding; more gets 413.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_TENSOR_BYTES", default_value_t = 256 << 20)]
+    pub max_request_tensor_bytes: usize,
+
+    /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
+    #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = 16 << 20)]
+    pub max_bytes_element: usize,
+
+    /// Largest request head (request line plus headers, HTTP/1) or header list
+    /// (HTTP/2, gRPC metadata), in bytes; larger gets 431. At least 8192.
+    #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 64 << 10,
+          value_parser = clap::value_parser!(u32).range(8192..))]
+    pub max_header_bytes: u32,
+
+    /// Deepest nesting of JSON arrays and objects in a request; deeper gets 400 before parsing.
+    #[arg(long, env = "SLUICE_MAX_JSON_DEPTH", default_value_t = 64)]
+    pub max_json_depth: usize,
+
+    /// Largest gRPC request message in bytes (default: --max-body-bytes); larger gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SLUICE_GRPC_MAX_MESSAGE_BYTES")]
+    pub grpc_max_message_bytes: Option<usize>,
+
+    /// Most connections open at once over all listeners. Over it, a plain HTTP
+    /// client gets one 503 with Retry-After; TLS and gRPC connections are closed.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent streams on one HTTP/2 connection (REST over h2 and gRPC).
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// Most requests in flight over both protocols (including those still
+    /// sending their body); over it, 503 + Retry-After (gRPC UNAVAILABLE) at
+    /// once. Bounds memory: at most this many bodies are held. 0 = no cap.
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 1024)]
+    pub max_inflight_requests: usize,
+
+    /// Seconds a request may take from its head to its answer; over it, 504
+    /// (gRPC DEADLINE_EXCEEDED). 0 = no limit.
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    pub request_timeout_secs: u64,
+
+    /// Seconds a request head may take to arrive, and an HTTP/1 keep-alive
+    /// connection may stay idle; then the connection is closed (slow-loris).
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a REST request body may take to arrive in full; over it, 408.
+    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_read_timeout_secs: u64,
+
+    /// HTTP/2 keep-alive ping interval in seconds (REST h2 and gRPC); a peer that
+    /// does not answer a ping within as long is dropped. 0 = no pings.
+    #[arg(long, env = "SLUICE_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
+    pub http2_keepalive_secs: u64,
+
+    /// PEM certificate chain: turns on TLS for the HTTP and gRPC ports (needs --tls-key).
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: clients must present a certificate that chains to it (mutual TLS).
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Seconds a TLS handshake may take; then the connection is closed.
+    #[arg(long, env = "SLUICE_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub tls_handshake_timeout_secs: u64,
+
+    /// Seconds between checks of the TLS files and the token file; changed
+    /// files are reloaded without a restart. 0 = never reload.
+    #[arg(long, env = "SLUICE_SECRETS_RELOAD_SECS", default_value_t = 10)]
+    pub secrets_reload_secs: u64,
+
+    /// A bearer token with the `infer` scope (repeatable or comma-separated).
+    /// Setting any token turns authentication on.
+    #[arg(
+        long = "auth-infer-token",
+        env = "SLUICE_AUTH_INFER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_infer_tokens: Vec<Secret>,
+
+    /// A bearer token with the `admin` and `infer` scopes (repeatable or comma-separated).
+    #[arg(
+        long = "auth-admin-token",
+        env = "SLUICE_AUTH_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_admin_tokens: Vec<Secret>,
+
+    /// A file of `<scopes> <token>` lines (scopes: `infer`, `admin` or
+    /// `infer,admin`; `#` comments), re-read on change. Turns authentication on.
+    #[arg(long, env = "SLUICE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// With authentication on, require a valid token for /v2/health/* and gRPC health too.
+    #[arg(long, env = "SLUICE_AUTH_PROTECT_HEALTH")]
+    pub auth_protect_health: bool,
+
+    /// With authentication on, require a valid token for /metrics too.
+    #[arg(long, env = "SLUICE_AUTH_PROTECT_METRICS")]
+    pub auth_protect_metrics: bool,
 
     /// After SIGTERM/SIGINT: seconds to keep accepting while readiness is
     /// already false, so load balancers stop sending first.

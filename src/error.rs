@@ -31,6 +31,15 @@ pub enum Error {
     /// The request's deadline passed before it ran (HTTP 504).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The client did not send its request in time (HTTP 408).
+    #[error("{0}")]
+    ClientTimeout(String),
+    /// No valid credentials (HTTP 401, gRPC `UNAUTHENTICATED`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials without the needed scope (HTTP 403, gRPC `PERMISSION_DENIED`).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The model ran and failed, or the server broke an invariant (HTTP 500).
     #[error("{0}")]
     Internal(String),
@@ -52,7 +61,8 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Unavailable(_) => "unavailable",
             Error::Overloaded { .. } => "overloaded",
-            Error::DeadlineExceeded(_) => "timeout",
+            Error::DeadlineExceeded(_) | Error::ClientTimeout(_) => "timeout",
+            Error::Unauthenticated(_) | Error::PermissionDenied(_) => "denied",
             Error::Internal(_) => "error",
         }
     }

@@ -17,11 +17,14 @@
 //! [`run`] takes a config, already-bound listeners and a shutdown future, so
 //! tests start real servers on port 0.
 
+pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod repository;
 pub mod runtime;
@@ -44,6 +47,22 @@ pub struct ServerConfig {
     pub onnxruntime_lib: PathBuf,
     pub limits: service::Limits,
     pub http: http::HttpConfig,
+    /// Body read timeout and JSON nesting depth of REST requests.
+    pub body: http::BodyLimits,
+    /// Largest gRPC request message; `None` = `http.max_body_bytes`.
+    pub grpc_max_message_bytes: Option<usize>,
+    /// Connection cap and TLS handshake deadline, over every listener.
+    pub net: net::NetConfig,
+    /// Requests in flight over both protocols; over it, 503 at once (0 = no cap).
+    pub max_inflight_requests: usize,
+    /// A request must be answered within this (`None` = no limit).
+    pub request_timeout: Option<Duration>,
+    /// Bearer tokens; off when none is configured.
+    pub auth: auth::AuthConfig,
+    /// TLS for the HTTP and gRPC listeners; `None` = plaintext.
+    pub tls: Option<net::tls::TlsFiles>,
+    /// How often the TLS files and the token file are checked for changes.
+    pub secrets_reload: Duration,
     /// Readiness is false this long before listeners stop accepting.
     pub shutdown_delay: Duration,
     /// Admitted requests get this long to finish.
@@ -65,9 +84,15 @@ impl ServerConfig {
             model_repository,
             onnxruntime_lib,
             limits: service::Limits::default(),
-            http: http::HttpConfig {
-                max_body_bytes: 64 << 20,
-            },
+            http: http::HttpConfig::default(),
+            body: http::BodyLimits::default(),
+            grpc_max_message_bytes: None,
+            net: net::NetConfig::default(),
+            max_inflight_requests: 0,
+            request_timeout: None,
+            auth: auth::AuthConfig::default(),
+            tls: None,
+            secrets_reload: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
@@ -132,29 +157,90 @@ pub async fn run(
         let _ = rx.wait_for(|&s| s).await;
     };
 
-    let app = http::router(service.clone(), config.http.clone());
-    let http_addr = listeners.http.local_addr()?;
-    tracing::info!(%http_addr, "http listening");
-    let http_server =
-        axum::serve(listeners.http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let auth = auth::Auth::new(config.auth.clone())?;
+    let tls = match config.tls.clone() {
+        Some(files) => Some(net::tls::TlsConfigs::load(files)?),
+        None => None,
+    };
+    if auth.is_some() || tls.is_some() {
+        spawn_secret_reloader(
+            auth.clone(),
+            tls.clone(),
+            config.secrets_reload,
+            stop_rx.clone(),
+        );
+    }
+    let admission = admission::Admission::new(config.max_inflight_requests);
+    let connections = net::ConnectionLimit::new(config.net.max_connections);
+    let acceptor = |kind, tls: Option<net::tls::TlsConfigs>| net::Acceptor {
+        kind,
+        limit: connections.clone(),
+        tls,
+        handshake_timeout: config.net.handshake_timeout,
+    };
+    let http_guard = http::Guard {
+        auth: auth.clone(),
+        admission: admission.clone(),
+        request_timeout: config.request_timeout,
+        body: config.body,
+    };
+
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(async move { http_server.await.context("http server") });
+    let http_addr = listeners.http.local_addr()?;
+    tracing::info!(%http_addr, tls = tls.is_some(), auth = auth.is_some(), "http listening");
+    let incoming = net::incoming(
+        listeners.http,
+        acceptor(net::Kind::Http, tls.clone()),
+        stopped(stop_rx.clone()),
+    );
+    let app = http::router(service.clone(), &config.http, http_guard.clone());
+    let (http_config, stop) = (config.http.clone(), stopped(stop_rx.clone()));
+    servers.spawn(async move {
+        http::serve::serve(incoming, app, &http_config, stop).await;
+        Ok(())
+    });
     if let Some(metrics_listener) = listeners.metrics {
-        let app = http::metrics_router(service.clone());
-        let server =
-            axum::serve(metrics_listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        servers.spawn(async move { server.await.context("metrics server") });
+        // Plain HTTP, for an in-cluster scraper; the auth setting still applies.
+        let incoming = net::incoming(
+            metrics_listener,
+            acceptor(net::Kind::Http, None),
+            stopped(stop_rx.clone()),
+        );
+        let app = http::metrics_router(service.clone(), http_guard);
+        let (http_config, stop) = (config.http.clone(), stopped(stop_rx.clone()));
+        servers.spawn(async move {
+            http::serve::serve(incoming, app, &http_config, stop).await;
+            Ok(())
+        });
     }
     if let Some(grpc_listener) = listeners.grpc {
         let grpc_addr = grpc_listener.local_addr()?;
-        tracing::info!(%grpc_addr, "grpc listening");
+        tracing::info!(%grpc_addr, tls = tls.is_some(), "grpc listening");
+        let max_message_bytes = config
+            .grpc_max_message_bytes
+            .unwrap_or(config.http.max_body_bytes);
         let grpc_config = grpc::GrpcConfig {
-            max_message_bytes: config.http.max_body_bytes,
+            max_message_bytes,
+            max_concurrent_streams: config.http.max_concurrent_streams,
+            max_header_bytes: config.http.max_header_bytes,
+            keepalive_interval: config.http.keepalive_interval,
         };
+        let guard = grpc::guard::GrpcGuard {
+            auth: auth.clone(),
+            admission: admission.clone(),
+            request_timeout: config.request_timeout,
+            max_message_bytes,
+        };
+        let incoming = net::incoming(
+            grpc_listener,
+            acceptor(net::Kind::Grpc, tls.clone()),
+            stopped(stop_rx.clone()),
+        );
         let server = grpc::serve(
             service.clone(),
-            grpc_listener,
+            incoming,
             grpc_config,
+            guard,
             stopped(stop_rx.clone()),
         );
         servers.spawn(async move { server.await.context("grpc server") });
@@ -203,6 +289,53 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the TLS files and the token file every `every` until stopped.
+/// A change that loads is swapped in; one that does not is logged once and
+/// the previous material keeps serving.
+fn spawn_secret_reloader(
+    auth: Option<auth::Auth>,
+    tls: Option<net::tls::TlsConfigs>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let (mut tls_error, mut auth_error) = (String::new(), String::new());
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.wait_for(|&s| s) => return,
+            }
+            let report = |what: &str, result: anyhow::Result<bool>, last: &mut String| match result
+            {
+                Ok(true) => {
+                    tracing::info!("{what} reloaded");
+                    last.clear();
+                }
+                Ok(false) => last.clear(),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if *last != e {
+                        tracing::warn!(error = %e, "{what} not reloaded; the previous one stays in force");
+                        *last = e;
+                    }
+                }
+            };
+            if let Some(tls) = &tls {
+                report("tls certificate", tls.reload(), &mut tls_error);
+            }
+            if let Some(auth) = &auth {
+                report("token file", auth.reload(), &mut auth_error);
+            }
+        }
+    });
 }
 
 /// Loads every model of the repository (in explicit mode, those named by

@@ -44,13 +44,14 @@ const LOAD_BUCKETS: &[f64] = &[
 /// The protocols and outcomes `sluice_requests_total` is labelled with; each
 /// version caches one handle per pair so the hot path never hashes labels.
 pub const PROTOCOLS: [&str; 2] = ["http", "grpc"];
-pub const OUTCOMES: [&str; 7] = [
+pub const OUTCOMES: [&str; 8] = [
     "success",
     "invalid",
     "not_found",
     "unavailable",
     "overloaded",
     "timeout",
+    "denied",
     "error",
 ];
 
@@ -478,6 +479,9 @@ mod tests {
                 retry_after: Duration::ZERO,
             },
             Error::DeadlineExceeded(String::new()),
+            Error::ClientTimeout(String::new()),
+            Error::Unauthenticated(String::new()),
+            Error::PermissionDenied(String::new()),
             Error::Internal(String::new()),
         ];
         for e in errors {

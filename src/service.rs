@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_tensor_elements: usize,
     /// Most bytes in all of a request's input tensors together.
     pub max_request_bytes: usize,
+    /// Most bytes in one element of a BYTES tensor.
+    pub max_bytes_element: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +30,7 @@ impl Default for Limits {
         Self {
             max_tensor_elements: 64 << 20,
             max_request_bytes: 256 << 20,
+            max_bytes_element: 16 << 20,
         }
     }
 }
@@ -290,16 +293,30 @@ pub fn validate(
         })?;
         if count > limits.max_tensor_elements {
             return Err(Error::TooLarge(format!(
-                "input '{}': {count} elements exceed the limit of {}",
+                "input '{}': {count} elements exceed the limit of {} (--max-tensor-elements)",
                 tensor.name, limits.max_tensor_elements
             )));
+        }
+        if let TensorData::Bytes(elements) = &tensor.data {
+            if let Some((i, e)) = elements
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.len() > limits.max_bytes_element)
+            {
+                return Err(Error::TooLarge(format!(
+                    "input '{}': BYTES element {i} is {} bytes, over the limit of {} (--max-bytes-element)",
+                    tensor.name,
+                    e.len(),
+                    limits.max_bytes_element
+                )));
+            }
         }
         total_bytes = total_bytes.saturating_add(tensor.data.byte_len());
         by_name[index] = Some(tensor);
     }
     if total_bytes > limits.max_request_bytes {
         return Err(Error::TooLarge(format!(
-            "request tensors hold {total_bytes} bytes, over the limit of {}",
+            "request tensors hold {total_bytes} bytes, over the limit of {} (--max-request-tensor-bytes)",
             limits.max_request_bytes
         )));
     }

@@ -6,6 +6,7 @@
 //! [`Service`], and encodes; errors map to a `tonic::Code` in [`status`], once.
 
 pub mod convert;
+pub mod guard;
 
 use crate::error::Error;
 use crate::service::{Protocol, Service};
@@ -14,7 +15,6 @@ use futures::stream::FuturesUnordered;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -43,6 +43,9 @@ pub fn status(error: Error) -> Status {
         Error::Unavailable(_) => tonic::Code::Unavailable,
         Error::Overloaded { .. } => tonic::Code::Unavailable,
         Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
+        Error::ClientTimeout(_) => tonic::Code::DeadlineExceeded,
+        Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+        Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
         Error::Internal(_) => tonic::Code::Internal,
     };
     let mut status = Status::new(code, error.to_string());
@@ -61,11 +64,16 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 #[derive(Debug, Clone)]
 pub struct Inference {
     service: Service,
+    /// For the stream's oversize message (see [`guard::oversize`]).
+    max_message_bytes: usize,
 }
 
 impl Inference {
-    pub fn new(service: Service) -> Self {
-        Self { service }
+    pub fn new(service: Service, max_message_bytes: usize) -> Self {
+        Self {
+            service,
+            max_message_bytes,
+        }
     }
 
     async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
@@ -191,7 +199,7 @@ impl GrpcInferenceService for Inference {
                             }
                             Ok(None) => open = false,
                             Err(e) => {
-                                let _ = tx.send(Err(e)).await;
+                                let _ = tx.send(Err(guard::oversize(e, this.max_message_bytes))).await;
                                 return;
                             }
                         }
@@ -282,22 +290,43 @@ impl GrpcInferenceService for Inference {
 /// Settings of the gRPC adapter.
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
-    /// Largest accepted request message (the server's body limit); larger
-    /// gets `RESOURCE_EXHAUSTED`. Responses are not limited.
+    /// Largest accepted request message; larger gets `RESOURCE_EXHAUSTED`.
+    /// Responses are not limited.
     pub max_message_bytes: usize,
+    /// Concurrent streams (calls) on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// Largest header list (metadata) of a call.
+    pub max_header_bytes: usize,
+    /// Keep-alive ping interval; a peer that does not answer is dropped.
+    pub keepalive_interval: Option<Duration>,
 }
 
-/// Serves gRPC on `listener` until `shutdown` resolves. Health follows the
-/// server's readiness: `SERVING` once started, `NOT_SERVING` while draining.
+/// A connection [`crate::net`] admitted, as tonic sees it.
+impl tonic::transport::server::Connected for crate::net::Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::TcpConnectInfo {
+            local_addr: self.local,
+            remote_addr: self.remote,
+        }
+    }
+}
+
+/// Serves gRPC on the connections from `incoming` until `shutdown` resolves.
+/// Health follows the server's readiness: `SERVING` once started,
+/// `NOT_SERVING` while draining.
 pub async fn serve(
     service: Service,
-    listener: TcpListener,
+    incoming: tokio::sync::mpsc::Receiver<crate::net::Conn>,
     config: GrpcConfig,
+    guard: guard::GrpcGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let inference = GrpcInferenceServiceServer::new(Inference::new(service.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let inference =
+        GrpcInferenceServiceServer::new(Inference::new(service.clone(), config.max_message_bytes))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(usize::MAX);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -335,13 +364,21 @@ pub async fn serve(
     };
     tokio::spawn(health_watch);
 
+    let keepalive_timeout = config
+        .keepalive_interval
+        .map(|i| i.max(Duration::from_secs(1)));
     tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(keepalive_timeout)
+        .layer(guard::GuardLayer(std::sync::Arc::new(guard)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>),
             async {
                 let _ = stop_rx.await;
             },

@@ -8,12 +8,15 @@
 
 pub mod binary;
 mod error;
+pub mod guard;
 pub mod json;
 mod repository;
 mod routes;
+pub mod serve;
 mod v1;
 
-pub use error::ApiError;
+pub use error::{ApiError, BodyLimits, check_json_depth};
+pub use guard::Guard;
 pub use repository::{config_datatype, config_json};
 pub use routes::EXTENSIONS;
 
@@ -21,12 +24,33 @@ use crate::service::Service;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use std::time::Duration;
 
 /// Settings of the HTTP adapter.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes (larger gets 413).
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// A request head must arrive within this; also the keep-alive idle limit.
+    pub header_read_timeout: Option<Duration>,
+    /// Concurrent streams on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval; a peer that does not answer is dropped.
+    pub keepalive_interval: Option<Duration>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 << 20,
+            max_header_bytes: 64 << 10,
+            header_read_timeout: Some(Duration::from_secs(30)),
+            max_concurrent_streams: 256,
+            keepalive_interval: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,8 +58,8 @@ pub(crate) struct AppState {
     pub service: Service,
 }
 
-/// The whole REST API.
-pub fn router(service: Service, config: HttpConfig) -> Router {
+/// The whole REST API, behind `guard` (auth, in-flight cap, timeouts).
+pub fn router(service: Service, config: &HttpConfig, guard: Guard) -> Router {
     let limit = config.max_body_bytes;
     let state = AppState { service };
     Router::new()
@@ -79,13 +103,15 @@ pub fn router(service: Service, config: HttpConfig) -> Router {
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .with_state(state)
 }
 
-/// `/metrics` alone, for `--metrics-port`.
-pub fn metrics_router(service: Service) -> Router {
+/// `/metrics` alone, for `--metrics-port` (behind the same guard).
+pub fn metrics_router(service: Service, guard: Guard) -> Router {
     let state = AppState { service };
     Router::new()
         .route("/metrics", get(routes::metrics))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .with_state(state)
 }

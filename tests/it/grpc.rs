@@ -667,8 +667,10 @@ async fn message_size_follows_the_body_limit() {
         .model_infer(raw_request("dynamic2", &[t]))
         .await
         .unwrap_err();
-    // tonic's own decoder refuses the message before it reaches the service.
-    assert_eq!(e.code(), Code::OutOfRange, "{e}");
+    // tonic's own decoder refuses the message before it reaches the service;
+    // the guard answers RESOURCE_EXHAUSTED with the flag to raise, as the spec asks.
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("--grpc-max-message-bytes"), "{e}");
 }
 
 /// A repository with `slow.onnx` as two models: `slow` (one instance) and

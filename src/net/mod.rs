@@ -1,0 +1,291 @@
+//! Connection admission, shared by every listener: accept, cap the number of
+//! open connections, complete the TLS handshake (with a deadline), and hand
+//! the connection to a protocol adapter.
+//!
+//! One accept task per listener owns the socket. It never waits on a client:
+//! TLS handshakes run in their own tasks, each bounded by
+//! [`NetConfig::handshake_timeout`], so a client that connects and sends
+//! nothing (slow loris) holds one connection slot for at most that long and
+//! never blocks the accept loop. Ready connections go through a bounded
+//! channel to the adapter's serve loop.
+//!
+//! The connection cap is a semaphore shared by all listeners. A permit rides
+//! inside [`Conn`] and is returned when the connection drops, however it ends.
+//! Over the cap, a plain-HTTP listener answers one `503` with `Retry-After`
+//! and closes; TLS and gRPC listeners close at once (there is no protocol in
+//! which to say more before a handshake).
+
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Settings shared by the listeners.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Most connections open at once, over every listener.
+    pub max_connections: usize,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which protocol a listener serves (it decides ALPN and the over-cap reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Grpc,
+}
+
+/// The process-wide connection cap, plus counters for metrics and tests.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    /// Connections refused over the cap (or for a failed handshake) so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn refuse(&self) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An accepted connection, plain or TLS, holding its slot under the cap.
+pub struct Conn {
+    io: Io,
+    pub remote: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("remote", &self.remote)
+            .field("tls", &matches!(self.io, Io::Tls(_)))
+            .finish()
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What the accept loop of one listener needs.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    pub kind: Kind,
+    pub limit: ConnectionLimit,
+    pub tls: Option<tls::TlsConfigs>,
+    pub handshake_timeout: Duration,
+}
+
+/// The reply a plain HTTP client gets when the server is at its connection cap.
+const OVER_CAP_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 90\r\n\r\n\
+{\"error\":\"the server is at its connection limit (--max-connections); retry in a moment\"}";
+
+/// Starts accepting on `listener`; ready connections arrive on the returned
+/// channel until `stop` resolves (or the receiver is dropped).
+pub fn incoming(
+    listener: TcpListener,
+    acceptor: Acceptor,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> mpsc::Receiver<Conn> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, acceptor, tx, stop));
+    rx
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Acceptor,
+    tx: mpsc::Sender<Conn>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => return,
+            _ = tx.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let Ok(permit) = acceptor.limit.permits.clone().try_acquire_owned() else {
+            acceptor.limit.refuse();
+            tracing::debug!(%remote, "connection refused: at --max-connections");
+            if acceptor.kind == Kind::Http && acceptor.tls.is_none() {
+                tokio::spawn(refuse_http(stream));
+            }
+            continue;
+        };
+        match &acceptor.tls {
+            None => {
+                let conn = Conn {
+                    io: Io::Plain(stream),
+                    remote: Some(remote),
+                    local,
+                    _permit: permit,
+                };
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+            Some(tls) => {
+                let (tx, tls, acceptor) = (tx.clone(), tls.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let config = tls.current(acceptor.kind);
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(acceptor.handshake_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let conn = Conn {
+                                io: Io::Tls(Box::new(stream)),
+                                remote: Some(remote),
+                                local,
+                                _permit: permit,
+                            };
+                            let _ = tx.send(conn).await;
+                        }
+                        Ok(Err(e)) => {
+                            acceptor.limit.refuse();
+                            tracing::debug!(%remote, error = %e, "tls handshake failed");
+                        }
+                        Err(_) => {
+                            acceptor.limit.refuse();
+                            tracing::debug!(%remote, "tls handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Best effort: tell a plain HTTP client why, then close. Bounded in time so
+/// a client that never reads cannot hold the task.
+async fn refuse_http(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(OVER_CAP_REPLY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn over_cap_reply_has_the_declared_length() {
+        let reply = std::str::from_utf8(super::OVER_CAP_REPLY).unwrap_or_default();
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{body}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    }
+}
