@@ -11,9 +11,13 @@
 # The Rust binary is identical for both variants (ONNX Runtime is loaded dynamically); only the
 # ONNX Runtime libraries and the runtime base image differ.
 #
-# The runtime image runs as uid/gid 10001, writes nothing outside /tmp, and therefore works
-# with a read-only root filesystem:
+# The runtime image runs as uid/gid 10001 (numeric USER, checked by scripts/validate-deploy.sh)
+# and works with a read-only root filesystem. Give it a writable /tmp (TMPDIR; TensorRT engine
+# caches configured under /tmp land there) and nothing else:
 #   docker run --rm --read-only --tmpfs /tmp -p 8000:8000 -p 8001:8001 sluice:0.1.0
+# Kubernetes (deploy/base/deployment.yaml): readOnlyRootFilesystem: true plus an emptyDir at /tmp.
+# Verified with strace: serving and inference write no file at all once ONNX Runtime's telemetry
+# is off (ORT_DISABLE_TELEMETRY below); the home directory /nonexistent does not exist.
 
 # ---- build arguments (pin base images by digest in CI, e.g. with Renovate) ------------------
 ARG VARIANT=cpu
@@ -119,10 +123,16 @@ COPY models/ /models/
 
 # Every CLI flag also reads its SLUICE_* variable; override them with `docker run -e` or the
 # Kubernetes ConfigMap (deploy/base). ORT_DYLIB_PATH pins the ONNX Runtime library explicitly.
+# ORT_DISABLE_TELEMETRY=1: otherwise ONNX Runtime (seen with 1.32 on Linux) starts its telemetry
+# client, which looks up mobile.events.data.microsoft.com to upload events and tries to write a
+# device id and an SQLite event store under $HOME/.cache plus $TMPDIR/.ses. Sluice itself makes
+# no outbound connections (deploy/base/networkpolicy.yaml allows DNS only); checked by
+# scripts/validate-deploy.sh.
 ENV SLUICE_MODEL_REPOSITORY=/models \
     SLUICE_HTTP_PORT=8000 \
     SLUICE_GRPC_PORT=8001 \
     ORT_DYLIB_PATH=/opt/sluice/bin/libonnxruntime.so \
+    ORT_DISABLE_TELEMETRY=1 \
     TMPDIR=/tmp
 
 WORKDIR /opt/sluice

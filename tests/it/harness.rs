@@ -52,6 +52,14 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusted its config, and waits until ready.
     pub async fn start_with(repo: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let server = Self::spawn(repo, tweak).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts a server without waiting for readiness (for TLS servers, which
+    /// the plain client cannot probe).
+    pub async fn spawn(repo: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         if let Some(filter) = std::env::var_os("SLUICE_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter.to_string_lossy().as_ref())
@@ -80,7 +88,6 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
         };
-        server.wait_ready().await;
         server
     }
 

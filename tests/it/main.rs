@@ -14,4 +14,5 @@ mod lifecycle;
 mod loadgen;
 mod protocols;
 mod rest;
+mod security;
 mod shutdown;
