@@ -81,14 +81,13 @@ impl TestServer {
         let handle = tokio::spawn(sluice::run(config, listeners, async move {
             let _ = rx.await;
         }));
-        let server = Self {
+        Self {
             http: http_addr,
             grpc: grpc_addr,
             client: reqwest::Client::new(),
             shutdown: Some(tx),
             handle: Some(handle),
-        };
-        server
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
