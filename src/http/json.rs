@@ -62,14 +62,18 @@ pub fn check_shape(name: &str, shape: &[i64], max_elements: usize) -> Result<(Ve
                 fmt_shape(shape)
             ))
         })?;
-    let count = element_count(&dims)
-        .filter(|&c| c <= max_elements)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "input '{name}': shape {} has more elements than the limit of {max_elements}",
-                fmt_shape(shape)
-            ))
-        })?;
+    let count = element_count(&dims).ok_or_else(|| {
+        Error::invalid(format!(
+            "input '{name}': shape {} overflows the element count",
+            fmt_shape(shape)
+        ))
+    })?;
+    if count > max_elements {
+        return Err(Error::TooLarge(format!(
+            "input '{name}': shape {} has {count} elements, more than the limit of {max_elements} (--max-tensor-elements)",
+            fmt_shape(shape)
+        )));
+    }
     Ok((dims, count))
 }
 
@@ -484,7 +488,7 @@ mod tests {
             "input 'x': data has more than the 1 elements its shape declares"
         );
         assert!(err("FP32", &[-1, 2], "[]").contains("negative dimension"));
-        assert!(err("FP32", &[i64::MAX, i64::MAX], "[]").contains("more elements than the limit"));
+        assert!(err("FP32", &[i64::MAX, i64::MAX], "[]").contains("overflows the element count"));
         assert!(err("FP32", &[1 << 21], "[]").contains("limit of 1048576"));
         assert!(err("FLOAT32", &[1], "[1]").contains("unknown datatype 'FLOAT32'"));
     }

@@ -102,6 +102,7 @@ pub fn router(service: Service, config: &HttpConfig, guard: Guard) -> Router {
         .route("/v1/models/{model_action}", post(v1::action))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .with_state(state)

@@ -50,6 +50,16 @@ pub(super) async fn not_found() -> ApiError {
     ApiError(Error::NotFound("no such endpoint".into()))
 }
 
+/// 405 in our error format (axum's own has an empty body).
+pub(super) async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let mut response = ApiError(Error::invalid(format!(
+        "method {method} is not allowed on this endpoint"
+    )))
+    .into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
 pub(super) fn parse_version(version: &str) -> ApiResult<u64> {
     version
         .parse::<u64>()

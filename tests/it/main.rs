@@ -5,6 +5,7 @@
 // Tests unwrap: a failed unwrap is a failed test with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bad_inputs;
 mod batching;
 mod binary;
 mod gpu;
