@@ -177,7 +177,7 @@ pub struct Acceptor {
 
 /// The reply a plain HTTP client gets when the server is at its connection cap.
 const OVER_CAP_REPLY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 90\r\n\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 88\r\n\r\n\
 {\"error\":\"the server is at its connection limit (--max-connections); retry in a moment\"}";
 
 /// Starts accepting on `listener`; ready connections arrive on the returned
