@@ -212,6 +212,44 @@ pub enum ControlMode {
 }
 
 impl ServeArgs {
+    /// The limits, auth and TLS flags, onto the server's config.
+    pub fn apply_limits(&self, config: &mut crate::ServerConfig) {
+        let args = self;
+        let secs = std::time::Duration::from_secs;
+        let nonzero = |s: u64| (s > 0).then(|| secs(s));
+        config.limits.max_tensor_elements = args.max_tensor_elements;
+        config.limits.max_request_bytes = args.max_request_tensor_bytes;
+        config.limits.max_bytes_element = args.max_bytes_element;
+        config.http.max_body_bytes = args.max_body_bytes;
+        config.http.max_header_bytes = args.max_header_bytes as usize;
+        config.http.header_read_timeout = nonzero(args.header_read_timeout_secs);
+        config.http.max_concurrent_streams = args.max_concurrent_streams;
+        config.http.keepalive_interval = nonzero(args.http2_keepalive_secs);
+        config.body.read_timeout = secs(args.body_read_timeout_secs);
+        config.body.max_json_depth = args.max_json_depth;
+        config.grpc_max_message_bytes = args.grpc_max_message_bytes;
+        config.net.max_connections = args.max_connections;
+        config.net.handshake_timeout = secs(args.tls_handshake_timeout_secs);
+        config.max_inflight_requests = args.max_inflight_requests;
+        config.request_timeout = nonzero(args.request_timeout_secs);
+        config.secrets_reload = secs(args.secrets_reload_secs);
+        config.auth = crate::auth::AuthConfig {
+            infer_tokens: args.auth_infer_tokens.clone(),
+            admin_tokens: args.auth_admin_tokens.clone(),
+            token_file: args.auth_token_file.clone(),
+            protect_health: args.auth_protect_health,
+            protect_metrics: args.auth_protect_metrics,
+        };
+        config.tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::net::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+    }
+
     /// The control mode and poll interval these flags mean together.
     pub fn control(&self) -> (ControlMode, std::time::Duration) {
         let mode = self

@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod registry;
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     pub tls: Option<net::tls::TlsFiles>,
     /// How often the TLS files and the token file are checked for changes.
     pub secrets_reload: Duration,
+    /// Log settings that `/v2/logging` and gRPC `LogSettings` read and change.
+    pub logging: logging::LogControl,
     /// Readiness is false this long before listeners stop accepting.
     pub shutdown_delay: Duration,
     /// Admitted requests get this long to finish.
@@ -93,6 +96,7 @@ impl ServerConfig {
             auth: auth::AuthConfig::default(),
             tls: None,
             secrets_reload: Duration::from_secs(10),
+            logging: logging::LogControl::detached(),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
@@ -193,7 +197,12 @@ pub async fn run(
         acceptor(net::Kind::Http, tls.clone()),
         stopped(stop_rx.clone()),
     );
-    let app = http::router(service.clone(), &config.http, http_guard.clone());
+    let app = http::router(
+        service.clone(),
+        &config.http,
+        http_guard.clone(),
+        config.logging.clone(),
+    );
     let (http_config, stop) = (config.http.clone(), stopped(stop_rx.clone()));
     servers.spawn(async move {
         http::serve::serve(incoming, app, &http_config, stop).await;
@@ -238,6 +247,7 @@ pub async fn run(
         );
         let server = grpc::serve(
             service.clone(),
+            config.logging.clone(),
             incoming,
             grpc_config,
             guard,

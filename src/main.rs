@@ -48,12 +48,13 @@ fn fail(message: String) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(&args);
+    let logging = init_tracing(&args);
     let env = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
     let library = sluice::runtime::locate_library(args.onnxruntime_lib.as_deref(), env.as_deref())?;
     let mut config = sluice::ServerConfig::new(args.model_repository.clone(), library);
     tracing::info!(config = ?args, "starting (secrets redacted)");
-    apply_limits(&mut config, &args);
+    args.apply_limits(&mut config);
+    config.logging = logging;
     config.shutdown_delay = Duration::from_secs(args.shutdown_delay_secs);
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     (config.control_mode, config.poll_interval) = args.control();
@@ -75,53 +76,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sluice::run(config, listeners, shutdown_signal()).await
 }
 
-/// The limits, auth and TLS flags, onto the server's config.
-fn apply_limits(config: &mut sluice::ServerConfig, args: &ServeArgs) {
-    let secs = Duration::from_secs;
-    let nonzero = |s: u64| (s > 0).then(|| secs(s));
-    config.limits.max_tensor_elements = args.max_tensor_elements;
-    config.limits.max_request_bytes = args.max_request_tensor_bytes;
-    config.limits.max_bytes_element = args.max_bytes_element;
-    config.http.max_body_bytes = args.max_body_bytes;
-    config.http.max_header_bytes = args.max_header_bytes as usize;
-    config.http.header_read_timeout = nonzero(args.header_read_timeout_secs);
-    config.http.max_concurrent_streams = args.max_concurrent_streams;
-    config.http.keepalive_interval = nonzero(args.http2_keepalive_secs);
-    config.body.read_timeout = secs(args.body_read_timeout_secs);
-    config.body.max_json_depth = args.max_json_depth;
-    config.grpc_max_message_bytes = args.grpc_max_message_bytes;
-    config.net.max_connections = args.max_connections;
-    config.net.handshake_timeout = secs(args.tls_handshake_timeout_secs);
-    config.max_inflight_requests = args.max_inflight_requests;
-    config.request_timeout = nonzero(args.request_timeout_secs);
-    config.secrets_reload = secs(args.secrets_reload_secs);
-    config.auth = sluice::auth::AuthConfig {
-        infer_tokens: args.auth_infer_tokens.clone(),
-        admin_tokens: args.auth_admin_tokens.clone(),
-        token_file: args.auth_token_file.clone(),
-        protect_health: args.auth_protect_health,
-        protect_metrics: args.auth_protect_metrics,
+/// Logs to stderr with a filter that `/v2/logging` can swap while serving.
+fn init_tracing(args: &ServeArgs) -> sluice::logging::LogControl {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let format = match args.log_format {
+        LogFormat::Json => {
+            registry
+                .with(fmt::layer().json().with_writer(std::io::stderr))
+                .init();
+            "json"
+        }
+        LogFormat::Text => {
+            registry
+                .with(fmt::layer().with_writer(std::io::stderr))
+                .init();
+            "text"
+        }
     };
-    config.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(sluice::net::tls::TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: args.tls_client_ca.clone(),
-        }),
-        _ => None,
-    };
-}
-
-fn init_tracing(args: &ServeArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let apply: sluice::logging::ApplyFilter = std::sync::Arc::new(move |directives: &str| {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    sluice::logging::LogControl::new(&args.log, format, Some(apply))
 }
 
 /// Resolves on SIGTERM or SIGINT.

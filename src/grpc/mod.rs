@@ -64,14 +64,20 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 #[derive(Debug, Clone)]
 pub struct Inference {
     service: Service,
+    logging: crate::logging::LogControl,
     /// For the stream's oversize message (see [`guard::oversize`]).
     max_message_bytes: usize,
 }
 
 impl Inference {
-    pub fn new(service: Service, max_message_bytes: usize) -> Self {
+    pub fn new(
+        service: Service,
+        logging: crate::logging::LogControl,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             service,
+            logging,
             max_message_bytes,
         }
     }
@@ -285,6 +291,51 @@ impl GrpcInferenceService for Inference {
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
     }
+
+    async fn log_settings(
+        &self,
+        request: Request<pb::LogSettingsRequest>,
+    ) -> GrpcResult<pb::LogSettingsResponse> {
+        use crate::logging::Value;
+        use pb::log_settings_request::setting_value::ParameterChoice as In;
+        use pb::log_settings_response::{SettingValue, setting_value::ParameterChoice as Out};
+        let mut changes = std::collections::BTreeMap::new();
+        for (key, value) in request.into_inner().settings {
+            let value = match value.parameter_choice {
+                Some(In::BoolParam(b)) => Value::Bool(b),
+                Some(In::Uint32Param(u)) => Value::Uint(u),
+                Some(In::StringParam(s)) => Value::String(s),
+                None => {
+                    return Err(status(Error::invalid(format!(
+                        "log setting '{key}' has no value"
+                    ))));
+                }
+            };
+            changes.insert(key, value);
+        }
+        let settings = if changes.is_empty() {
+            self.logging.get()
+        } else {
+            self.logging.update(changes).map_err(status)?
+        };
+        let settings = settings
+            .into_iter()
+            .map(|(k, v)| {
+                let choice = match v {
+                    Value::Bool(b) => Out::BoolParam(b),
+                    Value::Uint(u) => Out::Uint32Param(u),
+                    Value::String(s) => Out::StringParam(s),
+                };
+                (
+                    k,
+                    SettingValue {
+                        parameter_choice: Some(choice),
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::LogSettingsResponse { settings }))
+    }
 }
 
 /// Settings of the gRPC adapter.
@@ -318,15 +369,19 @@ impl tonic::transport::server::Connected for crate::net::Conn {
 /// `NOT_SERVING` while draining.
 pub async fn serve(
     service: Service,
+    logging: crate::logging::LogControl,
     incoming: tokio::sync::mpsc::Receiver<crate::net::Conn>,
     config: GrpcConfig,
     guard: guard::GrpcGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let inference =
-        GrpcInferenceServiceServer::new(Inference::new(service.clone(), config.max_message_bytes))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(usize::MAX);
+    let inference = GrpcInferenceServiceServer::new(Inference::new(
+        service.clone(),
+        logging,
+        config.max_message_bytes,
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(usize::MAX);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -10,6 +10,7 @@ pub mod binary;
 mod error;
 pub mod guard;
 pub mod json;
+mod logging;
 mod repository;
 mod routes;
 pub mod serve;
@@ -56,12 +57,18 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub service: Service,
+    pub logging: crate::logging::LogControl,
 }
 
 /// The whole REST API, behind `guard` (auth, in-flight cap, timeouts).
-pub fn router(service: Service, config: &HttpConfig, guard: Guard) -> Router {
+pub fn router(
+    service: Service,
+    config: &HttpConfig,
+    guard: Guard,
+    logging: crate::logging::LogControl,
+) -> Router {
     let limit = config.max_body_bytes;
-    let state = AppState { service };
+    let state = AppState { service, logging };
     Router::new()
         .route("/v2/health/live", get(routes::live))
         .route("/v2/health/ready", get(routes::ready))
@@ -98,6 +105,7 @@ pub fn router(service: Service, config: &HttpConfig, guard: Guard) -> Router {
             "/v2/repository/models/{model}/unload",
             post(repository::unload),
         )
+        .route("/v2/logging", get(logging::get).post(logging::update))
         // axum cannot capture `{m}:predict`; the handler splits on ':'.
         .route("/v1/models/{model_action}", post(v1::action))
         .route("/metrics", get(routes::metrics))
@@ -110,7 +118,10 @@ pub fn router(service: Service, config: &HttpConfig, guard: Guard) -> Router {
 
 /// `/metrics` alone, for `--metrics-port` (behind the same guard).
 pub fn metrics_router(service: Service, guard: Guard) -> Router {
-    let state = AppState { service };
+    let state = AppState {
+        service,
+        logging: crate::logging::LogControl::detached(),
+    };
     Router::new()
         .route("/metrics", get(routes::metrics))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))

@@ -24,6 +24,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "model_repository",
     "parameters",
+    "logging",
 ];
 
 pub(super) async fn live() -> StatusCode {

@@ -703,3 +703,57 @@ async fn the_request_timeout_answers_504_and_deadline_exceeded() {
         200
     );
 }
+
+#[tokio::test]
+async fn log_settings_are_admin_only_and_change_on_both_protocols() {
+    let s = TestServer::start_with(&test_repo(), with_tokens).await;
+    let get = |token: &'static str| s.client.get(s.url("/v2/logging")).bearer_auth(token).send();
+    assert_eq!(get(INFER).await.unwrap().status(), 403);
+    let settings: serde_json::Value = get(ADMIN).await.unwrap().json().await.unwrap();
+    assert_eq!(settings["log_info"], true);
+    assert_eq!(settings["log_verbose_level"], 0);
+
+    let r = post(
+        &s,
+        "/v2/logging",
+        Some(ADMIN),
+        r#"{"log_verbose_level": 1}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let settings: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(settings["log_verbose_level"], 1);
+    assert_eq!(settings["log_filter"], "debug,ort=warn");
+    let (status, error) =
+        error_of(post(&s, "/v2/logging", Some(ADMIN), r#"{"log_info": "yes"}"#).await).await;
+    assert_eq!(status, 400);
+    assert!(error.contains("'log_info' must be a boolean"), "{error}");
+
+    // gRPC LogSettings, as tritonclient's get/update_log_settings send it.
+    use pb::log_settings_request::{SettingValue, setting_value::ParameterChoice};
+    let mut c = client(s.grpc).await;
+    let e = c
+        .log_settings(with_bearer(pb::LogSettingsRequest::default(), INFER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let change = pb::LogSettingsRequest {
+        settings: [(
+            "log_verbose_level".to_string(),
+            SettingValue {
+                parameter_choice: Some(ParameterChoice::Uint32Param(0)),
+            },
+        )]
+        .into(),
+    };
+    let got = c
+        .log_settings(with_bearer(change, ADMIN))
+        .await
+        .unwrap()
+        .into_inner();
+    let level = &got.settings["log_verbose_level"];
+    assert_eq!(
+        level.parameter_choice,
+        Some(pb::log_settings_response::setting_value::ParameterChoice::Uint32Param(0))
+    );
+}
