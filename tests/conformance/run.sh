@@ -26,7 +26,8 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$hash" ]]; then
     echo "$hash" > "$STAMP"
 fi
 
-read -r HTTP_PORT GRPC_PORT < <("$VENV/bin/python" - <<'PY'
+free_ports() {
+    "$VENV/bin/python" - <<'PY'
 import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
@@ -35,16 +36,42 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()
 PY
-)
+}
+read -r HTTP_PORT GRPC_PORT < <(free_ports)
+read -r HTTPS_PORT GRPCS_PORT < <(free_ports)
+
+# A second server with TLS and bearer tokens, for test_secure.py: a throwaway
+# CA and a localhost certificate made here with openssl, and a token file.
+SECRETS=$(mktemp -d -t sluice-conformance-secrets.XXXXXX)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=sluice conformance ca" -keyout "$SECRETS/ca.key" -out "$SECRETS/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$SECRETS/tls.key" -out "$SECRETS/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$SECRETS/ext.cnf"
+openssl x509 -req -in "$SECRETS/tls.csr" -CA "$SECRETS/ca.crt" -CAkey "$SECRETS/ca.key" \
+    -CAcreateserial -days 2 -extfile "$SECRETS/ext.cnf" -out "$SECRETS/tls.crt" 2>/dev/null
+INFER_TOKEN="infer-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+ADMIN_TOKEN="admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '# conformance tokens\ninfer %s\ninfer,admin %s\n' "$INFER_TOKEN" "$ADMIN_TOKEN" >"$SECRETS/tokens"
 
 LOG=$(mktemp -t sluice-conformance.XXXXXX.log)
+SECURE_LOG=$(mktemp -t sluice-conformance-secure.XXXXXX.log)
 "$BIN" serve --model-repository tests/models --host 127.0.0.1 \
     --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --log warn >"$LOG" 2>&1 &
 PID=$!
+"$BIN" serve --model-repository tests/models --host 127.0.0.1 \
+    --http-port "$HTTPS_PORT" --grpc-port "$GRPCS_PORT" --log warn \
+    --tls-cert "$SECRETS/tls.crt" --tls-key "$SECRETS/tls.key" \
+    --auth-token-file "$SECRETS/tokens" --load-model iris,fixed >"$SECURE_LOG" 2>&1 &
+SECURE_PID=$!
 cleanup() {
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-    rm -f "$LOG"
+    kill "$PID" "$SECURE_PID" 2>/dev/null || true
+    wait "$PID" "$SECURE_PID" 2>/dev/null || true
+    if grep -qF -e "$INFER_TOKEN" -e "$ADMIN_TOKEN" "$LOG" "$SECURE_LOG"; then
+        echo "conformance: a token appeared in a server log" >&2
+        exit 1
+    fi
+    rm -rf "$LOG" "$SECURE_LOG" "$SECRETS"
 }
 trap cleanup EXIT
 
@@ -64,7 +91,14 @@ done
     cat "$LOG" >&2
     exit 1
 }
+kill -0 "$SECURE_PID" 2>/dev/null || {
+    echo "conformance: the TLS server exited; its log:" >&2
+    cat "$SECURE_LOG" >&2
+    exit 1
+}
 
 SLUICE_HTTP="127.0.0.1:$HTTP_PORT" SLUICE_GRPC="127.0.0.1:$GRPC_PORT" \
     SLUICE_MODELS="$ROOT/tests/models" \
+    SLUICE_HTTPS="localhost:$HTTPS_PORT" SLUICE_GRPCS="localhost:$GRPCS_PORT" \
+    SLUICE_CA="$SECRETS/ca.crt" SLUICE_INFER_TOKEN="$INFER_TOKEN" SLUICE_ADMIN_TOKEN="$ADMIN_TOKEN" \
     timeout 300 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/conformance "${@:2}"
