@@ -94,6 +94,14 @@ pub enum Denied {
 }
 
 impl Denied {
+    /// The `reason` label of `sluice_refused_requests_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denied::Unauthenticated => "unauthenticated",
+            Denied::Forbidden(_) => "forbidden",
+        }
+    }
+
     pub fn message(self) -> String {
         match self {
             Denied::Unauthenticated => {

@@ -175,7 +175,8 @@ pub async fn run(
         );
     }
     let admission = admission::Admission::new(config.max_inflight_requests);
-    let connections = net::ConnectionLimit::new(config.net.max_connections);
+    let edge = service.metrics().edge.clone();
+    let connections = net::ConnectionLimit::new(config.net.max_connections, edge.clone());
     let acceptor = |kind, tls: Option<net::tls::TlsConfigs>| net::Acceptor {
         kind,
         limit: connections.clone(),
@@ -187,6 +188,7 @@ pub async fn run(
         admission: admission.clone(),
         request_timeout: config.request_timeout,
         body: config.body,
+        metrics: edge.clone(),
     };
 
     let mut servers = tokio::task::JoinSet::new();
@@ -239,6 +241,7 @@ pub async fn run(
             admission: admission.clone(),
             request_timeout: config.request_timeout,
             max_message_bytes,
+            metrics: edge.clone(),
         };
         let incoming = net::incoming(
             grpc_listener,

@@ -28,6 +28,9 @@ pub const MODEL_STATE: &str = "sluice_model_state";
 pub const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
 pub const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
 pub const MODEL_INFO: &str = "sluice_model_info";
+pub const OPEN_CONNECTIONS: &str = "sluice_open_connections";
+pub const REFUSED_CONNECTIONS: &str = "sluice_refused_connections_total";
+pub const REFUSED_REQUESTS: &str = "sluice_refused_requests_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -40,6 +43,55 @@ const BATCH_BUCKETS: &[f64] = &[
 const LOAD_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
+
+/// What the edge refuses before a request reaches a model's queue: over the
+/// connection cap, failed TLS handshakes, bad tokens, the in-flight cap, the
+/// request timeout. Labels come from small fixed sets.
+#[derive(Debug, Clone)]
+pub struct EdgeMetrics {
+    pub open_connections: IntGauge,
+    refused_connections: IntCounterVec,
+    refused_requests: IntCounterVec,
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EdgeMetrics {
+    /// Unregistered families; [`Metrics::new`] registers its own.
+    pub fn new() -> Self {
+        Self {
+            open_connections: IntGauge::new(
+                OPEN_CONNECTIONS,
+                "Connections open now, all listeners.",
+            )
+            .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}")),
+            refused_connections: counter(
+                REFUSED_CONNECTIONS,
+                "Connections closed before serving: reason is limit (--max-connections) or tls_handshake.",
+                &["reason"],
+            ),
+            refused_requests: counter(
+                REFUSED_REQUESTS,
+                "Requests refused before reaching a model: unauthenticated, forbidden, inflight_limit, request_timeout.",
+                &["protocol", "reason"],
+            ),
+        }
+    }
+
+    pub fn refuse_connection(&self, reason: &str) {
+        self.refused_connections.with_label_values(&[reason]).inc();
+    }
+
+    pub fn refuse_request(&self, protocol: &str, reason: &str) {
+        self.refused_requests
+            .with_label_values(&[protocol, reason])
+            .inc();
+    }
+}
 
 /// The protocols and outcomes `sluice_requests_total` is labelled with; each
 /// version caches one handle per pair so the hot path never hashes labels.
@@ -75,6 +127,8 @@ pub struct Metrics {
     load_duration: HistogramVec,
     load_failures: IntCounterVec,
     model_info: IntGaugeVec,
+    /// Server-wide refusals before a request reaches a model.
+    pub edge: EdgeMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -176,6 +230,7 @@ impl Metrics {
                 "1 per served model version, labelled with the execution provider its sessions were placed on.",
                 &["model", "version", "execution_provider"],
             ),
+            edge: EdgeMetrics::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -192,6 +247,9 @@ impl Metrics {
             Box::new(m.load_duration.clone()),
             Box::new(m.load_failures.clone()),
             Box::new(m.model_info.clone()),
+            Box::new(m.edge.open_connections.clone()),
+            Box::new(m.edge.refused_connections.clone()),
+            Box::new(m.edge.refused_requests.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

@@ -26,6 +26,7 @@ pub struct GrpcGuard {
     pub admission: Admission,
     pub request_timeout: Option<Duration>,
     pub max_message_bytes: usize,
+    pub metrics: crate::metrics::EdgeMetrics,
 }
 
 /// What a gRPC method needs.
@@ -97,6 +98,7 @@ where
             if let Some(auth) = &guard.auth {
                 let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
                 if let Err(denied) = auth.check(authorization, access) {
+                    guard.metrics.refuse_request("grpc", denied.reason());
                     return Ok(status(denied.into()).into_http());
                 }
             }
@@ -105,13 +107,17 @@ where
             }
             let _admitted = match guard.admission.try_admit() {
                 Ok(admitted) => admitted,
-                Err(e) => return Ok(status(e).into_http()),
+                Err(e) => {
+                    guard.metrics.refuse_request("grpc", "inflight_limit");
+                    return Ok(status(e).into_http());
+                }
             };
             let response = match guard.request_timeout {
                 None => inner.call(req).await?,
                 Some(limit) => match tokio::time::timeout(limit, inner.call(req)).await {
                     Ok(response) => response?,
                     Err(_) => {
+                        guard.metrics.refuse_request("grpc", "request_timeout");
                         return Ok(status(Error::DeadlineExceeded(format!(
                             "the request was not answered within {} s (--request-timeout-secs)",
                             limit.as_secs_f64()

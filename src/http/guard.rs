@@ -7,6 +7,7 @@ use super::error::{ApiError, BodyLimits};
 use crate::admission::Admission;
 use crate::auth::{Access, Auth};
 use crate::error::Error;
+use crate::metrics::EdgeMetrics;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -21,6 +22,7 @@ pub struct Guard {
     /// A request must be answered within this; `None` = no limit.
     pub request_timeout: Option<Duration>,
     pub body: BodyLimits,
+    pub metrics: EdgeMetrics,
 }
 
 impl Default for Guard {
@@ -30,6 +32,7 @@ impl Default for Guard {
             admission: Admission::new(0),
             request_timeout: None,
             body: BodyLimits::default(),
+            metrics: EdgeMetrics::new(),
         }
     }
 }
@@ -55,6 +58,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         if let Err(denied) = auth.check(authorization, access) {
+            g.metrics.refuse_request("http", denied.reason());
             return ApiError(denied.into()).into_response();
         }
     }
@@ -63,7 +67,10 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
     }
     let _admitted = match g.admission.try_admit() {
         Ok(admitted) => admitted,
-        Err(e) => return ApiError(e).into_response(),
+        Err(e) => {
+            g.metrics.refuse_request("http", "inflight_limit");
+            return ApiError(e).into_response();
+        }
     };
     req.extensions_mut().insert(g.body);
     let Some(limit) = g.request_timeout else {
@@ -71,11 +78,14 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
     };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => ApiError(Error::DeadlineExceeded(format!(
-            "the request was not answered within {} s (--request-timeout-secs)",
-            limit.as_secs_f64()
-        )))
-        .into_response(),
+        Err(_) => {
+            g.metrics.refuse_request("http", "request_timeout");
+            ApiError(Error::DeadlineExceeded(format!(
+                "the request was not answered within {} s (--request-timeout-secs)",
+                limit.as_secs_f64()
+            )))
+            .into_response()
+        }
     }
 }
 

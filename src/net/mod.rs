@@ -17,6 +17,7 @@
 
 pub mod tls;
 
+use crate::metrics::EdgeMetrics;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -52,21 +53,22 @@ pub enum Kind {
     Grpc,
 }
 
-/// The process-wide connection cap, plus counters for metrics and tests.
+/// The process-wide connection cap, reported in `sluice_open_connections`
+/// and `sluice_refused_connections_total`.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
     max: usize,
-    refused: Arc<std::sync::atomic::AtomicU64>,
+    metrics: EdgeMetrics,
 }
 
 impl ConnectionLimit {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, metrics: EdgeMetrics) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(Semaphore::new(max)),
             max,
-            refused: Arc::default(),
+            metrics,
         }
     }
 
@@ -75,14 +77,29 @@ impl ConnectionLimit {
         self.max - self.permits.available_permits()
     }
 
-    /// Connections refused over the cap (or for a failed handshake) so far.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    fn refuse(&self, reason: &str) {
+        self.metrics.refuse_connection(reason);
     }
 
-    fn refuse(&self) {
-        self.refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn slot(&self) -> Option<Slot> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.metrics.open_connections.inc();
+        Some(Slot {
+            _permit: permit,
+            gauge: self.metrics.open_connections.clone(),
+        })
+    }
+}
+
+/// A connection's place under the cap; freed (and counted down) on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
@@ -91,7 +108,7 @@ pub struct Conn {
     io: Io,
     pub remote: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl std::fmt::Debug for Conn {
@@ -216,8 +233,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
-        let Ok(permit) = acceptor.limit.permits.clone().try_acquire_owned() else {
-            acceptor.limit.refuse();
+        let Some(slot) = acceptor.limit.slot() else {
+            acceptor.limit.refuse("limit");
             tracing::debug!(%remote, "connection refused: at --max-connections");
             if acceptor.kind == Kind::Http && acceptor.tls.is_none() {
                 tokio::spawn(refuse_http(stream));
@@ -230,7 +247,7 @@ async fn accept_loop(
                     io: Io::Plain(stream),
                     remote: Some(remote),
                     local,
-                    _permit: permit,
+                    _slot: slot,
                 };
                 if tx.send(conn).await.is_err() {
                     return;
@@ -247,16 +264,16 @@ async fn accept_loop(
                                 io: Io::Tls(Box::new(stream)),
                                 remote: Some(remote),
                                 local,
-                                _permit: permit,
+                                _slot: slot,
                             };
                             let _ = tx.send(conn).await;
                         }
                         Ok(Err(e)) => {
-                            acceptor.limit.refuse();
+                            acceptor.limit.refuse("tls_handshake");
                             tracing::debug!(%remote, error = %e, "tls handshake failed");
                         }
                         Err(_) => {
-                            acceptor.limit.refuse();
+                            acceptor.limit.refuse("tls_handshake");
                             tracing::debug!(%remote, "tls handshake timed out");
                         }
                     }

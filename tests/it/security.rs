@@ -609,6 +609,16 @@ async fn the_connection_cap_answers_503_and_frees_slots() {
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.to_lowercase().contains("retry-after: 1"), "{reply}");
     assert!(reply.contains("--max-connections"), "{reply}");
+    let metrics = raw_exchange(
+        s.http,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    // The probe itself may be refused while every slot is held.
+    if metrics.starts_with("HTTP/1.1 200") {
+        assert!(metrics.contains("sluice_open_connections"), "{metrics}");
+    }
     drop(held);
     // Slots come back as connections close.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -625,6 +635,12 @@ async fn the_connection_cap_answers_503_and_frees_slots() {
         assert!(Instant::now() < deadline, "slots not freed: {reply}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (_, metrics) = s.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(r#"sluice_refused_connections_total{reason="limit"} "#),
+        "{metrics}"
+    );
 }
 
 const SLOW_JSON: &str = r#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[1.0]}]}"#;
