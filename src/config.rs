@@ -129,9 +129,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Seconds a TLS handshake may take; then the connection is closed.
-    #[arg(long, env = "SLUICE_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
-    pub tls_handshake_timeout_secs: u64,
+    /// Seconds from connect until the TLS handshake (if any) is done and the
+    /// client's first bytes arrive; then the connection is closed (slow-loris).
+    #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
 
     /// Seconds between checks of the TLS files and the token file; changed
     /// files are reloaded without a restart. 0 = never reload.
@@ -229,7 +230,7 @@ impl ServeArgs {
         config.body.max_json_depth = args.max_json_depth;
         config.grpc_max_message_bytes = args.grpc_max_message_bytes;
         config.net.max_connections = args.max_connections;
-        config.net.handshake_timeout = secs(args.tls_handshake_timeout_secs);
+        config.net.handshake_timeout = secs(args.handshake_timeout_secs);
         config.max_inflight_requests = args.max_inflight_requests;
         config.request_timeout = nonzero(args.request_timeout_secs);
         config.secrets_reload = secs(args.secrets_reload_secs);

@@ -71,7 +71,7 @@ impl EdgeMetrics {
             .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}")),
             refused_connections: counter(
                 REFUSED_CONNECTIONS,
-                "Connections closed before serving: reason is limit (--max-connections) or tls_handshake.",
+                "Connections closed before serving: reason is limit (--max-connections), tls_handshake, or idle (no request within --handshake-timeout-secs).",
                 &["reason"],
             ),
             refused_requests: counter(

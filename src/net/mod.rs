@@ -3,11 +3,14 @@
 //! the connection to a protocol adapter.
 //!
 //! One accept task per listener owns the socket. It never waits on a client:
-//! TLS handshakes run in their own tasks, each bounded by
-//! [`NetConfig::handshake_timeout`], so a client that connects and sends
-//! nothing (slow loris) holds one connection slot for at most that long and
-//! never blocks the accept loop. Ready connections go through a bounded
-//! channel to the adapter's serve loop.
+//! each connection gets its own task that completes the TLS handshake (if
+//! any) and waits for the client's first bytes, both within
+//! [`NetConfig::handshake_timeout`]. A client that connects and sends
+//! nothing (slow loris) therefore holds a connection slot for at most that
+//! long and never blocks the accept loop; after that, hyper's header-read
+//! timeout bounds each request head. The first bytes are kept and replayed
+//! to the protocol, which sees the stream untouched. Ready connections go
+//! through a bounded channel to the adapter's serve loop.
 //!
 //! The connection cap is a semaphore shared by all listeners. A permit rides
 //! inside [`Conn`] and is returned when the connection drops, however it ends.
@@ -24,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -33,7 +36,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 pub struct NetConfig {
     /// Most connections open at once, over every listener.
     pub max_connections: usize,
-    /// Longest a TLS handshake may take.
+    /// From connect until the TLS handshake is done and the client's first
+    /// bytes have arrived.
     pub handshake_timeout: Duration,
 }
 
@@ -106,6 +110,8 @@ impl Drop for Slot {
 /// An accepted connection, plain or TLS, holding its slot under the cap.
 pub struct Conn {
     io: Io,
+    /// Bytes read while waiting for the client to speak, replayed first.
+    prefix: bytes::Bytes,
     pub remote: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     _slot: Slot,
@@ -131,7 +137,13 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -241,46 +253,74 @@ async fn accept_loop(
             }
             continue;
         };
-        match &acceptor.tls {
-            None => {
-                let conn = Conn {
-                    io: Io::Plain(stream),
-                    remote: Some(remote),
-                    local,
-                    _slot: slot,
-                };
-                if tx.send(conn).await.is_err() {
-                    return;
+        let (tx, acceptor) = (tx.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let deadline = acceptor.handshake_timeout;
+            match tokio::time::timeout(deadline, open(stream, acceptor.tls.as_ref(), acceptor.kind))
+                .await
+            {
+                Ok(Ok((io, prefix))) => {
+                    let conn = Conn {
+                        io,
+                        prefix,
+                        remote: Some(remote),
+                        local,
+                        _slot: slot,
+                    };
+                    let _ = tx.send(conn).await;
+                }
+                Ok(Err(e)) => {
+                    acceptor.limit.refuse(e.reason);
+                    tracing::debug!(%remote, error = %e.error, "connection closed before serving");
+                }
+                Err(_) => {
+                    acceptor.limit.refuse("idle");
+                    tracing::debug!(%remote, "connection closed: no handshake or request within --handshake-timeout-secs");
                 }
             }
-            Some(tls) => {
-                let (tx, tls, acceptor) = (tx.clone(), tls.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let config = tls.current(acceptor.kind);
-                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(acceptor.handshake_timeout, handshake).await {
-                        Ok(Ok(stream)) => {
-                            let conn = Conn {
-                                io: Io::Tls(Box::new(stream)),
-                                remote: Some(remote),
-                                local,
-                                _slot: slot,
-                            };
-                            let _ = tx.send(conn).await;
-                        }
-                        Ok(Err(e)) => {
-                            acceptor.limit.refuse("tls_handshake");
-                            tracing::debug!(%remote, error = %e, "tls handshake failed");
-                        }
-                        Err(_) => {
-                            acceptor.limit.refuse("tls_handshake");
-                            tracing::debug!(%remote, "tls handshake timed out");
-                        }
-                    }
-                });
-            }
-        }
+        });
     }
+}
+
+struct OpenError {
+    reason: &'static str,
+    error: io::Error,
+}
+
+/// Completes the TLS handshake (if any) and reads the client's first bytes.
+async fn open(
+    stream: TcpStream,
+    tls: Option<&tls::TlsConfigs>,
+    kind: Kind,
+) -> Result<(Io, bytes::Bytes), OpenError> {
+    let mut io = match tls {
+        None => Io::Plain(stream),
+        Some(tls) => {
+            let accept = tokio_rustls::TlsAcceptor::from(tls.current(kind)).accept(stream);
+            let stream = accept.await.map_err(|error| OpenError {
+                reason: "tls_handshake",
+                error,
+            })?;
+            Io::Tls(Box::new(stream))
+        }
+    };
+    let mut first = vec![0u8; 4096];
+    let n = match &mut io {
+        Io::Plain(s) => s.read(&mut first).await,
+        Io::Tls(s) => s.read(&mut first).await,
+    }
+    .map_err(|error| OpenError {
+        reason: "idle",
+        error,
+    })?;
+    if n == 0 {
+        return Err(OpenError {
+            reason: "idle",
+            error: io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a request"),
+        });
+    }
+    first.truncate(n);
+    Ok((io, bytes::Bytes::from(first)))
 }
 
 /// Best effort: tell a plain HTTP client why, then close. Bounded in time so

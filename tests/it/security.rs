@@ -517,8 +517,17 @@ async fn slow_loris_headers_and_bodies_are_cut_off() {
     let s = TestServer::start_with(&test_repo(), |c| {
         c.http.header_read_timeout = Some(Duration::from_millis(500));
         c.body.read_timeout = Duration::from_millis(500);
+        c.net.handshake_timeout = Duration::from_millis(300);
     })
     .await;
+    // Connect and send nothing, on either port: closed after the handshake deadline.
+    for addr in [s.http, s.grpc] {
+        let started = Instant::now();
+        let reply = raw_exchange(addr, b"", Duration::from_secs(20)).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(15), "{addr}: closed after {took:?}");
+        assert!(reply.is_empty() || !reply.contains(" 200 "), "{reply}");
+    }
     // Half a request head, then nothing: the server closes the connection.
     let started = Instant::now();
     let reply = raw_exchange(
