@@ -339,6 +339,26 @@ def build_slow() -> onnx.ModelProto:
     )
 
 
+LOOKUP_SIZE = 16  # rows of the lookup table; valid indices are -16..15
+
+
+def build_lookup() -> onnx.ModelProto:
+    """y = table[i] with table[k] = 10 k + 0.5: loads and serves, but a run
+    with an index outside [-16, 15] fails inside ONNX Runtime ("indices element
+    out of data bounds"). The bad value has the same shape and dtype as good
+    ones, so it batches with them: the fault-injection fixture for a run that
+    fails for some inputs only (tests/it/faults.rs).
+    """
+    table = np.arange(LOOKUP_SIZE, dtype=np.float32) * 10.0 + 0.5
+    return make_model(
+        [helper.make_node("Gather", ["table", "i"], ["y"], axis=0, name="lookup")],
+        [vi("i", TP.INT64, ["batch", 1])], [vi("y", TP.FLOAT, ["batch", 1])],
+        [const("table", table)], name="lookup",
+        doc=f"lookup fixture: y = table[i], table[k] = 10k + 0.5, k in 0..{LOOKUP_SIZE - 1}; "
+            "an index out of range fails the run",
+    )
+
+
 # ---------------------------------------------------------------------------
 # generation
 # ---------------------------------------------------------------------------
@@ -367,6 +387,7 @@ def artifacts() -> dict[str, bytes]:
     for k in range(1, 7):
         put(f"tests/fixtures/swap/v{k}.onnx", build_swap(k))
     put("tests/fixtures/slow.onnx", build_slow())
+    put("tests/fixtures/lookup.onnx", build_lookup())
     return out
 
 
@@ -506,7 +527,7 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             continue
 
         onnx.checker.check_model(str(path), full_check=True)
-        sess = session(path, quiet=rel.startswith("tests/models/matmul_dyn/"))
+        sess = session(path, quiet=rel.startswith(("tests/models/matmul_dyn/", "tests/fixtures/lookup")))
         name = rel.split("/")[-3] if rel.endswith("/model.onnx") else Path(rel).stem
 
         if name == "iris":
@@ -580,6 +601,18 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             facts["slow"] = (t1, t8, tdef)
             note = (f"1 thread: {t1 * 1e3:.0f} ms (batch 1), {t8 * 1e3:.0f} ms (batch 8); "
                     f"default threads: {tdef * 1e3:.0f} ms")
+        elif name == "lookup":
+            i = np.array([[0], [3], [LOOKUP_SIZE - 1], [-1]], np.int64)
+            (y,) = sess.run(None, {"i": i})
+            assert y.tolist() == [[0.5], [30.5], [150.5], [150.5]], y
+            try:
+                sess.run(None, {"i": np.array([[0], [LOOKUP_SIZE]], np.int64)})
+                raise AssertionError("lookup ran with an out-of-range index")
+            except AssertionError:
+                raise
+            except Exception:
+                pass  # expected: Gather index out of bounds inside ONNX Runtime
+            note = f"y=10i+0.5; i={LOOKUP_SIZE} fails at run time (expected)"
         else:
             raise AssertionError(f"no verification for {rel}")
         row(rel, sess, note)

@@ -112,6 +112,24 @@ impl Registry {
             versions.insert(version, Arc::new(lv));
             fresh.push(version);
         }
+        // A reload that finds nothing to serve (the model file deleted, turned
+        // into a directory or a dangling link, the version directory gone)
+        // must not unload what serves: that would turn a broken or half-done
+        // edit of the repository into failed requests. It fails like any
+        // other load and the serving versions stay. (Removing the whole model
+        // directory, or the unload API, is how a model stops serving.)
+        let serving = current.as_ref().is_some_and(|m| !m.versions.is_empty());
+        if versions.is_empty() && serving {
+            return Err(LoadFailure {
+                version: None,
+                reason: format!(
+                    "no version to serve in {}: no version directory with a {} that the version policy selects; the versions being served are kept",
+                    dir.display(),
+                    repository::MODEL_FILE
+                ),
+                fingerprint: Some(fingerprint),
+            });
+        }
         Ok(Loaded {
             versions,
             fingerprint,

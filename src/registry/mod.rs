@@ -248,8 +248,14 @@ impl Registry {
         };
         let on_disk: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
         for (name, fingerprint) in models {
-            let Ok(fingerprint) = fingerprint else {
-                continue; // unreadable right now: try again next poll
+            let fingerprint = match fingerprint {
+                Ok(fingerprint) => fingerprint,
+                Err(e) => {
+                    // Unreadable right now (e.g. config.toml is a directory):
+                    // keep serving what is loaded and try again next poll.
+                    tracing::warn!(model = %name, error = %e, "cannot read the model directory; keeping what is served");
+                    continue;
+                }
             };
             let unchanged = self
                 .attempted

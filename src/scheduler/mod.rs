@@ -18,10 +18,11 @@
 //!   with a timeout by its waiter and is never run: waiter and worker race on
 //!   one atomic [`Ticket`], and only one of them wins. A request whose caller
 //!   went away (its reply channel closed) is dropped before it runs.
-//! - **Failures stay in their batch.** A failed run answers 500 to that batch
-//!   only. A panic is caught, answered the same way, and the worker rebuilds
-//!   its executor; if it cannot, it exits, and when the last worker exits every
-//!   queued request is answered 503.
+//! - **Bad input never harms another request.** A failed run of several
+//!   requests is run again one request at a time, so only the requests that
+//!   fail on their own get 500 (with why). A panic is caught, answers its
+//!   batch 500, and the worker rebuilds its executor; if it cannot, it exits,
+//!   and when the last worker exits every queued request is answered 503.
 //!
 //! # Threads
 //! Workers are spawned by [`Scheduler::start`] and stop when the scheduler is

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use std::sync::mpsc;
 
 /// Runs "identity" on one FP32 input, reports each batch's ids on `started`,
-/// then waits for a release token. Ids < 0 fail the batch; id 666 panics.
+/// then waits for a release token. Ids < 0 fail the batch; id 666 panics;
+/// id 777 fails a batch of several and panics when run alone.
 struct Gate {
     started: mpsc::Sender<Vec<f32>>,
     release: Arc<Mutex<mpsc::Receiver<()>>>,
@@ -34,8 +35,11 @@ impl Executor for Gate {
         }
         let _ = self.started.send(ids.clone());
         let _ = self.release.lock().unwrap().recv();
-        if ids.contains(&666.0) {
+        if ids.contains(&666.0) || ids == [777.0] {
             panic!("boom");
+        }
+        if ids.contains(&777.0) {
+            return Err("777 in a batch".into());
         }
         if ids.iter().any(|&i| i < 0.0) {
             return Err("negative id".into());
@@ -55,6 +59,12 @@ struct Harness {
 }
 
 fn harness(max_batch: usize, max_queue: usize, levels: usize) -> Harness {
+    harness_with(max_batch, max_queue, levels, true)
+}
+
+/// `rebuild: false` makes the executor factory fail (a session that cannot be
+/// rebuilt after a panic).
+fn harness_with(max_batch: usize, max_queue: usize, levels: usize, rebuild: bool) -> Harness {
     let (started_tx, started) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let release_rx = Arc::new(Mutex::new(release_rx));
@@ -69,7 +79,13 @@ fn harness(max_batch: usize, max_queue: usize, levels: usize) -> Harness {
     };
     let factory: ExecutorFactory = {
         let make = make.clone();
-        Arc::new(move |_| Ok(make()))
+        Arc::new(move |_| {
+            if rebuild {
+                Ok(make())
+            } else {
+                Err("no session for you".to_string())
+            }
+        })
     };
     let metrics = Arc::new(Metrics::new().version("gate", 1));
     let scheduler = Scheduler::start(
@@ -250,4 +266,169 @@ async fn closed_scheduler_hands_the_job_back() {
     let refused = h.scheduler.submit(job(&[1.0], 1, None)).unwrap_err();
     assert!(matches!(refused.error, Error::Unavailable(_)));
     assert!(refused.job.is_some());
+}
+
+/// Bad input never harms another request: a batch that fails because of one
+/// request is run again one request at a time, so only that request fails.
+#[tokio::test]
+async fn a_failed_batch_is_rerun_one_by_one_and_only_the_bad_request_fails() {
+    let h = harness(8, 100, 1);
+    let first = h.scheduler.submit(job(&[0.0], 1, None)).unwrap();
+    assert_eq!(h.started.recv().unwrap(), vec![0.0]);
+    let good1 = h.scheduler.submit(job(&[1.0], 1, None)).unwrap();
+    let bad = h.scheduler.submit(job(&[-1.0], 1, None)).unwrap();
+    let good2 = h.scheduler.submit(job(&[2.0, 3.0], 1, None)).unwrap();
+    for _ in 0..5 {
+        h.release.send(()).unwrap();
+    }
+    first.wait().await.unwrap();
+    let c1 = good1.wait().await.unwrap();
+    assert_eq!(ids_of(&c1), vec![1.0]);
+    assert_eq!(c1.batch_rows, 1, "answered by its solo run");
+    assert!(matches!(bad.wait().await, Err(Error::Internal(m)) if m.contains("negative id")));
+    let c2 = good2.wait().await.unwrap();
+    assert_eq!(ids_of(&c2), vec![2.0, 3.0]);
+    // One batch of the three, then each alone.
+    let runs: Vec<Vec<f32>> = h.started.try_iter().collect();
+    assert_eq!(
+        runs,
+        vec![
+            vec![1.0, -1.0, 2.0, 3.0],
+            vec![1.0],
+            vec![-1.0],
+            vec![2.0, 3.0]
+        ]
+    );
+    // The worker keeps serving, batching again.
+    let later = h.scheduler.submit(job(&[4.0], 1, None)).unwrap();
+    h.release.send(()).unwrap();
+    assert_eq!(ids_of(&later.wait().await.unwrap()), vec![4.0]);
+}
+
+/// The executor panics midway under concurrent load from several threads:
+/// every caller of a panicking batch gets Internal, every other request gets
+/// its own rows, none is lost (each wait returns), and later requests succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_under_concurrent_load_answers_every_request() {
+    let h = harness(4, 10_000, 1);
+    // Deterministic part: a panic in a batch of three.
+    let first = h.scheduler.submit(job(&[0.0], 1, None)).unwrap();
+    assert_eq!(h.started.recv().unwrap(), vec![0.0]);
+    let queued: Vec<Pending> = [1.0, 666.0, 2.0]
+        .iter()
+        .map(|&i| h.scheduler.submit(job(&[i], 1, None)).unwrap())
+        .collect();
+    // From here on the gate never blocks.
+    for _ in 0..100_000 {
+        h.release.send(()).unwrap();
+    }
+    first.wait().await.unwrap();
+    for p in queued {
+        assert!(matches!(p.wait().await, Err(Error::Internal(m)) if m.contains("panicked: boom")));
+    }
+    assert_eq!(h.started.recv().unwrap(), vec![1.0, 666.0, 2.0]);
+
+    // Concurrent part: 4 clients x 200 requests, every 25th a poison (666).
+    let scheduler = Arc::new(h.scheduler);
+    let mut clients = Vec::new();
+    for c in 0..4u32 {
+        let scheduler = scheduler.clone();
+        clients.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for k in 0..200u32 {
+                let id = if k % 25 == 12 {
+                    666.0
+                } else {
+                    (10_000 + c * 1000 + k) as f32
+                };
+                let pending = scheduler.submit(job(&[id], 1, None)).unwrap();
+                let answer = tokio::time::timeout(Duration::from_secs(30), pending.wait())
+                    .await
+                    .expect("a request was never answered");
+                answers.push((id, answer));
+            }
+            answers
+        }));
+    }
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let batches: Vec<Vec<f32>> = h.started.try_iter().collect();
+    let panicked: Vec<&Vec<f32>> = batches.iter().filter(|b| b.contains(&666.0)).collect();
+    let (mut ok, mut failed) = (0, 0);
+    for (id, answer) in &answers {
+        let in_panic = panicked.iter().any(|b| b.contains(id));
+        match answer {
+            Ok(c) => {
+                assert!(!in_panic, "{id} ran in a panicking batch yet succeeded");
+                assert_eq!(ids_of(c), vec![*id]);
+                ok += 1;
+            }
+            Err(Error::Internal(m)) if m.contains("panicked") => {
+                assert!(in_panic, "{id} failed but its batch did not panic: {m}");
+                failed += 1;
+            }
+            Err(e) => panic!("{id}: unexpected {e:?}"),
+        }
+    }
+    assert_eq!(answers.len(), 800);
+    assert!(failed >= 32, "every poison fails: {failed}");
+    assert_eq!(ok + failed, 800);
+    // Later requests succeed on the rebuilt executor.
+    let later = scheduler.submit(job(&[5.0], 1, None)).unwrap();
+    assert_eq!(ids_of(&later.wait().await.unwrap()), vec![5.0]);
+    // Counted with the 3 of the deterministic part, the first and the last.
+    eprintln!(
+        "faults: scheduler_panic_under_load: {} requests, {} expected errors, 0 lost ({} panicking batches)",
+        answers.len() + 5,
+        failed + 3,
+        panicked.len() + 1
+    );
+}
+
+/// A worker whose executor cannot be rebuilt after a panic exits, and still
+/// answers everything it held: the rest of a failed batch waiting for solo
+/// runs, and (as the last worker) every queued request.
+#[tokio::test]
+async fn a_worker_that_cannot_be_rebuilt_answers_everything_it_held() {
+    let h = harness_with(4, 100, 1, false);
+    let first = h.scheduler.submit(job(&[0.0], 1, None)).unwrap();
+    assert_eq!(h.started.recv().unwrap(), vec![0.0]);
+    // One batch [1, 777, 2] fails; solo runs: 1 succeeds, 777 panics, and the
+    // rebuild fails, so 2 is answered without running.
+    let held: Vec<Pending> = [1.0, 777.0, 2.0]
+        .iter()
+        .map(|&i| h.scheduler.submit(job(&[i], 1, None)).unwrap())
+        .collect();
+    for _ in 0..10 {
+        h.release.send(()).unwrap();
+    }
+    first.wait().await.unwrap();
+    // Queued behind the batch with other shapes (so never in it).
+    let mut behind = job(&[3.0, 4.0], 1, None);
+    behind.key = Arc::new(BatchKey {
+        inputs: vec![(DataType::Fp32, vec![2])],
+        outputs: vec![0],
+    });
+    let behind = h.scheduler.submit(behind);
+    let mut held = held.into_iter();
+    assert_eq!(
+        ids_of(&held.next().unwrap().wait().await.unwrap()),
+        vec![1.0]
+    );
+    assert!(
+        matches!(held.next().unwrap().wait().await, Err(Error::Internal(m)) if m.contains("panicked"))
+    );
+    assert!(
+        matches!(held.next().unwrap().wait().await, Err(Error::Internal(m)) if m.contains("could not be rebuilt"))
+    );
+    if let Ok(behind) = behind {
+        // Admitted before the worker left: answered 503 by the last worker.
+        let answer = behind.wait().await;
+        assert!(matches!(&answer, Err(Error::Unavailable(_))), "{answer:?}");
+    }
+    // No worker is left: later requests are refused at once.
+    let refused = h.scheduler.submit(job(&[5.0], 1, None)).unwrap_err();
+    assert!(matches!(refused.error, Error::Unavailable(_)));
 }

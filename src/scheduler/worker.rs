@@ -6,6 +6,7 @@ use super::{Completion, Entry, Executor, ExecutorFactory, Shared};
 use crate::error::Error;
 use crate::runtime::{BatchInput, RunOutput};
 use crate::tensor::{TensorData, element_count};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,50 +24,97 @@ pub(super) fn run(
         if batch.is_empty() {
             continue;
         }
-        shared.busy.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            execute(&shared, executor.as_mut(), &batch)
-        }));
-        let compute_time = started.elapsed();
-        shared.busy.fetch_sub(1, Ordering::Relaxed);
-        let rows: usize = batch.iter().map(|e| e.job.rows).sum();
-        let metrics = &shared.metrics;
-        match result {
-            Ok(Ok(per_job)) => {
-                metrics.record_execution(rows, compute_time);
-                for (entry, outputs) in batch.into_iter().zip(per_job) {
-                    let queue_time = started.saturating_duration_since(entry.enqueued);
-                    let _ = entry.reply.send(Ok(Completion {
-                        outputs,
-                        queue_time,
-                        compute_time,
-                        batch_rows: rows,
-                    }));
+        // Bad input must never harm another request. A run that fails for a
+        // batch of several requests may have failed because of one of them
+        // (an index out of range, a value the model rejects), and every other
+        // request of the batch would get its 500. So a failed batch of several
+        // is run again one request at a time: only the requests that fail on
+        // their own get the error. (Panics are not retried: the executor is
+        // suspect and rebuilding it costs a session load.)
+        let mut runs: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
+        while let Some(batch) = runs.pop_front() {
+            match run_batch(&shared, executor.as_mut(), batch) {
+                Ran::Done => {}
+                Ran::Failed(batch, message) if batch.len() > 1 => {
+                    tracing::warn!(model = %shared.config.name, requests = batch.len(), error = %message, "batch failed; running its requests one at a time");
+                    // A caller that went away meanwhile needs no solo run.
+                    runs.extend(
+                        batch
+                            .into_iter()
+                            .filter(|entry| !entry.reply.is_closed())
+                            .map(|entry| vec![entry]),
+                    );
                 }
-            }
-            Ok(Err(message)) => {
-                tracing::warn!(model = %shared.config.name, rows, error = %message, "batch failed");
-                fail_all(batch, &Error::Internal(message));
-            }
-            Err(panic) => {
-                let what = panic_message(panic.as_ref());
-                tracing::error!(model = %shared.config.name, panic = %what, "instance worker panicked; replacing its session");
-                fail_all(
-                    batch,
-                    &Error::Internal(format!("the model's worker panicked: {what}")),
-                );
-                match factory(index) {
+                Ran::Failed(batch, message) => {
+                    tracing::warn!(model = %shared.config.name, rows = batch[0].job.rows, error = %message, "request failed");
+                    fail_all(batch, &Error::Internal(message));
+                }
+                Ran::Panicked => match factory(index) {
                     Ok(fresh) => executor = fresh,
                     Err(e) => {
                         tracing::error!(model = %shared.config.name, error = %e, "cannot rebuild the worker's session; worker exits");
-                        break;
+                        // Requests of this worker's failed batch still waiting
+                        // for their solo run are answered, not lost.
+                        let error = Error::Internal(format!(
+                            "the model's worker failed and could not be rebuilt: {e}"
+                        ));
+                        for batch in runs.drain(..) {
+                            fail_all(batch, &error);
+                        }
+                        leave(&shared);
+                        return;
                     }
-                }
+                },
             }
         }
     }
     leave(&shared);
+}
+
+/// How one run of a batch ended.
+enum Ran {
+    /// Every caller has its answer.
+    Done,
+    /// The run returned an error; nobody has been answered yet.
+    Failed(Vec<Entry>, String),
+    /// The run panicked; every caller has been answered with an error and the
+    /// executor must be replaced.
+    Panicked,
+}
+
+/// Runs one batch, answering its callers unless the run failed.
+fn run_batch(shared: &Shared, executor: &mut dyn Executor, batch: Vec<Entry>) -> Ran {
+    shared.busy.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| execute(shared, executor, &batch)));
+    let compute_time = started.elapsed();
+    shared.busy.fetch_sub(1, Ordering::Relaxed);
+    let rows: usize = batch.iter().map(|e| e.job.rows).sum();
+    match result {
+        Ok(Ok(per_job)) => {
+            shared.metrics.record_execution(rows, compute_time);
+            for (entry, outputs) in batch.into_iter().zip(per_job) {
+                let queue_time = started.saturating_duration_since(entry.enqueued);
+                let _ = entry.reply.send(Ok(Completion {
+                    outputs,
+                    queue_time,
+                    compute_time,
+                    batch_rows: rows,
+                }));
+            }
+            Ran::Done
+        }
+        Ok(Err(message)) => Ran::Failed(batch, message),
+        Err(panic) => {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(model = %shared.config.name, panic = %what, "instance worker panicked; replacing its session");
+            fail_all(
+                batch,
+                &Error::Internal(format!("the model's worker panicked: {what}")),
+            );
+            Ran::Panicked
+        }
+    }
 }
 
 /// Waits for the next batch; `None` once the scheduler is closed and drained.

@@ -20,7 +20,7 @@ const GRACE: Duration = Duration::from_secs(10);
 
 /// What happened to one request, with times relative to the start of the test.
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// An HTTP answer (any status), sent at `start`, answered at `end`.
     Answered {
         status: u16,
@@ -34,7 +34,7 @@ enum Outcome {
 }
 
 /// Kills the server if the test fails before it exits by itself.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -67,7 +67,7 @@ fn slow_repo() -> tempfile::TempDir {
     dir
 }
 
-async fn status(client: &reqwest::Client, url: &str) -> Option<u16> {
+pub(crate) async fn status(client: &reqwest::Client, url: &str) -> Option<u16> {
     client
         .get(url)
         .send()
