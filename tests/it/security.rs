@@ -525,7 +525,10 @@ async fn slow_loris_headers_and_bodies_are_cut_off() {
         let started = Instant::now();
         let reply = raw_exchange(addr, b"", Duration::from_secs(20)).await;
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(15), "{addr}: closed after {took:?}");
+        assert!(
+            took < Duration::from_secs(15),
+            "{addr}: closed after {took:?}"
+        );
         assert!(reply.is_empty() || !reply.contains(" 200 "), "{reply}");
     }
     // Half a request head, then nothing: the server closes the connection.
@@ -600,21 +603,31 @@ async fn json_depth_and_bytes_element_limits() {
 #[tokio::test]
 async fn the_connection_cap_answers_503_and_frees_slots() {
     let s = TestServer::start_with(&test_repo(), |c| c.net.max_connections = 4).await;
-    // Hold idle connections until one is refused (the test client may hold a slot too).
-    let mut held = Vec::new();
-    let mut reply = String::new();
+    // Open eight idle connections at once; those past the cap get a 503 (the
+    // test client may hold a slot too). Wait for all of them together, so a
+    // slow accept loop on a busy machine does not count as a held slot.
+    let mut streams = Vec::new();
     for _ in 0..8 {
-        let mut stream = TcpStream::connect(s.http).await.unwrap();
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                reply = String::from_utf8_lossy(&buf[..n]).into_owned();
-                break;
-            }
-            _ => held.push(stream),
-        }
+        streams.push(TcpStream::connect(s.http).await.unwrap());
     }
+    let replies = futures::future::join_all(streams.iter_mut().map(|stream| async move {
+        let mut buf = vec![0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }))
+    .await;
+    let refused: Vec<&String> = replies.iter().flatten().collect();
+    let held: Vec<TcpStream> = streams
+        .into_iter()
+        .zip(&replies)
+        .filter(|(_, r)| r.is_none())
+        .map(|(s, _)| s)
+        .collect();
     assert!(held.len() <= 4, "{} connections held", held.len());
+    assert!(refused.len() >= 4, "{refused:?}");
+    let reply = refused[0].clone();
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.to_lowercase().contains("retry-after: 1"), "{reply}");
     assert!(reply.contains("--max-connections"), "{reply}");
