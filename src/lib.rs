@@ -189,6 +189,7 @@ pub async fn run(
         request_timeout: config.request_timeout,
         body: config.body,
         metrics: edge.clone(),
+        max_body_bytes: config.http.max_body_bytes,
     };
 
     let mut servers = tokio::task::JoinSet::new();

@@ -23,6 +23,8 @@ pub struct Guard {
     pub request_timeout: Option<Duration>,
     pub body: BodyLimits,
     pub metrics: EdgeMetrics,
+    /// The body limit, which also bounds how much of a refused body is drained.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Guard {
@@ -33,6 +35,7 @@ impl Default for Guard {
             request_timeout: None,
             body: BodyLimits::default(),
             metrics: EdgeMetrics::new(),
+            max_body_bytes: 64 << 20,
         }
     }
 }
@@ -59,7 +62,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
             .map(|v| v.as_bytes());
         if let Err(denied) = auth.check(authorization, access) {
             g.metrics.refuse_request("http", denied.reason());
-            return ApiError(denied.into()).into_response();
+            return refuse(req, ApiError(denied.into()), &g).await;
         }
     }
     if matches!(access, Access::Health | Access::Metrics) {
@@ -69,7 +72,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
         Ok(admitted) => admitted,
         Err(e) => {
             g.metrics.refuse_request("http", "inflight_limit");
-            return ApiError(e).into_response();
+            return refuse(req, ApiError(e), &g).await;
         }
     };
     req.extensions_mut().insert(g.body);
@@ -87,6 +90,30 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
             .into_response()
         }
     }
+}
+
+/// Longest a refused request's body is drained before the refusal is sent.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Answers a request refused before its body was read. The body is read and
+/// discarded first (at most the body limit, for at most [`DRAIN_TIME`]):
+/// otherwise hyper closes the connection with the body unread, and a client
+/// still sending it sees a connection reset instead of our 503 or 401. The
+/// chunks are dropped as they arrive, so draining holds no memory.
+async fn refuse(req: Request, error: ApiError, g: &Guard) -> Response {
+    let limit = g.max_body_bytes;
+    let mut body = req.into_body().into_data_stream();
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut body).await {
+            seen = seen.saturating_add(chunk.len());
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    error.into_response()
 }
 
 #[cfg(test)]
