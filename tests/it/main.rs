@@ -14,6 +14,7 @@ mod grpc;
 mod harness;
 mod lifecycle;
 mod loadgen;
+mod overload;
 mod protocols;
 mod rest;
 mod security;
