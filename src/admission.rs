@@ -1,10 +1,12 @@
-//! The server-wide cap on requests in flight, shared by REST and gRPC.
+//! The server-wide caps on requests in flight, shared by REST and gRPC: a
+//! count, and for REST a budget of body bytes.
 //!
 //! Each model's queue already bounds what waits for that model, but a
 //! request holds memory before it reaches a queue: its body is read and
-//! decoded first. This cap is taken before the body is read, so the memory
-//! held by requests is at most `max_inflight × (body limit + decoded
-//! tensors)`, whatever the offered load. Over the cap a request is answered
+//! decoded first. Both caps are taken **before** the body is read, so the
+//! memory requests hold is bounded by the configuration, not by the offered
+//! load. A REST request reserves its `Content-Length` (the body limit when
+//! it is chunked) from the byte budget. Over either cap a request is answered
 //! at once with [`Error::Overloaded`] (503 + `Retry-After`, gRPC
 //! `UNAVAILABLE`), never queued.
 
@@ -13,48 +15,85 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Cloneable handle to the cap; `max = 0` turns it off.
+/// The byte budget counts in KiB, so a `u32` of permits covers 4 TiB.
+const UNIT: usize = 1024;
+
+/// Cloneable handle to the caps; a cap of 0 is off.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    permits: Option<Arc<Semaphore>>,
-    max: usize,
+    requests: Option<Arc<Semaphore>>,
+    max_requests: usize,
+    body: Option<Arc<Semaphore>>,
+    max_body_units: usize,
 }
 
 /// Held for the life of an admitted request.
 #[derive(Debug)]
-pub struct Admitted(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Admitted {
+    _request: Option<OwnedSemaphorePermit>,
+    _body: Option<OwnedSemaphorePermit>,
+}
 
 impl Admission {
-    pub fn new(max: usize) -> Self {
-        let max = max.min(Semaphore::MAX_PERMITS);
+    /// `max_requests` in flight, `max_body_bytes` of REST bodies in flight.
+    pub fn new(max_requests: usize, max_body_bytes: usize) -> Self {
+        let max_requests = max_requests.min(Semaphore::MAX_PERMITS);
+        let max_body_units = (max_body_bytes / UNIT)
+            .min(u32::MAX as usize)
+            .min(Semaphore::MAX_PERMITS);
         Self {
-            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
-            max,
+            requests: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+            max_requests,
+            body: (max_body_units > 0).then(|| Arc::new(Semaphore::new(max_body_units))),
+            max_body_units,
         }
     }
 
-    /// Admits a request or refuses it at once.
-    pub fn try_admit(&self) -> Result<Admitted, Error> {
-        let Some(permits) = &self.permits else {
-            return Ok(Admitted(None));
-        };
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Admitted(Some(permit))),
-            Err(_) => Err(Error::Overloaded {
-                message: format!(
+    /// Admits a request whose body will be at most `body_bytes` (`None`: not
+    /// counted, as for gRPC, whose messages are bounded per stream), or
+    /// refuses it at once.
+    pub fn try_admit(&self, body_bytes: Option<usize>) -> Result<Admitted, Error> {
+        let request = match &self.requests {
+            None => None,
+            Some(permits) => Some(permits.clone().try_acquire_owned().map_err(|_| {
+                overloaded(format!(
                     "the server has {} requests in flight, its limit (--max-inflight-requests); retry shortly",
-                    self.max
-                ),
-                retry_after: Duration::from_secs(1),
-            }),
-        }
+                    self.max_requests
+                ))
+            })?),
+        };
+        let body = match (&self.body, body_bytes) {
+            (Some(budget), Some(bytes)) if bytes > 0 => {
+                // A body larger than the whole budget may still pass alone.
+                let units = bytes.div_ceil(UNIT).clamp(1, self.max_body_units);
+                let units = u32::try_from(units).unwrap_or(u32::MAX);
+                Some(budget.clone().try_acquire_many_owned(units).map_err(|_| {
+                    overloaded(format!(
+                        "the server holds {} MiB of request bodies, its limit (--max-inflight-body-bytes); retry shortly",
+                        self.max_body_units * UNIT >> 20
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Admitted {
+            _request: request,
+            _body: body,
+        })
     }
 
     /// Requests admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.permits
+        self.requests
             .as_ref()
-            .map_or(0, |p| self.max - p.available_permits())
+            .map_or(0, |p| self.max_requests - p.available_permits())
+    }
+}
+
+fn overloaded(message: String) -> Error {
+    Error::Overloaded {
+        message,
+        retry_after: Duration::from_secs(1),
     }
 }
 
@@ -63,14 +102,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_over_the_cap_and_frees_on_drop() {
-        let a = Admission::new(2);
-        let (x, y) = (a.try_admit(), a.try_admit());
+    fn refuses_over_the_request_cap_and_frees_on_drop() {
+        let a = Admission::new(2, 0);
+        let (x, y) = (a.try_admit(None), a.try_admit(None));
         assert!(x.is_ok() && y.is_ok());
-        assert!(matches!(a.try_admit(), Err(Error::Overloaded { .. })));
+        assert!(matches!(a.try_admit(None), Err(Error::Overloaded { .. })));
         assert_eq!(a.in_flight(), 2);
         drop(x);
-        assert!(a.try_admit().is_ok());
-        assert!(Admission::new(0).try_admit().is_ok());
+        assert!(a.try_admit(None).is_ok());
+        assert!(Admission::new(0, 0).try_admit(Some(1 << 30)).is_ok());
+    }
+
+    #[test]
+    fn the_body_budget_counts_bytes() {
+        let a = Admission::new(0, 3 << 20);
+        let big = a.try_admit(Some(2 << 20));
+        assert!(big.is_ok());
+        let e = a.try_admit(Some(2 << 20)).unwrap_err().to_string();
+        assert!(
+            e.contains("3 MiB") && e.contains("--max-inflight-body-bytes"),
+            "{e}"
+        );
+        // Small bodies still fit; bodiless and gRPC requests are not counted.
+        assert!(a.try_admit(Some(512 << 10)).is_ok());
+        assert!(a.try_admit(Some(0)).is_ok() && a.try_admit(None).is_ok());
+        drop(big);
+        // A body larger than the whole budget passes when nothing else holds it.
+        assert!(a.try_admit(Some(10 << 20)).is_ok());
     }
 }

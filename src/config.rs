@@ -98,6 +98,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 1024)]
     pub max_inflight_requests: usize,
 
+    /// Most REST request-body bytes in flight: each request reserves its
+    /// Content-Length (the body limit if chunked) before its body is read;
+    /// over it, 503 + Retry-After at once. Bounds the memory bodies hold. 0 = no cap.
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 1 << 30)]
+    pub max_inflight_body_bytes: usize,
+
     /// Seconds a request may take from its head to its answer; over it, 504
     /// (gRPC DEADLINE_EXCEEDED). 0 = no limit.
     #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
@@ -232,6 +238,7 @@ impl ServeArgs {
         config.net.max_connections = args.max_connections;
         config.net.handshake_timeout = secs(args.handshake_timeout_secs);
         config.max_inflight_requests = args.max_inflight_requests;
+        config.max_inflight_body_bytes = args.max_inflight_body_bytes;
         config.request_timeout = nonzero(args.request_timeout_secs);
         config.secrets_reload = secs(args.secrets_reload_secs);
         config.auth = crate::auth::AuthConfig {

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub net: net::NetConfig,
     /// Requests in flight over both protocols; over it, 503 at once (0 = no cap).
     pub max_inflight_requests: usize,
+    /// REST body bytes in flight, reserved before reading; over it, 503 (0 = no cap).
+    pub max_inflight_body_bytes: usize,
     /// A request must be answered within this (`None` = no limit).
     pub request_timeout: Option<Duration>,
     /// Bearer tokens; off when none is configured.
@@ -92,6 +94,7 @@ impl ServerConfig {
             grpc_max_message_bytes: None,
             net: net::NetConfig::default(),
             max_inflight_requests: 0,
+            max_inflight_body_bytes: 0,
             request_timeout: None,
             auth: auth::AuthConfig::default(),
             tls: None,
@@ -174,7 +177,8 @@ pub async fn run(
             stop_rx.clone(),
         );
     }
-    let admission = admission::Admission::new(config.max_inflight_requests);
+    let admission =
+        admission::Admission::new(config.max_inflight_requests, config.max_inflight_body_bytes);
     let edge = service.metrics().edge.clone();
     let connections = net::ConnectionLimit::new(config.net.max_connections, edge.clone());
     let acceptor = |kind, tls: Option<net::tls::TlsConfigs>| net::Acceptor {

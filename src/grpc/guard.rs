@@ -105,7 +105,7 @@ where
             if access == Access::Health {
                 return inner.call(req).await;
             }
-            let _admitted = match guard.admission.try_admit() {
+            let _admitted = match guard.admission.try_admit(None) {
                 Ok(admitted) => admitted,
                 Err(e) => {
                     guard.metrics.refuse_request("grpc", "inflight_limit");

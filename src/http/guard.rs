@@ -31,7 +31,7 @@ impl Default for Guard {
     fn default() -> Self {
         Self {
             auth: None,
-            admission: Admission::new(0),
+            admission: Admission::new(0, 0),
             request_timeout: None,
             body: BodyLimits::default(),
             metrics: EdgeMetrics::new(),
@@ -68,7 +68,10 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
     if matches!(access, Access::Health | Access::Metrics) {
         return next.run(req).await;
     }
-    let _admitted = match g.admission.try_admit() {
+    let _admitted = match g
+        .admission
+        .try_admit(Some(body_bound(&req, g.max_body_bytes)))
+    {
         Ok(admitted) => admitted,
         Err(e) => {
             g.metrics.refuse_request("http", "inflight_limit");
@@ -89,6 +92,26 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
             )))
             .into_response()
         }
+    }
+}
+
+/// The most body bytes `req` can send: its `Content-Length`, the body limit
+/// when it is chunked, 0 when it has no body.
+fn body_bound(req: &Request, max_body_bytes: usize) -> usize {
+    let headers = req.headers();
+    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        return length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(max_body_bytes, |n| n.min(max_body_bytes));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || req.version() >= axum::http::Version::HTTP_2
+    {
+        max_body_bytes
+    } else {
+        0
     }
 }
 

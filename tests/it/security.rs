@@ -795,3 +795,26 @@ async fn log_settings_are_admin_only_and_change_on_both_protocols() {
         Some(pb::log_settings_response::setting_value::ParameterChoice::Uint32Param(0))
     );
 }
+
+#[tokio::test]
+async fn the_body_budget_refuses_big_bodies_but_admits_small_ones() {
+    let repo = slow_repo();
+    let s = TestServer::start_with(repo.path(), |c| c.max_inflight_body_bytes = 1 << 20).await;
+    // A valid slow request padded to 900 KiB: two do not fit in 1 MiB.
+    let big = format!("{SLOW_JSON}{}", " ".repeat(900 << 10));
+    let first = post(&s, "/v2/models/slow/infer", None, &big);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let refused = post(&s, "/v2/models/slow/infer", None, &big).await;
+        // A small body still fits beside the big one.
+        let small = post(&s, "/v2/models/slow/infer", None, SLOW_JSON).await;
+        (refused, small)
+    };
+    let (first, (refused, small)) = tokio::join!(first, second);
+    assert_eq!(first.status(), 200);
+    assert_eq!(small.status(), 200);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let (status, error) = error_of(refused).await;
+    assert_eq!(status, 503);
+    assert!(error.contains("--max-inflight-body-bytes"), "{error}");
+}
