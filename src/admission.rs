@@ -70,7 +70,7 @@ impl Admission {
                 Some(budget.clone().try_acquire_many_owned(units).map_err(|_| {
                     overloaded(format!(
                         "the server holds {} MiB of request bodies, its limit (--max-inflight-body-bytes); retry shortly",
-                        self.max_body_units * UNIT >> 20
+                        (self.max_body_units * UNIT) >> 20
                     ))
                 })?)
             }
