@@ -161,6 +161,20 @@ impl Service {
         self.inner.registry.resolve(model, version)
     }
 
+    /// Refuses at once a request for a model whose queue is full, before its
+    /// body is read and decoded: under overload the 503 then costs no decode.
+    /// Anything else (an unknown model, a bad version) passes, to be reported
+    /// with the full request by [`Service::infer`].
+    pub fn precheck(&self, model: &str, version: Option<u64>, protocol: Protocol) -> Result<()> {
+        let Ok(v) = self.resolve(model, version) else {
+            return Ok(());
+        };
+        v.scheduler.check_room().inspect_err(|e| {
+            v.metrics
+                .record_request(protocol.label(), e.outcome(), Duration::ZERO, None);
+        })
+    }
+
     /// Checks, queues and runs one request.
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
         let started = Instant::now();

@@ -62,7 +62,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
             .map(|v| v.as_bytes());
         if let Err(denied) = auth.check(authorization, access) {
             g.metrics.refuse_request("http", denied.reason());
-            return refuse(req, ApiError(denied.into()), &g).await;
+            return refuse(req, ApiError(denied.into()), g.max_body_bytes).await;
         }
     }
     if matches!(access, Access::Health | Access::Metrics) {
@@ -75,7 +75,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) 
         Ok(admitted) => admitted,
         Err(e) => {
             g.metrics.refuse_request("http", "inflight_limit");
-            return refuse(req, ApiError(e), &g).await;
+            return refuse(req, ApiError(e), g.max_body_bytes).await;
         }
     };
     req.extensions_mut().insert(g.body);
@@ -123,8 +123,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// otherwise hyper closes the connection with the body unread, and a client
 /// still sending it sees a connection reset instead of our 503 or 401. The
 /// chunks are dropped as they arrive, so draining holds no memory.
-async fn refuse(req: Request, error: ApiError, g: &Guard) -> Response {
-    let limit = g.max_body_bytes;
+pub(super) async fn refuse(req: Request, error: ApiError, limit: usize) -> Response {
     let mut body = req.into_body().into_data_stream();
     let drain = async {
         let mut seen = 0usize;

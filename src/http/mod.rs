@@ -58,6 +58,8 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub service: Service,
     pub logging: crate::logging::LogControl,
+    /// The body limit (also how much of a refused body is drained).
+    pub max_body_bytes: usize,
 }
 
 /// The whole REST API, behind `guard` (auth, in-flight cap, timeouts).
@@ -68,7 +70,11 @@ pub fn router(
     logging: crate::logging::LogControl,
 ) -> Router {
     let limit = config.max_body_bytes;
-    let state = AppState { service, logging };
+    let state = AppState {
+        service,
+        logging,
+        max_body_bytes: limit,
+    };
     Router::new()
         .route("/v2/health/live", get(routes::live))
         .route("/v2/health/ready", get(routes::ready))
@@ -121,6 +127,7 @@ pub fn metrics_router(service: Service, guard: Guard) -> Router {
     let state = AppState {
         service,
         logging: crate::logging::LogControl::detached(),
+        max_body_bytes: 0,
     };
     Router::new()
         .route("/metrics", get(routes::metrics))

@@ -8,8 +8,8 @@ use crate::error::Error;
 use crate::registry::LoadedVersion;
 use crate::service::{InferResponse, Protocol};
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -147,31 +147,47 @@ pub(super) async fn model_ready_v(
 pub(super) async fn infer(
     State(s): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> ApiResult<Response> {
-    infer_common(s, model, None, headers, body).await
+    infer_common(s, model, None, request).await
 }
 
 pub(super) async fn infer_v(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> ApiResult<Response> {
     let version = parse_version(&version)?;
-    infer_common(s, model, Some(version), headers, body).await
+    infer_common(s, model, Some(version), request).await
 }
 
-/// JSON and binary requests share one decoder (see [`binary`]).
+/// Bodies at least this large are decoded on the blocking pool, so a burst of
+/// big JSON bodies cannot stall the async threads that answer everyone else.
+const DECODE_OFF_RUNTIME: usize = 256 << 10;
+
+/// JSON and binary requests share one decoder (see [`binary`]). A full queue
+/// refuses before the body is read.
 async fn infer_common(
     s: AppState,
     model: String,
     version: Option<u64>,
-    headers: HeaderMap,
-    Body(body): Body,
+    request: Request,
 ) -> ApiResult<Response> {
-    let (request, format) = binary::decode_request(&s, model, version, &headers, body)?;
+    if let Err(e) = s.service.precheck(&model, version, Protocol::Http) {
+        return Ok(super::guard::refuse(request, ApiError(e), s.max_body_bytes).await);
+    }
+    let headers = request.headers().clone();
+    let Body(body) = Body::from_request(request, &()).await?;
+    let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {
+        let decoder = s.clone();
+        tokio::task::spawn_blocking(move || {
+            binary::decode_request(&decoder, model, version, &headers, body)
+        })
+        .await
+        .map_err(|e| ApiError(Error::internal(format!("request decoding failed: {e}"))))??
+    } else {
+        binary::decode_request(&s, model, version, &headers, body)?
+    };
     let response = s.service.infer(request, Protocol::Http).await?;
     Ok(binary::encode_response(&response, &format))
 }

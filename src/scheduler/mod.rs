@@ -254,21 +254,8 @@ impl Scheduler {
                     job: Some(Box::new(entry.job)),
                 }));
             }
-            if state.queue.len() >= self.shared.config.max_queue_size {
-                state.queue.purge(entry.enqueued);
-            }
-            if state.queue.len() >= self.shared.config.max_queue_size {
-                return Err(Box::new(Rejected {
-                    error: Error::Overloaded {
-                        message: format!(
-                            "model '{}' queue is full ({} requests queued); retry later",
-                            self.shared.config.name,
-                            state.queue.len()
-                        ),
-                        retry_after: Duration::from_secs(1),
-                    },
-                    job: None,
-                }));
+            if let Err(error) = self.room(&mut state, entry.enqueued) {
+                return Err(Box::new(Rejected { error, job: None }));
             }
             state.queue.push(entry);
             self.shared.metrics.pending.set(state.queue.len() as i64);
@@ -279,6 +266,34 @@ impl Scheduler {
             ticket,
             deadline,
         })
+    }
+
+    /// Whether a request would be queued now, checked before its body is
+    /// read so a full queue refuses at once (`submit` checks again).
+    pub fn check_room(&self) -> Result<(), Error> {
+        let mut state = self.shared.lock();
+        self.room(&mut state, Instant::now())
+    }
+
+    /// Room in the queue, after purging entries whose waiters gave up; the
+    /// pending gauge follows the purge.
+    fn room(&self, state: &mut State, now: Instant) -> Result<(), Error> {
+        let max = self.shared.config.max_queue_size;
+        if state.queue.len() >= max {
+            state.queue.purge(now);
+            self.shared.metrics.pending.set(state.queue.len() as i64);
+        }
+        if state.queue.len() >= max {
+            return Err(Error::Overloaded {
+                message: format!(
+                    "model '{}' queue is full ({} requests queued); retry later",
+                    self.shared.config.name,
+                    state.queue.len()
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(())
     }
 
     /// Requests queued now.
