@@ -101,7 +101,7 @@ pub struct ServeArgs {
     /// Most REST request-body bytes in flight: each request reserves its
     /// Content-Length (the body limit if chunked) before its body is read;
     /// over it, 503 + Retry-After at once. Bounds the memory bodies hold. 0 = no cap.
-    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
     pub max_inflight_body_bytes: usize,
 
     /// Seconds a request may take from its head to its answer; over it, 504
