@@ -3,13 +3,16 @@
 //! [`Service::infer`]. Validation, admission, timing and metrics live here,
 //! once.
 
+mod validate;
+
+pub use validate::validate;
+
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::{LoadedVersion, Registry};
 use crate::runtime::RunOutput;
-use crate::scheduler::{BatchKey, Job};
-use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
-use std::collections::HashSet;
+use crate::scheduler::Job;
+use crate::tensor::{DataType, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -269,213 +272,6 @@ fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {
         .map(|&i| version.signature.outputs[i].name.clone())
         .collect()
 }
-
-/// Checks `request` against the model and turns it into a schedulable job.
-/// Messages name the input, what was expected and what arrived.
-pub fn validate(
-    version: &LoadedVersion,
-    request: InferRequest,
-    limits: &Limits,
-    now: Instant,
-) -> Result<Job> {
-    let signature = &version.signature;
-    let batching = version.max_batch_size > 0;
-    let mut by_name: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
-    let mut total_bytes = 0usize;
-    for tensor in request.inputs {
-        let Some(index) = signature.inputs.iter().position(|s| s.name == tensor.name) else {
-            let known: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::invalid(format!(
-                "unknown input '{}' for model '{}'; expected inputs: {}",
-                tensor.name,
-                version.model,
-                known.join(", ")
-            )));
-        };
-        if by_name[index].is_some() {
-            return Err(Error::invalid(format!(
-                "input '{}' is given more than once",
-                tensor.name
-            )));
-        }
-        let count = element_count(&tensor.shape).ok_or_else(|| {
-            Error::invalid(format!(
-                "input '{}': shape {} overflows the element count",
-                tensor.name,
-                fmt_shape(&tensor.shape)
-            ))
-        })?;
-        if count > limits.max_tensor_elements {
-            return Err(Error::TooLarge(format!(
-                "input '{}': {count} elements exceed the limit of {} (--max-tensor-elements)",
-                tensor.name, limits.max_tensor_elements
-            )));
-        }
-        if let TensorData::Bytes(elements) = &tensor.data {
-            if let Some((i, e)) = elements
-                .iter()
-                .enumerate()
-                .find(|(_, e)| e.len() > limits.max_bytes_element)
-            {
-                return Err(Error::TooLarge(format!(
-                    "input '{}': BYTES element {i} is {} bytes, over the limit of {} (--max-bytes-element)",
-                    tensor.name,
-                    e.len(),
-                    limits.max_bytes_element
-                )));
-            }
-        }
-        total_bytes = total_bytes.saturating_add(tensor.data.byte_len());
-        by_name[index] = Some(tensor);
-    }
-    if total_bytes > limits.max_request_bytes {
-        return Err(Error::TooLarge(format!(
-            "request tensors hold {total_bytes} bytes, over the limit of {} (--max-request-tensor-bytes)",
-            limits.max_request_bytes
-        )));
-    }
-
-    let mut inputs = Vec::with_capacity(by_name.len());
-    let mut rows: Option<(usize, String)> = None;
-    for (spec, tensor) in signature.inputs.iter().zip(by_name) {
-        let Some(tensor) = tensor else {
-            return Err(Error::invalid(format!(
-                "missing input '{}' ({} {}) for model '{}'",
-                spec.name,
-                spec.datatype,
-                fmt_shape(&spec.shape),
-                version.model
-            )));
-        };
-        if tensor.datatype != spec.datatype {
-            return Err(Error::invalid(format!(
-                "input '{}': expected datatype {}, got {}",
-                spec.name, spec.datatype, tensor.datatype
-            )));
-        }
-        let fits = tensor.shape.len() == spec.shape.len()
-            && tensor
-                .shape
-                .iter()
-                .zip(&spec.shape)
-                .all(|(&got, &want)| want < 0 || i64::try_from(got).is_ok_and(|g| g == want));
-        if !fits {
-            return Err(Error::invalid(format!(
-                "input '{}': expected shape {} (-1 is any size), got {}",
-                spec.name,
-                fmt_shape(&spec.shape),
-                fmt_shape(&tensor.shape)
-            )));
-        }
-        tensor.check_consistent().map_err(Error::InvalidArgument)?;
-        if batching {
-            let n = tensor.rows();
-            if n == 0 {
-                return Err(Error::invalid(format!(
-                    "input '{}': the batch dimension must be ≥ 1, got 0",
-                    spec.name
-                )));
-            }
-            if n > version.max_batch_size {
-                return Err(Error::invalid(format!(
-                    "input '{}': batch of {n} rows exceeds max_batch_size {} of model '{}'",
-                    spec.name, version.max_batch_size, version.model
-                )));
-            }
-            match &rows {
-                Some((r, first)) if *r != n => {
-                    return Err(Error::invalid(format!(
-                        "input '{}': has {n} rows but input '{first}' has {r}; every input needs the same batch size",
-                        spec.name
-                    )));
-                }
-                Some(_) => {}
-                None => rows = Some((n, spec.name.clone())),
-            }
-        }
-        if spec.datatype == DataType::Bytes {
-            if let TensorData::Bytes(elements) = &tensor.data {
-                if let Some(i) = elements
-                    .iter()
-                    .position(|e| std::str::from_utf8(e).is_err())
-                {
-                    return Err(Error::invalid(format!(
-                        "input '{}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require",
-                        spec.name
-                    )));
-                }
-            }
-        }
-        inputs.push(tensor);
-    }
-
-    let outputs = match request.outputs {
-        None => (0..signature.outputs.len()).collect(),
-        Some(names) => {
-            let mut seen = HashSet::new();
-            let mut indices = Vec::with_capacity(names.len());
-            for name in names {
-                let Some(i) = signature.outputs.iter().position(|s| s.name == name) else {
-                    let known: Vec<&str> =
-                        signature.outputs.iter().map(|s| s.name.as_str()).collect();
-                    return Err(Error::invalid(format!(
-                        "unknown output '{name}' for model '{}'; expected outputs: {}",
-                        version.model,
-                        known.join(", ")
-                    )));
-                };
-                if seen.insert(i) {
-                    indices.push(i);
-                }
-            }
-            indices
-        }
-    };
-
-    let batching_cfg = &version.config.dynamic_batching;
-    let priority = match request.priority {
-        None | Some(0) => batching_cfg.default_priority_level as usize,
-        Some(p) if p <= u64::from(batching_cfg.priority_levels) => p as usize,
-        Some(p) => {
-            return Err(Error::invalid(format!(
-                "parameter 'priority' must be between 1 and {} for model '{}', got {p}",
-                batching_cfg.priority_levels, version.model
-            )));
-        }
-    };
-    let requested = request
-        .timeout_us
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
-    let timeout = match (requested, version.default_timeout()) {
-        (Some(r), Some(d)) => Some(r.min(d)),
-        (r, d) => r.or(d),
-    };
-    let key = BatchKey {
-        inputs: inputs
-            .iter()
-            .map(|t| {
-                let dims = if batching {
-                    t.shape[1..].to_vec()
-                } else {
-                    t.shape.clone()
-                };
-                (t.datatype, dims)
-            })
-            .collect(),
-        outputs: outputs.clone(),
-    };
-    Ok(Job {
-        rows: rows.map_or(1, |(r, _)| r),
-        inputs,
-        outputs,
-        key: Arc::new(key),
-        priority,
-        deadline: timeout.map(|t| now + t),
-    })
-}
-
-// === repository and model configuration ===
 
 /// One row of the repository index, as both adapters report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
