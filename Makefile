@@ -61,6 +61,11 @@ bench-compare: build
 bench-peers: build
 	scripts/bench-peers.sh
 
+## fuzz: libFuzzer on the request decoders and config.toml (not in make test);
+## FUZZ_SECONDS per target (default 60), see scripts/fuzz.sh
+fuzz:
+	scripts/fuzz.sh
+
 ## models: regenerate models/ and tests/models reproducibly
 models:
 	python3 -m venv .venv-models

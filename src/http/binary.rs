@@ -167,10 +167,34 @@ pub(crate) fn decode_request(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<(InferRequest, OutputFormat), ApiError> {
+    let max_elements = s.service.limits().max_tensor_elements;
+    Ok(decode(model, version, headers, body, max_elements)?)
+}
+
+/// Decodes a v2 inference request body, JSON or binary (when `headers` carry
+/// `Inference-Header-Content-Length`), with inputs of at most `max_elements`
+/// elements: what the REST handlers do, without a running service. Public for
+/// the fuzz targets in `fuzz/`; bad input is an [`Error`], never a panic.
+pub fn decode_body(
+    model: String,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Bytes,
+    max_elements: usize,
+) -> Result<InferRequest> {
+    decode(model, version, headers, body, max_elements).map(|(request, _)| request)
+}
+
+fn decode(
+    model: String,
+    version: Option<u64>,
+    headers: &HeaderMap,
+    body: Bytes,
+    max_elements: usize,
+) -> Result<(InferRequest, OutputFormat)> {
     let header_len = header_length(headers, body.len())?.unwrap_or(body.len());
     let parsed: RequestJson<'_> = serde_json::from_slice(&body[..header_len])
         .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
-    let max_elements = s.service.limits().max_tensor_elements;
     let mut at = header_len;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in &parsed.inputs {
@@ -183,8 +207,7 @@ pub(crate) fn decode_request(
         if input.data.is_some() {
             return Err(Error::invalid(format!(
                 "input '{name}': has both 'data' and parameter 'binary_data_size'; send one"
-            ))
-            .into());
+            )));
         }
         let datatype = json::parse_datatype(name, &input.datatype)?;
         let (shape, count) = json::check_shape(name, &input.shape, max_elements)?;
@@ -194,8 +217,7 @@ pub(crate) fn decode_request(
                 return Err(Error::invalid(format!(
                     "input '{name}': binary_data_size is {size} but shape {} of {datatype} needs {wanted} bytes",
                     fmt_shape(&shape)
-                ))
-                .into());
+                )));
             }
         }
         let end = at.checked_add(size).filter(|&e| e <= body.len()).ok_or_else(|| {
@@ -218,8 +240,7 @@ pub(crate) fn decode_request(
             "the body has {} bytes after the JSON header and the binary inputs; their binary_data_size values add up to {}",
             body.len() - header_len,
             at - header_len
-        ))
-        .into());
+        )));
     }
     let params = parsed.parameters.as_ref();
     let mut format = OutputFormat {

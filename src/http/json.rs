@@ -98,12 +98,16 @@ pub fn decode_input(input: &InputJson<'_>, max_elements: usize) -> Result<Tensor
             "input '{name}': no 'data' (and no binary_data_size parameter)"
         )));
     };
+    // Reserve for what the data can hold, not for what the shape claims: every
+    // element takes at least one byte of JSON, so a tiny body with a huge shape
+    // cannot make the server reserve `count` elements up front.
+    let reserve = count.min(raw.get().len());
     let mut sink = Sink {
         name,
         datatype,
         expected: count,
         seen: 0,
-        fixed: Vec::with_capacity(datatype.size().map_or(0, |s| s * count)),
+        fixed: Vec::with_capacity(datatype.size().map_or(0, |s| s * reserve)),
         strings: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_str(raw.get());
@@ -491,6 +495,46 @@ mod tests {
         assert!(err("FP32", &[i64::MAX, i64::MAX], "[]").contains("overflows the element count"));
         assert!(err("FP32", &[1 << 21], "[]").contains("limit of 1048576"));
         assert!(err("FLOAT32", &[1], "[1]").contains("unknown datatype 'FLOAT32'"));
+    }
+
+    /// Fuzzing regression (fuzz target `json_request`, round trip): serde_json's
+    /// default float parser read this shortest representation one ULP high;
+    /// `float_roundtrip` makes FP64 JSON bit-exact, as Python and Rust print it.
+    #[test]
+    fn fuzz_regression_fp64_parses_exactly() {
+        let t = decode("FP64", &[1], "[2.1111111000000014]").unwrap();
+        let TensorData::Fixed(b) = t.data else {
+            panic!("FP64 is fixed-size")
+        };
+        assert_eq!(b[..], 2.1111111000000014f64.to_le_bytes());
+    }
+
+    /// Fuzzing regression (fuzz target `json_request`, whose
+    /// `-malloc_limit_mb=128` reports it as out-of-memory): a 70-byte body
+    /// whose shape declares 2^26 FP64 elements made the decoder reserve
+    /// 512 MiB before reading `data`. The reservation is now bounded by the data's
+    /// length; with a limit that admits the shape (2^40 elements, 8 TiB) the
+    /// old code aborted on the allocation, the new one rejects the body.
+    #[test]
+    fn fuzz_regression_huge_shape_reserves_by_data_not_shape() {
+        let input: &[u8] =
+            br#"{"inputs":[{"name":"x","shape":[67108864],"datatype":"FP64","data":[]}]}"#;
+        let req: RequestJson<'_> = serde_json::from_slice(input).unwrap();
+        let err = decode_input(&req.inputs[0], 64 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 'x': shape [67108864] needs 67108864 elements, got 0"
+        );
+        let input: &[u8] =
+            br#"{"inputs":[{"name":"x","shape":[1099511627776],"datatype":"FP64","data":[1]}]}"#;
+        let req: RequestJson<'_> = serde_json::from_slice(input).unwrap();
+        let err = decode_input(&req.inputs[0], usize::MAX).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needs 1099511627776 elements, got 1"),
+            "{err}"
+        );
     }
 
     #[test]
