@@ -42,6 +42,15 @@ read -r HTTPS_PORT GRPCS_PORT < <(free_ports)
 
 # A second server with TLS and bearer tokens, for test_secure.py: a throwaway
 # CA and a localhost certificate made here with openssl, and a token file.
+if ! command -v openssl >/dev/null; then
+    echo "conformance: installing openssl (Debian) for the throwaway CA"
+    if [[ $(id -u) == 0 ]]; then
+        timeout 300 apt-get install -y -qq openssl >/dev/null 2>&1 ||
+            { timeout 300 apt-get update -qq && timeout 300 apt-get install -y -qq openssl >/dev/null; }
+    else
+        timeout 300 sudo apt-get install -y -qq openssl >/dev/null
+    fi
+fi
 SECRETS=$(mktemp -d -t sluice-conformance-secrets.XXXXXX)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=sluice conformance ca" -keyout "$SECRETS/ca.key" -out "$SECRETS/ca.crt" 2>/dev/null
