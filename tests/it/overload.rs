@@ -17,8 +17,9 @@
 //! (`docs/overload-results.md`), not here.
 
 use crate::harness::{fixture, ort_lib};
+use crate::shutdown::{Server, free_port};
 use sluice::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -54,26 +55,6 @@ const BIG_LOAD_TIME: Duration = Duration::from_secs(4);
 /// The two tests of this file run one at a time: each is a load on the same
 /// 2 cores, and the first one's capacity measurement must not see the other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Kills the server when the test ends or fails.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `slow` with one single-threaded instance, no batching, a queue of `QUEUE`.
 fn slow_repo() -> tempfile::TempDir {
