@@ -142,8 +142,10 @@ STOPSIGNAL SIGTERM
 
 # The slim base has no curl/wget: the binary probes itself (`sluice healthcheck` exits 0 when the
 # URL answers 2xx, 1 otherwise). Kubernetes ignores HEALTHCHECK and uses the probes in deploy/.
+# The URL comes from SLUICE_HEALTHCHECK_URL (default http://127.0.0.1:8000/v2/health/ready); with
+# TLS on, run with -e SLUICE_HEALTHCHECK_URL=https://127.0.0.1:8000/v2/health/ready.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
-    CMD ["/opt/sluice/bin/sluice", "healthcheck", "--url", "http://127.0.0.1:8000/v2/health/ready"]
+    CMD ["/opt/sluice/bin/sluice", "healthcheck"]
 
 ENTRYPOINT ["/opt/sluice/bin/sluice"]
 CMD ["serve"]

@@ -284,7 +284,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
-    /// URL to probe.
+    /// URL to probe: http:// or https:// (the certificate is not checked, as
+    /// the kubelet's HTTPS probes do not check it).
     #[arg(
         long,
         env = "SLUICE_HEALTHCHECK_URL",

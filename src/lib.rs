@@ -389,30 +389,48 @@ async fn load_all(registry: &Arc<registry::Registry>, config: &ServerConfig) {
     );
 }
 
-/// Probes `url` with a GET; true on a 2xx answer within 5 s.
+/// Probes `url` (`http://` or `https://`, whose certificate is not checked,
+/// as the kubelet's HTTPS probes) with a GET; true on a 2xx answer within 5 s.
 pub async fn healthcheck(url: &str) -> bool {
     let Ok(uri) = url.parse::<hyper::Uri>() else {
         return false;
     };
-    let (Some(host), port) = (uri.host(), uri.port_u16().unwrap_or(80)) else {
+    let https = uri.scheme_str() == Some("https");
+    let default_port = if https { 443 } else { 80 };
+    let (Some(host), port) = (uri.host(), uri.port_u16().unwrap_or(default_port)) else {
         return false;
     };
     let probe = async {
         let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(uri.path())
-            .header(hyper::header::HOST, host)
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+        if !https {
+            return probe_get(stream, host, uri.path()).await;
+        }
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).ok()?;
+        let tls = tokio_rustls::TlsConnector::from(net::tls::probe_client_config())
+            .connect(name, stream)
+            .await
             .ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        Some(response.status().is_success())
+        probe_get(tls, host, uri.path()).await
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(5), probe).await,
         Ok(Some(true))
     )
+}
+
+async fn probe_get<IO>(io: IO, host: &str, path: &str) -> Option<bool>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    Some(response.status().is_success())
 }

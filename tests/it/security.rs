@@ -353,6 +353,11 @@ async fn tls_serves_both_protocols_and_reloads_the_certificate() {
     .await;
     let tls = pki.client_config(None);
     https_ready(s.http, tls.clone()).await;
+    // `sluice healthcheck` probes an https:// URL (as the kubelet does, without
+    // checking the certificate); plain http:// against a TLS port fails.
+    let port = s.http.port();
+    assert!(sluice::healthcheck(&format!("https://127.0.0.1:{port}/v2/health/ready")).await);
+    assert!(!sluice::healthcheck(&format!("http://127.0.0.1:{port}/v2/health/ready")).await);
     let first_der = CertificateDer::from_pem_slice(cert.as_bytes())
         .unwrap()
         .to_vec();
