@@ -15,7 +15,7 @@
 
 use crate::grpc::{client as grpc_client, raw_request};
 use crate::harness::{TestServer, bundled_repo, fixture, ort_lib};
-use crate::shutdown::{Outcome, Server, free_port, status};
+use crate::shutdown::{Outcome, Server, free_port};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice::config::ControlMode;
@@ -1154,15 +1154,7 @@ async fn sigterm_during_a_hot_swap(delay: Duration, name: &str) {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&probe, &format!("{base}/v2/health/ready")).await != Some(200) {
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "server exited early"
-        );
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&probe, &base).await;
 
     // Clients send until their first transport error, as in shutdown.rs.
     let t0 = Instant::now();

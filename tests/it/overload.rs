@@ -340,20 +340,7 @@ async fn start(extra: &[&str]) -> Running {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = probe.get(format!("{base}/v2/health/ready")).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "server exited early"
-        );
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&probe, &base).await;
     Running {
         pid: server.0.id(),
         server,

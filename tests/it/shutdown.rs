@@ -45,6 +45,19 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Polls `{base}/v2/health/ready` until 200 (60 s at most), failing at
+    /// once if the process exits meanwhile.
+    pub(crate) async fn wait_ready(&mut self, probe: &reqwest::Client, base: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status(probe, &format!("{base}/v2/health/ready")).await != Some(200) {
+            assert!(self.0.try_wait().unwrap().is_none(), "server exited early");
+            assert!(Instant::now() < deadline, "not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -103,16 +116,7 @@ async fn sigterm_under_load_fails_no_admitted_request() {
         .build()
         .unwrap();
 
-    // Ready: bounded polling.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status(&probe, &format!("{base}/v2/health/ready")).await != Some(200) {
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "server exited early"
-        );
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_ready(&probe, &base).await;
 
     // Load: each client sends until its first transport error (like a load
     // balancer that drops an endpoint it cannot reach).
