@@ -54,14 +54,7 @@ pub async fn serve(
         );
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let conn = tokio::select! {
-            _ = &mut shutdown => break,
-            conn = incoming.recv() => match conn {
-                Some(conn) => conn,
-                None => break,
-            },
-        };
+    let serve = |conn: Conn| {
         let service = TowerToHyperService::new(app.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(conn), service)
@@ -72,7 +65,21 @@ pub async fn serve(
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });
+    };
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            conn = incoming.recv() => match conn {
+                Some(conn) => serve(conn),
+                None => break,
+            },
+        }
     }
-    drop(incoming);
+    // The accept loop stops on the same signal. Connections it already handed
+    // over (their client has sent its request) are served, not dropped; the
+    // channel ends once the accept loop and every handshake have finished.
+    while let Some(conn) = incoming.recv().await {
+        serve(conn);
+    }
     graceful.shutdown().await;
 }

@@ -228,9 +228,16 @@ async fn accept_loop(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(stop);
+    // Tells connections still waiting for their first bytes that the server
+    // stops: they are closed at once, so the serve loop can drain the ones
+    // that did speak and then finish.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     loop {
         let accepted = tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => {
+                let _ = stopping.send(true);
+                return;
+            }
             _ = tx.closed() => return,
             accepted = listener.accept() => accepted,
         };
@@ -254,11 +261,17 @@ async fn accept_loop(
             continue;
         };
         let (tx, acceptor) = (tx.clone(), acceptor.clone());
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let deadline = acceptor.handshake_timeout;
-            match tokio::time::timeout(deadline, open(stream, acceptor.tls.as_ref(), acceptor.kind))
-                .await
-            {
+            let opening =
+                tokio::time::timeout(deadline, open(stream, acceptor.tls.as_ref(), acceptor.kind));
+            let opened = tokio::select! {
+                biased;
+                opened = opening => opened,
+                _ = stopped.wait_for(|&s| s) => return,
+            };
+            match opened {
                 Ok(Ok((io, prefix))) => {
                     let conn = Conn {
                         io,
