@@ -142,7 +142,9 @@ pub async fn run(
     ));
     let service = service::Service::new(registry.clone(), metrics, config.limits.clone());
 
-    // Stop signal for the listeners: fired after the drain delay.
+    // Drain signal (readiness false, HTTP/1 keep-alive off) at SIGTERM; stop
+    // signal for the listeners after the drain delay.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = {
         let service = service.clone();
@@ -150,6 +152,7 @@ pub async fn run(
         async move {
             shutdown.await;
             service.begin_drain();
+            let _ = drain_tx.send(true);
             tracing::info!(
                 delay_secs = delay.as_secs(),
                 "shutting down: readiness is false; draining"
@@ -210,9 +213,13 @@ pub async fn run(
         http_guard.clone(),
         config.logging.clone(),
     );
-    let (http_config, stop) = (config.http.clone(), stopped(stop_rx.clone()));
+    let (http_config, draining, stop) = (
+        config.http.clone(),
+        drain_rx.clone(),
+        stopped(stop_rx.clone()),
+    );
     servers.spawn(async move {
-        http::serve::serve(incoming, app, &http_config, stop).await;
+        http::serve::serve(incoming, app, &http_config, draining, stop).await;
         Ok(())
     });
     if let Some(metrics_listener) = listeners.metrics {
@@ -223,9 +230,13 @@ pub async fn run(
             stopped(stop_rx.clone()),
         );
         let app = http::metrics_router(service.clone(), http_guard);
-        let (http_config, stop) = (config.http.clone(), stopped(stop_rx.clone()));
+        let (http_config, draining, stop) = (
+            config.http.clone(),
+            drain_rx.clone(),
+            stopped(stop_rx.clone()),
+        );
         servers.spawn(async move {
-            http::serve::serve(incoming, app, &http_config, stop).await;
+            http::serve::serve(incoming, app, &http_config, draining, stop).await;
             Ok(())
         });
     }

@@ -10,8 +10,13 @@
 //! - HTTP/2 caps concurrent streams and header-list size, and pings idle
 //!   connections so dead peers are dropped.
 //!
-//! On shutdown, every connection is told to finish (HTTP/1 closes after the
-//! response in progress, HTTP/2 sends GOAWAY) and the loop waits for them.
+//! Shutdown has two steps. From the moment draining starts (SIGTERM, before
+//! the listeners close), every HTTP/1 response carries `Connection: close`, as
+//! Envoy does when it drains: a client then opens a fresh connection for its
+//! next request instead of reusing one the server is about to close, which is
+//! the race HTTP/1.1 keep-alive otherwise loses (RFC 9112 §9.6). When the
+//! listeners stop, every connection is told to finish (HTTP/1 closes after
+//! the response in progress, HTTP/2 sends GOAWAY) and the loop waits for them.
 
 use super::HttpConfig;
 use crate::net::Conn;
@@ -21,19 +26,25 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// hyper refuses read buffers smaller than this.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// Serves `app` on every connection from `incoming` until `shutdown`
-/// resolves, then waits for the open connections to finish.
+/// resolves, then waits for the open connections to finish. Once `draining`
+/// turns true, HTTP/1 connections close after their next response.
 pub async fn serve(
     mut incoming: mpsc::Receiver<Conn>,
     app: Router,
     config: &HttpConfig,
+    draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        draining,
+        close_when_draining,
+    ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -82,4 +93,23 @@ pub async fn serve(
         serve(conn);
     }
     graceful.shutdown().await;
+}
+
+/// Adds `Connection: close` to HTTP/1 responses once draining has started
+/// (checked when the response is ready, so a request in flight at SIGTERM
+/// gets it too). HTTP/2 has no such header; its GOAWAY comes at stop.
+async fn close_when_draining(
+    axum::extract::State(draining): axum::extract::State<watch::Receiver<bool>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && *draining.borrow() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }

@@ -221,6 +221,11 @@ pub fn incoming(
     rx
 }
 
+/// How long a connection accepted before the listener closed may still take
+/// to send its first bytes once the server stops. A client that connected
+/// just before the stop is served; a silent one delays the stop this long.
+const FIRST_BYTES_AFTER_STOP: Duration = Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: Acceptor,
@@ -229,70 +234,96 @@ async fn accept_loop(
 ) {
     tokio::pin!(stop);
     // Tells connections still waiting for their first bytes that the server
-    // stops: they are closed at once, so the serve loop can drain the ones
-    // that did speak and then finish.
+    // stops: they get [`FIRST_BYTES_AFTER_STOP`] more, so the serve loop can
+    // drain the ones that did speak and then finish.
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     loop {
         let accepted = tokio::select! {
-            _ = &mut stop => {
-                let _ = stopping.send(true);
-                return;
-            }
+            _ = &mut stop => break,
             _ = tx.closed() => return,
             accepted = listener.accept() => accepted,
         };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
+        match accepted {
+            Ok((stream, remote)) => admit(stream, remote, &acceptor, &tx, &stopped),
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().ok();
-        let Some(slot) = acceptor.limit.slot() else {
-            acceptor.limit.refuse("limit");
-            tracing::debug!(%remote, "connection refused: at --max-connections");
-            if acceptor.kind == Kind::Http && acceptor.tls.is_none() {
-                tokio::spawn(refuse_http(stream));
-            }
-            continue;
-        };
-        let (tx, acceptor) = (tx.clone(), acceptor.clone());
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let deadline = acceptor.handshake_timeout;
-            let opening =
-                tokio::time::timeout(deadline, open(stream, acceptor.tls.as_ref(), acceptor.kind));
-            let opened = tokio::select! {
-                biased;
-                opened = opening => opened,
-                _ = stopped.wait_for(|&s| s) => return,
-            };
-            match opened {
-                Ok(Ok((io, prefix))) => {
-                    let conn = Conn {
-                        io,
-                        prefix,
-                        remote: Some(remote),
-                        local,
-                        _slot: slot,
-                    };
-                    let _ = tx.send(conn).await;
-                }
-                Ok(Err(e)) => {
-                    acceptor.limit.refuse(e.reason);
-                    tracing::debug!(%remote, error = %e.error, "connection closed before serving");
-                }
-                Err(_) => {
-                    acceptor.limit.refuse("idle");
-                    tracing::debug!(%remote, "connection closed: no handshake or request within --handshake-timeout-secs");
-                }
-            }
-        });
+        }
     }
+    // Connections the kernel completed before the stop wait in the backlog;
+    // closing the listener would reset them, so take them first.
+    while let Some(Ok((stream, remote))) = accept_now(&listener).await {
+        admit(stream, remote, &acceptor, &tx, &stopped);
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+}
+
+/// A connection already waiting in the backlog, without waiting for one.
+async fn accept_now(listener: &TcpListener) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+    std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+        Poll::Ready(accepted) => Poll::Ready(Some(accepted)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Takes a slot under the cap and spawns the task that opens the connection
+/// (TLS handshake, first bytes) and hands it to the serve loop.
+fn admit(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: &Acceptor,
+    tx: &mpsc::Sender<Conn>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
+    let Some(slot) = acceptor.limit.slot() else {
+        acceptor.limit.refuse("limit");
+        tracing::debug!(%remote, "connection refused: at --max-connections");
+        if acceptor.kind == Kind::Http && acceptor.tls.is_none() {
+            tokio::spawn(refuse_http(stream));
+        }
+        return;
+    };
+    let (tx, acceptor, mut stopped) = (tx.clone(), acceptor.clone(), stopped.clone());
+    tokio::spawn(async move {
+        let deadline = acceptor.handshake_timeout;
+        let opening =
+            tokio::time::timeout(deadline, open(stream, acceptor.tls.as_ref(), acceptor.kind));
+        let stop_then_linger = async {
+            let _ = stopped.wait_for(|&s| s).await;
+            tokio::time::sleep(FIRST_BYTES_AFTER_STOP).await;
+        };
+        let opened = tokio::select! {
+            biased;
+            opened = opening => opened,
+            _ = stop_then_linger => return,
+        };
+        match opened {
+            Ok(Ok((io, prefix))) => {
+                let conn = Conn {
+                    io,
+                    prefix,
+                    remote: Some(remote),
+                    local,
+                    _slot: slot,
+                };
+                let _ = tx.send(conn).await;
+            }
+            Ok(Err(e)) => {
+                acceptor.limit.refuse(e.reason);
+                tracing::debug!(%remote, error = %e.error, "connection closed before serving");
+            }
+            Err(_) => {
+                acceptor.limit.refuse("idle");
+                tracing::debug!(%remote, "connection closed: no handshake or request within --handshake-timeout-secs");
+            }
+        }
+    });
 }
 
 struct OpenError {

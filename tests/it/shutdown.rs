@@ -186,6 +186,19 @@ async fn sigterm_under_load_fails_no_admitted_request() {
         );
         if ready == Some(503) {
             assert_eq!(live, Some(200), "liveness must stay 200 while draining");
+            // HTTP/1 keep-alive is off while draining, so no client reuses
+            // a connection the server is about to close.
+            let r = probe
+                .get(format!("{base}/v2/health/live"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "a response while draining must close its connection: {:?}",
+                r.headers()
+            );
             break;
         }
         assert_eq!(ready, Some(200), "readiness: unexpected answer");
