@@ -40,6 +40,9 @@ pub struct Model {
 pub enum VersionState {
     Loading,
     Ready,
+    /// Serving the session loaded earlier; the last reload of this version
+    /// failed for the reason given. Reported as `READY` with that reason.
+    ReloadFailed(String),
     Unavailable(String),
 }
 
@@ -47,16 +50,21 @@ impl VersionState {
     pub fn label(&self) -> &'static str {
         match self {
             VersionState::Loading => "LOADING",
-            VersionState::Ready => "READY",
+            VersionState::Ready | VersionState::ReloadFailed(_) => "READY",
             VersionState::Unavailable(_) => "UNAVAILABLE",
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
-            VersionState::Unavailable(r) => r,
+            VersionState::Unavailable(r) | VersionState::ReloadFailed(r) => r,
             _ => "",
         }
+    }
+
+    /// Whether a session of this version is serving.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, VersionState::Ready | VersionState::ReloadFailed(_))
     }
 }
 
@@ -188,13 +196,39 @@ impl Registry {
                 self.metrics.record_load(name, took, false);
                 self.remember(name, failure.fingerprint.clone());
                 tracing::error!(model = name, version = ?failure.version, reason = %failure.reason, "model failed to load; the serving versions are untouched");
-                self.set_state(
-                    name,
-                    failure.version,
-                    Some(VersionState::Unavailable(failure.reason.clone())),
-                );
-                if let Some(v) = failure.version {
-                    self.metrics.set_state(name, v, "unavailable");
+                // A version that still serves its earlier session stays
+                // READY (with the reason); only one that does not serve
+                // becomes UNAVAILABLE.
+                let served: Vec<u64> = self
+                    .served
+                    .load()
+                    .get(name)
+                    .map(|m| m.versions.keys().copied().collect())
+                    .unwrap_or_default();
+                let still_serving: Vec<u64> = match failure.version {
+                    Some(v) => served.into_iter().filter(|s| *s == v).collect(),
+                    None => served,
+                };
+                if still_serving.is_empty() {
+                    self.set_state(
+                        name,
+                        failure.version,
+                        Some(VersionState::Unavailable(failure.reason.clone())),
+                    );
+                    if let Some(v) = failure.version {
+                        self.metrics.set_state(name, v, "unavailable");
+                    }
+                } else {
+                    let reason = format!(
+                        "serving the version loaded earlier; its reload failed: {}",
+                        failure.reason
+                    );
+                    let mut index = self.index_lock();
+                    let states = index.entry(name.to_string()).or_default();
+                    states.retain(|v, s| v.is_some() && s.is_serving());
+                    for v in still_serving {
+                        states.insert(Some(v), VersionState::ReloadFailed(reason.clone()));
+                    }
                 }
                 Err(Error::Unavailable(format!(
                     "model '{name}' failed to load: {}",
@@ -340,9 +374,10 @@ impl Registry {
                 "{} is unavailable: {reason}",
                 describe(version)
             ))),
-            (Some(VersionState::Ready), Some(v)) | (None, Some(v)) => Err(Error::NotFound(
-                format!("model '{name}' has no version {v} being served"),
-            )),
+            (Some(VersionState::Ready | VersionState::ReloadFailed(_)), Some(v))
+            | (None, Some(v)) => Err(Error::NotFound(format!(
+                "model '{name}' has no version {v} being served"
+            ))),
             (_, None) => Err(Error::Unavailable(format!(
                 "model '{name}' has no version being served"
             ))),
@@ -380,13 +415,13 @@ impl Registry {
         let states = index.entry(name.to_string()).or_default();
         match state {
             None => {
-                states.retain(|_, s| *s == VersionState::Ready);
+                states.retain(|_, s| s.is_serving());
                 if states.is_empty() {
                     states.insert(None, VersionState::Loading);
                 }
             }
             Some(state) => {
-                states.retain(|v, s| v.is_some() && *s == VersionState::Ready);
+                states.retain(|v, s| v.is_some() && s.is_serving());
                 states.insert(version, state);
             }
         }

@@ -268,16 +268,19 @@ async fn index(s: &TestServer) -> Result<Vec<Value>, (u16, Value)> {
     }
 }
 
-/// Index rows of `model` in state UNAVAILABLE, as (version, reason).
-async fn unavailable_rows(s: &TestServer, model: &str) -> Vec<(Option<String>, String)> {
+/// Index rows of `model` that report a failure, as (version, state, reason):
+/// UNAVAILABLE ones, and READY ones that serve an earlier session because
+/// their reload failed.
+async fn failed_rows(s: &TestServer, model: &str) -> Vec<(Option<String>, String, String)> {
     index(s)
         .await
         .unwrap_or_default()
         .iter()
-        .filter(|r| r["name"] == model && r["state"] == "UNAVAILABLE")
+        .filter(|r| r["name"] == model && r["reason"].as_str().is_some_and(|r| !r.is_empty()))
         .map(|r| {
             (
                 r["version"].as_str().map(str::to_string),
+                r["state"].as_str().unwrap_or_default().to_string(),
                 r["reason"].as_str().unwrap_or_default().to_string(),
             )
         })
@@ -528,7 +531,7 @@ async fn a_run_that_fails_for_some_inputs_fails_only_those_requests() {
 // === 2. the model file deleted or truncated under a loaded model ===
 
 /// A reload of `m` fails with a clear error while the loaded version stays
-/// ready and the index says why. Returns the error.
+/// ready and the index, still READY, says why. Returns the error.
 async fn assert_load_fails(s: &TestServer, what: &str) -> String {
     let (status, out) = s
         .post_json("/v2/repository/models/m/load", &json!({}))
@@ -541,10 +544,13 @@ async fn assert_load_fails(s: &TestServer, what: &str) -> String {
     );
     let (status, ready) = s.get("/v2/models/m/ready").await;
     assert_eq!(status, 200, "{what}: {ready}");
-    let rows = unavailable_rows(s, "m").await;
+    let rows = failed_rows(s, "m").await;
     assert!(
-        rows.iter().any(|(_, reason)| !reason.is_empty()),
-        "{what}: no reason in the index: {rows:?}"
+        rows.iter()
+            .any(|(v, state, reason)| v.as_deref() == Some("1")
+                && state == "READY"
+                && reason.contains("reload failed")),
+        "{what}: the index must show version 1 READY with the failed reload: {rows:?}"
     );
     error.to_string()
 }
@@ -604,7 +610,7 @@ async fn a_model_file_deleted_or_truncated_while_loaded_keeps_serving_and_reload
     more_ok(&tally, 20).await;
     load.stop().await;
     assert!(
-        unavailable_rows(&s, "m").await.is_empty(),
+        failed_rows(&s, "m").await.is_empty(),
         "a good load clears the failure"
     );
     tally.finish(
@@ -685,10 +691,14 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
             &format!("the index to report {model}'s failed poll"),
             Duration::from_secs(30),
             || async move {
-                unavailable_rows(sr, model)
+                failed_rows(sr, model)
                     .await
                     .iter()
-                    .any(|(v, reason)| v.is_none() && reason.contains("no version"))
+                    .any(|(v, state, reason)| {
+                        v.as_deref() == Some("1")
+                            && state == "READY"
+                            && reason.contains("no version")
+                    })
             },
         )
         .await;
@@ -739,7 +749,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     eventually(
         "b's failure to clear",
         Duration::from_secs(30),
-        || async move { unavailable_rows(sr, "b").await.is_empty() },
+        || async move { failed_rows(sr, "b").await.is_empty() },
     )
     .await;
     more_ok(&tally, 20).await;
@@ -834,10 +844,10 @@ async fn a_partial_write_from_a_full_disk_is_rejected_by_the_poll() {
         "the poll to reject the partial version 2",
         Duration::from_secs(30),
         || async move {
-            unavailable_rows(sr, "a")
+            failed_rows(sr, "a")
                 .await
                 .iter()
-                .any(|(v, _)| v.as_deref() == Some("2"))
+                .any(|(v, state, _)| v.as_deref() == Some("2") && state == "UNAVAILABLE")
         },
     )
     .await;
@@ -847,7 +857,7 @@ async fn a_partial_write_from_a_full_disk_is_rejected_by_the_poll() {
     eventually(
         "the failure to clear",
         Duration::from_secs(30),
-        || async move { unavailable_rows(sr, "a").await.is_empty() },
+        || async move { failed_rows(sr, "a").await.is_empty() },
     )
     .await;
 
@@ -864,10 +874,10 @@ async fn a_partial_write_from_a_full_disk_is_rejected_by_the_poll() {
         "the poll to reject the partial overwrite",
         Duration::from_secs(30),
         || async move {
-            unavailable_rows(sr, "a")
+            failed_rows(sr, "a")
                 .await
                 .iter()
-                .any(|(v, _)| v.as_deref() == Some("1"))
+                .any(|(v, state, _)| v.as_deref() == Some("1") && state == "READY")
         },
     )
     .await;
