@@ -1,12 +1,13 @@
 //! The server-wide caps on requests in flight, shared by REST and gRPC: a
-//! count, and for REST a budget of body bytes.
+//! count, and a budget of body (REST) and message (gRPC unary) bytes.
 //!
 //! Each model's queue already bounds what waits for that model, but a
 //! request holds memory before it reaches a queue: its body is read and
 //! decoded first. Both caps are taken **before** the body is read, so the
 //! memory requests hold is bounded by the configuration, not by the offered
 //! load. A REST request reserves its `Content-Length` (the body limit when
-//! it is chunked) from the byte budget. Over either cap a request is answered
+//! it is chunked) from the byte budget; a unary gRPC call reserves the
+//! length its message's 5-byte header declares, read from its first frame. Over either cap a request is answered
 //! at once with [`Error::Overloaded`] (503 + `Retry-After`, gRPC
 //! `UNAVAILABLE`), never queued.
 
@@ -35,7 +36,7 @@ pub struct Admitted {
 }
 
 impl Admission {
-    /// `max_requests` in flight, `max_body_bytes` of REST bodies in flight.
+    /// `max_requests` in flight, `max_body_bytes` of bodies and messages in flight.
     pub fn new(max_requests: usize, max_body_bytes: usize) -> Self {
         let max_requests = max_requests.min(Semaphore::MAX_PERMITS);
         let max_body_units = (max_body_bytes / UNIT)
@@ -50,8 +51,7 @@ impl Admission {
     }
 
     /// Admits a request whose body will be at most `body_bytes` (`None`: not
-    /// counted, as for gRPC, whose messages are bounded per stream), or
-    /// refuses it at once.
+    /// known yet, see [`Admission::reserve_body`]), or refuses it at once.
     pub fn try_admit(&self, body_bytes: Option<usize>) -> Result<Admitted, Error> {
         let request = match &self.requests {
             None => None,
@@ -62,24 +62,37 @@ impl Admission {
                 ))
             })?),
         };
-        let body = match (&self.body, body_bytes) {
-            (Some(budget), Some(bytes)) if bytes > 0 => {
-                // A body larger than the whole budget may still pass alone.
-                let units = bytes.div_ceil(UNIT).clamp(1, self.max_body_units);
-                let units = u32::try_from(units).unwrap_or(u32::MAX);
-                Some(budget.clone().try_acquire_many_owned(units).map_err(|_| {
-                    overloaded(format!(
-                        "the server holds {} MiB of request bodies, its limit (--max-inflight-body-bytes); retry shortly",
-                        (self.max_body_units * UNIT) >> 20
-                    ))
-                })?)
-            }
-            _ => None,
-        };
-        Ok(Admitted {
+        let mut admitted = Admitted {
             _request: request,
-            _body: body,
-        })
+            _body: None,
+        };
+        if let Some(bytes) = body_bytes {
+            self.reserve_body(&mut admitted, bytes)?;
+        }
+        Ok(admitted)
+    }
+
+    /// Reserves `bytes` of the body budget for a request already admitted
+    /// (gRPC, whose message length is known only from its first frame), or
+    /// refuses it at once. A body larger than the whole budget may still
+    /// pass alone.
+    pub fn reserve_body(&self, admitted: &mut Admitted, bytes: usize) -> Result<(), Error> {
+        let Some(budget) = &self.body else {
+            return Ok(());
+        };
+        if bytes == 0 {
+            return Ok(());
+        }
+        let units = bytes.div_ceil(UNIT).clamp(1, self.max_body_units);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        let permit = budget.clone().try_acquire_many_owned(units).map_err(|_| {
+            overloaded(format!(
+                "the server holds {} MiB of request bodies, its limit (--max-inflight-body-bytes); retry shortly",
+                (self.max_body_units * UNIT) >> 20
+            ))
+        })?;
+        admitted._body = Some(permit);
+        Ok(())
     }
 
     /// Requests admitted and not yet answered.
@@ -123,9 +136,13 @@ mod tests {
             e.contains("3 MiB") && e.contains("--max-inflight-body-bytes"),
             "{e}"
         );
-        // Small bodies still fit; bodiless and gRPC requests are not counted.
+        // Small bodies still fit; bodiless requests are not counted.
         assert!(a.try_admit(Some(512 << 10)).is_ok());
         assert!(a.try_admit(Some(0)).is_ok() && a.try_admit(None).is_ok());
+        // A reservation made after admission (gRPC) draws on the same budget.
+        let mut later = a.try_admit(None).unwrap();
+        assert!(a.reserve_body(&mut later, 2 << 20).is_err());
+        assert!(a.reserve_body(&mut later, 256 << 10).is_ok());
         drop(big);
         // A body larger than the whole budget passes when nothing else holds it.
         assert!(a.try_admit(Some(10 << 20)).is_ok());

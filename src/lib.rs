@@ -253,6 +253,7 @@ pub async fn run(
             keepalive_interval: config.http.keepalive_interval,
         };
         let guard = grpc::guard::GrpcGuard {
+            service: service.clone(),
             auth: auth.clone(),
             admission: admission.clone(),
             request_timeout: config.request_timeout,

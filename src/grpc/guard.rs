@@ -5,17 +5,31 @@
 //! message (tonic says `OUT_OF_RANGE`; the gRPC spec says a message over the
 //! limit is `RESOURCE_EXHAUSTED`).
 //!
+//! A unary call of the inference service is held until its first frame
+//! arrives: the 5-byte gRPC message header there gives the message length,
+//! which is reserved from the server-wide byte budget (as a REST body's
+//! `Content-Length` is), and for `ModelInfer` the model name and version,
+//! which lead the encoded request, let a full queue refuse the call before
+//! its message is read and decoded. What was read is put back in front of
+//! the body, so tonic sees the stream untouched.
+//!
 //! For `ModelStreamInfer` the permit and the timeout cover opening the stream;
 //! each message on it then goes through its model's bounded queue.
 
 use super::status;
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
 use crate::auth::{Access, Auth};
 use crate::error::Error;
+use crate::service::{Protocol, Service};
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use http_body::Frame;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
@@ -27,7 +41,13 @@ pub struct GrpcGuard {
     pub request_timeout: Option<Duration>,
     pub max_message_bytes: usize,
     pub metrics: crate::metrics::EdgeMetrics,
+    /// For the queue check before a `ModelInfer` message is read.
+    pub service: Service,
 }
+
+const INFERENCE: &str = "/inference.GRPCInferenceService/";
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 
 /// What a gRPC method needs.
 pub fn access(path: &str) -> Access {
@@ -73,11 +93,10 @@ pub struct Guarded<S> {
     guard: Arc<GrpcGuard>,
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for Guarded<S>
+impl<S, R> tower::Service<http::Request<Body>> for Guarded<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
     R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
@@ -88,7 +107,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         // The ready service handles this call; a fresh clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -105,16 +124,23 @@ where
             if access == Access::Health {
                 return inner.call(req).await;
             }
-            let _admitted = match guard.admission.try_admit(None) {
+            let mut admitted = match guard.admission.try_admit(None) {
                 Ok(admitted) => admitted,
                 Err(e) => {
                     guard.metrics.refuse_request("grpc", "inflight_limit");
                     return Ok(status(e).into_http());
                 }
             };
+            let work = async {
+                let req = match admit_message(&guard, &mut admitted, req).await {
+                    Ok(req) => req,
+                    Err(refused) => return Ok(refused.into_http()),
+                };
+                inner.call(req).await
+            };
             let response = match guard.request_timeout {
-                None => inner.call(req).await?,
-                Some(limit) => match tokio::time::timeout(limit, inner.call(req)).await {
+                None => work.await?,
+                Some(limit) => match tokio::time::timeout(limit, work).await {
                     Ok(response) => response?,
                     Err(_) => {
                         guard.metrics.refuse_request("grpc", "request_timeout");
@@ -126,6 +152,7 @@ where
                     }
                 },
             };
+            drop(admitted);
             // A trailers-only error response carries its status in the headers.
             if let Some(s) = Status::from_header_map(response.headers()) {
                 if s.code() == Code::OutOfRange {
@@ -135,6 +162,107 @@ where
             Ok(response)
         })
     }
+}
+
+/// For a unary call of the inference service: waits for the message header,
+/// reserves the message's length from the byte budget and, for `ModelInfer`,
+/// checks the model's queue. Returns the request with its body intact, or
+/// the status that refuses it.
+async fn admit_message(
+    guard: &GrpcGuard,
+    admitted: &mut Admitted,
+    req: http::Request<Body>,
+) -> Result<http::Request<Body>, Status> {
+    let path = req.uri().path();
+    if !path.starts_with(INFERENCE) || path == STREAM_INFER {
+        return Ok(req);
+    }
+    let model_infer = path == MODEL_INFER;
+    let (parts, body) = req.into_parts();
+    let (head, body) = peek(body).await;
+    let req = http::Request::from_parts(parts, body);
+    let Some(length) = message_length(&head) else {
+        return Ok(req); // tonic reports the short or broken body
+    };
+    if let Err(e) = guard
+        .admission
+        .reserve_body(admitted, length.min(guard.max_message_bytes))
+    {
+        guard.metrics.refuse_request("grpc", "inflight_limit");
+        return Err(status(e));
+    }
+    if model_infer {
+        if let Some((model, version)) = infer_target(&head[5..]) {
+            guard
+                .service
+                .precheck(&model, version, Protocol::Grpc)
+                .map_err(status)?;
+        }
+    }
+    Ok(req)
+}
+
+/// Reads `body` until the 5-byte message header has arrived (or the body
+/// ends or fails) and returns what was read, with a body that replays it.
+async fn peek(mut body: Body) -> (Bytes, Body) {
+    let mut frames: Vec<Result<Frame<Bytes>, Status>> = Vec::new();
+    let mut head = bytes::BytesMut::new();
+    while head.len() < 5 {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    head.extend_from_slice(data);
+                }
+                frames.push(Ok(frame));
+            }
+            Some(Err(e)) => {
+                frames.push(Err(e));
+                break;
+            }
+            None => break,
+        }
+    }
+    let replay = futures::stream::iter(frames).chain(BodyStream::new(body));
+    (head.freeze(), Body::new(StreamBody::new(replay)))
+}
+
+/// The length a gRPC message header (flag byte, u32 big-endian) declares.
+fn message_length(head: &[u8]) -> Option<usize> {
+    let mut header = head.get(..5)?;
+    header.advance(1);
+    usize::try_from(header.get_u32()).ok()
+}
+
+/// The model name (field 1) and version (field 2) at the start of an
+/// encoded `ModelInferRequest`, when both are there and well-formed
+/// (encoders write fields in order). `None` leaves the check to decoding.
+fn infer_target(mut message: &[u8]) -> Option<(String, Option<u64>)> {
+    let model = string_field(&mut message, 0x0a)?;
+    // proto3 omits an empty version; one that is there must parse whole.
+    let version = if message.first() == Some(&0x12) {
+        let v = string_field(&mut message, 0x12)?;
+        if v.is_empty() {
+            None
+        } else {
+            Some(v.parse::<u64>().ok()?)
+        }
+    } else {
+        None
+    };
+    Some((model, version))
+}
+
+/// A length-delimited string field with the one-byte `tag`, taken from the
+/// front of `message`.
+fn string_field(message: &mut &[u8], tag: u8) -> Option<String> {
+    if message.first() != Some(&tag) {
+        return None;
+    }
+    message.advance(1);
+    let len = usize::try_from(prost::encoding::decode_varint(message).ok()?).ok()?;
+    let text = std::str::from_utf8(message.get(..len)?).ok()?.to_string();
+    message.advance(len);
+    Some(text)
 }
 
 #[cfg(test)]
@@ -160,6 +288,47 @@ mod tests {
             access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
             Access::Infer
         );
+    }
+
+    #[test]
+    fn the_message_header_and_infer_target_are_read_from_the_first_bytes() {
+        use prost::Message;
+        let request = crate::grpc::pb::ModelInferRequest {
+            model_name: "iris".into(),
+            model_version: "3".into(),
+            id: "x".into(),
+            ..Default::default()
+        };
+        let encoded = request.encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&encoded);
+        assert_eq!(message_length(&framed), Some(encoded.len()));
+        assert_eq!(message_length(&framed[..4]), None);
+        assert_eq!(
+            infer_target(&framed[5..]),
+            Some(("iris".to_string(), Some(3)))
+        );
+        // No version (proto3 leaves it out): the server's choice.
+        let latest = crate::grpc::pb::ModelInferRequest {
+            model_name: "iris".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            infer_target(&latest.encode_to_vec()),
+            Some(("iris".to_string(), None))
+        );
+        // Cut inside the name or the version, or a version that is not a
+        // number: no guess.
+        assert_eq!(infer_target(&encoded[..4]), None);
+        assert_eq!(infer_target(&encoded[..7]), None);
+        let bad = crate::grpc::pb::ModelInferRequest {
+            model_name: "iris".into(),
+            model_version: "v1".into(),
+            ..Default::default()
+        };
+        assert_eq!(infer_target(&bad.encode_to_vec()), None);
+        assert_eq!(infer_target(b"\x22\x00"), None);
     }
 
     #[test]

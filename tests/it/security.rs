@@ -822,4 +822,114 @@ async fn the_body_budget_refuses_big_bodies_but_admits_small_ones() {
     let (status, error) = error_of(refused).await;
     assert_eq!(status, 503);
     assert!(error.contains("--max-inflight-body-bytes"), "{error}");
+
+    // gRPC messages draw on the same budget: a 900 KiB ModelInfer beside a
+    // 900 KiB REST body is refused at once; a small one passes.
+    let mut c = client(s.grpc).await;
+    let mut padded = slow_grpc();
+    padded.id = "x".repeat(900 << 10);
+    let first = post(&s, "/v2/models/slow/infer", None, &big);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let refused = c.clone().model_infer(padded).await;
+        let small = c.model_infer(slow_grpc()).await;
+        (refused, small)
+    };
+    let (first, (refused, small)) = tokio::join!(first, second);
+    assert_eq!(first.status(), 200);
+    small.unwrap();
+    let e = refused.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("--max-inflight-body-bytes"), "{e}");
+    assert_eq!(e.metadata().get("retry-after").unwrap(), "1");
+}
+
+/// A ModelInfer for a model whose queue is full is refused from its first
+/// frame: the rest of its (declared 32 MiB) message is never sent, and the
+/// answer still comes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_a_grpc_call_before_its_message_is_read() {
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use prost::Message;
+
+    let repo = slow_repo();
+    let s = TestServer::start(repo.path()).await;
+    // Keep slow_q1 (one instance, a queue of one) full.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (s_client, url, stop) = (
+            s.client.clone(),
+            s.url("/v2/models/slow_q1/infer"),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s_client.post(&url).body(SLOW_JSON).send().await;
+            }
+        }));
+    }
+
+    let head = pb::ModelInferRequest {
+        model_name: "slow_q1".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut refusal = None;
+    for _ in 0..50 {
+        let stream = TcpStream::connect(s.grpc).await.unwrap();
+        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(1);
+        // The header declares 32 MiB; only the fields that name the model follow.
+        let mut first = vec![0u8];
+        first.extend_from_slice(&(32u32 << 20).to_be_bytes());
+        first.extend_from_slice(&head);
+        tx.send(Ok(hyper::body::Frame::data(Bytes::from(first))))
+            .await
+            .unwrap();
+        let request = hyper::Request::post(format!(
+            "http://{}/inference.GRPCInferenceService/ModelInfer",
+            s.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), sender.send_request(request)).await {
+            Ok(Ok(response)) => {
+                let status = response.headers().get("grpc-status").cloned();
+                let message = response.headers().get("grpc-message").cloned();
+                let retry = response.headers().get("retry-after").cloned();
+                refusal = Some((status, message, retry));
+                drop(tx);
+                break;
+            }
+            // Admitted (the queue had room): the call waits for a message
+            // that never comes. Try again.
+            _ => drop(tx),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+    let (status, message, retry) = refusal.expect("no call was refused while the queue was full");
+    assert_eq!(
+        status.as_ref().map(|v| v.as_bytes()),
+        Some(&b"14"[..]),
+        "{message:?}"
+    );
+    let message = message.map(|m| String::from_utf8_lossy(m.as_bytes()).to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("queue")),
+        "{message:?}"
+    );
+    assert_eq!(retry.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
 }
