@@ -11,6 +11,7 @@ mod error;
 pub mod guard;
 pub mod json;
 mod logging;
+mod parse_errors;
 mod repository;
 mod routes;
 pub mod serve;

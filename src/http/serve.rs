@@ -3,7 +3,8 @@
 //! axum's own `serve` does not expose.
 //!
 //! - `max_header_bytes` bounds the read buffer, so an oversized request head
-//!   gets `431` before it is buffered whole;
+//!   gets `431` before it is buffered whole (with a JSON body: hyper's own
+//!   parse-error replies are rewritten by [`super::parse_errors`]);
 //! - `header_read_timeout` closes a connection whose request head does not
 //!   arrive in time: slow-loris on headers, and idle keep-alive connections
 //!   (hyper starts this timer while it waits for the next request);
@@ -65,10 +66,12 @@ pub async fn serve(
         );
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let head_limit = config.max_header_bytes.max(MIN_HEADER_BYTES);
     let serve = |conn: Conn| {
         let service = TowerToHyperService::new(app.clone());
+        let io = super::parse_errors::JsonParseErrors::new(conn, head_limit);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(conn), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

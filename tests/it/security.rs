@@ -502,12 +502,40 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> Strin
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let s = TestServer::start_with(&test_repo(), |c| c.http.max_header_bytes = 8192).await;
-    let request = format!(
+    // Too big, too many headers, or not HTTP at all: hyper refuses each
+    // before routing; the reply still carries our JSON error.
+    let big = format!(
         "GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
-    let reply = raw_exchange(s.http, request.as_bytes(), Duration::from_secs(10)).await;
-    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let many = format!(
+        "GET /v2/health/live HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        (0..150).map(|i| format!("h{i}: x\r\n")).collect::<String>()
+    );
+    let cases: [(&[u8], &str, &str); 3] = [
+        (
+            big.as_bytes(),
+            "431",
+            "8192 bytes or 100 headers (--max-header-bytes)",
+        ),
+        (many.as_bytes(), "431", "--max-header-bytes"),
+        (
+            b"GET /v2 HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n",
+            "400",
+            "not valid HTTP/1.1",
+        ),
+    ];
+    for (request, status, words) in cases {
+        let reply = raw_exchange(s.http, request, Duration::from_secs(10)).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert!(
+            error["error"].as_str().is_some_and(|e| e.contains(words)),
+            "{reply}"
+        );
+    }
     // Under the limit is fine.
     let request = format!(
         "GET /v2/health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: {}\r\n\r\n",
