@@ -140,6 +140,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
+    /// Seconds a connection (HTTP/1, HTTP/2 or gRPC) may stay open with no
+    /// request in progress; then it is closed. 0 = never.
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
     /// Seconds between checks of the TLS files and the token file; changed
     /// files are reloaded without a restart. 0 = never reload.
     #[arg(long, env = "SLUICE_SECRETS_RELOAD_SECS", default_value_t = 10)]
@@ -237,6 +242,7 @@ impl ServeArgs {
         config.grpc_max_message_bytes = args.grpc_max_message_bytes;
         config.net.max_connections = args.max_connections;
         config.net.handshake_timeout = secs(args.handshake_timeout_secs);
+        config.net.idle_timeout = nonzero(args.idle_timeout_secs);
         config.max_inflight_requests = args.max_inflight_requests;
         config.max_inflight_body_bytes = args.max_inflight_body_bytes;
         config.request_timeout = nonzero(args.request_timeout_secs);

@@ -189,6 +189,7 @@ pub async fn run(
         limit: connections.clone(),
         tls,
         handshake_timeout: config.net.handshake_timeout,
+        idle_timeout: config.net.idle_timeout,
     };
     let http_guard = http::Guard {
         auth: auth.clone(),

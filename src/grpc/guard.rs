@@ -93,13 +93,15 @@ pub struct Guarded<S> {
     guard: Arc<GrpcGuard>,
 }
 
-impl<S, R> tower::Service<http::Request<Body>> for Guarded<S>
+impl<S> tower::Service<http::Request<Body>> for Guarded<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    R: Default + Send + 'static,
 {
-    type Response = http::Response<R>;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -107,61 +109,92 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         // The ready service handles this call; a fresh clone takes its place.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
+        // The connection is busy until the response (or stream) ends.
+        let busy = req
+            .extensions()
+            .get::<super::ConnInfo>()
+            .cloned()
+            .map(|info| {
+                req.extensions_mut().insert(info.tcp);
+                info.activity.begin()
+            });
         Box::pin(async move {
-            let access = access(req.uri().path());
-            if let Some(auth) = &guard.auth {
-                let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
-                if let Err(denied) = auth.check(authorization, access) {
-                    guard.metrics.refuse_request("grpc", denied.reason());
-                    return Ok(status(denied.into()).into_http());
-                }
-            }
-            if access == Access::Health {
-                return inner.call(req).await;
-            }
-            let mut admitted = match guard.admission.try_admit(None) {
-                Ok(admitted) => admitted,
-                Err(e) => {
-                    guard.metrics.refuse_request("grpc", "inflight_limit");
-                    return Ok(status(e).into_http());
-                }
-            };
-            let work = async {
-                let req = match admit_message(&guard, &mut admitted, req).await {
-                    Ok(req) => req,
-                    Err(refused) => return Ok(refused.into_http()),
-                };
-                inner.call(req).await
-            };
-            let response = match guard.request_timeout {
-                None => work.await?,
-                Some(limit) => match tokio::time::timeout(limit, work).await {
-                    Ok(response) => response?,
-                    Err(_) => {
-                        guard.metrics.refuse_request("grpc", "request_timeout");
-                        return Ok(status(Error::DeadlineExceeded(format!(
-                            "the request was not answered within {} s (--request-timeout-secs)",
-                            limit.as_secs_f64()
-                        )))
-                        .into_http());
-                    }
-                },
-            };
-            drop(admitted);
-            // A trailers-only error response carries its status in the headers.
-            if let Some(s) = Status::from_header_map(response.headers()) {
-                if s.code() == Code::OutOfRange {
-                    return Ok(oversize(s, guard.max_message_bytes).into_http());
-                }
-            }
-            Ok(response)
+            let response = guarded_call(inner, guard, req).await?;
+            Ok(match busy {
+                None => response,
+                Some(busy) => response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _ = &busy;
+                        frame
+                    }))
+                }),
+            })
         })
     }
+}
+
+/// Auth, admission, the message budget and queue check, and the timeout,
+/// around one call.
+async fn guarded_call<S>(
+    mut inner: S,
+    guard: Arc<GrpcGuard>,
+    req: http::Request<Body>,
+) -> Result<http::Response<Body>, S::Error>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    let access = access(req.uri().path());
+    if let Some(auth) = &guard.auth {
+        let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
+        if let Err(denied) = auth.check(authorization, access) {
+            guard.metrics.refuse_request("grpc", denied.reason());
+            return Ok(status(denied.into()).into_http());
+        }
+    }
+    if access == Access::Health {
+        return inner.call(req).await;
+    }
+    let mut admitted = match guard.admission.try_admit(None) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            guard.metrics.refuse_request("grpc", "inflight_limit");
+            return Ok(status(e).into_http());
+        }
+    };
+    let work = async {
+        let req = match admit_message(&guard, &mut admitted, req).await {
+            Ok(req) => req,
+            Err(refused) => return Ok(refused.into_http()),
+        };
+        inner.call(req).await
+    };
+    let response = match guard.request_timeout {
+        None => work.await?,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(response) => response?,
+            Err(_) => {
+                guard.metrics.refuse_request("grpc", "request_timeout");
+                return Ok(status(Error::DeadlineExceeded(format!(
+                    "the request was not answered within {} s (--request-timeout-secs)",
+                    limit.as_secs_f64()
+                )))
+                .into_http());
+            }
+        },
+    };
+    drop(admitted);
+    // A trailers-only error response carries its status in the headers.
+    if let Some(s) = Status::from_header_map(response.headers()) {
+        if s.code() == Code::OutOfRange {
+            return Ok(oversize(s, guard.max_message_bytes).into_http());
+        }
+    }
+    Ok(response)
 }
 
 /// For a unary call of the inference service: waits for the message header,

@@ -68,7 +68,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let head_limit = config.max_header_bytes.max(MIN_HEADER_BYTES);
     let serve = |conn: Conn| {
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(Tracked {
+            inner: app.clone(),
+            activity: conn.activity(),
+        });
         let io = super::parse_errors::JsonParseErrors::new(conn, head_limit);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
@@ -115,4 +118,43 @@ async fn close_when_draining(
         );
     }
     response
+}
+
+/// The app on one connection: each request marks the connection busy until
+/// its response body has been sent (see [`crate::net::Activity`]).
+#[derive(Clone)]
+struct Tracked {
+    inner: Router,
+    activity: std::sync::Arc<crate::net::Activity>,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Tracked
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let busy = self.activity.begin();
+        let call = tower::ServiceExt::oneshot(self.inner.clone(), request);
+        Box::pin(async move {
+            let response = call.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _ = &busy;
+                    frame
+                }))
+            }))
+        })
+    }
 }

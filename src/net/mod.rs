@@ -12,6 +12,14 @@
 //! to the protocol, which sees the stream untouched. Ready connections go
 //! through a bounded channel to the adapter's serve loop.
 //!
+//! Once serving, a connection closes after [`NetConfig::idle_timeout`] with no
+//! request in progress on it. The protocol adapters mark each request (from
+//! its head to the end of its response body) with [`Activity::begin`]; the
+//! connection's reads end (as if the client had closed) when the timer runs
+//! out. HTTP/2 keep-alive pings keep a dead peer from holding a slot, but
+//! only this closes a live one that sends nothing: on HTTP/2 and gRPC a
+//! connection is otherwise never idle at the socket.
+//!
 //! The connection cap is a semaphore shared by all listeners. A permit rides
 //! inside [`Conn`] and is returned when the connection drops, however it ends.
 //! Over the cap, a plain-HTTP listener answers one `503` with `Retry-After`
@@ -21,12 +29,14 @@
 pub mod tls;
 
 use crate::metrics::EdgeMetrics;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -39,6 +49,9 @@ pub struct NetConfig {
     /// From connect until the TLS handshake is done and the client's first
     /// bytes have arrived.
     pub handshake_timeout: Duration,
+    /// A serving connection with no request in progress for this long is
+    /// closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for NetConfig {
@@ -46,7 +59,90 @@ impl Default for NetConfig {
         Self {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
+    }
+}
+
+/// The requests in progress on one connection, and since when it has had
+/// none; shared by the connection's IO and its requests.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+    /// The connection's reader, woken when its last request ends so that
+    /// the idle timer starts.
+    reader: futures::task::AtomicWaker,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+            reader: futures::task::AtomicWaker::new(),
+        }
+    }
+
+    /// Marks a request in progress until the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// When the connection goes idle, or `None` while a request is in progress.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(*self.idle_since.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A request in progress on a connection (see [`Activity::begin`]).
+#[derive(Debug)]
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
+    }
+}
+
+/// Ends a connection's reads once it has been idle for the timeout.
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+        }
+    }
+
+    /// Whether the connection has been idle for the timeout (then for good).
+    fn poll_expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
+        if self.expired {
+            return true;
+        }
+        activity.reader.register(cx.waker());
+        let Some(since) = activity.idle_since() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::from_std(since + self.timeout);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.expired = self.sleep.as_mut().poll(cx).is_ready();
+        self.expired
     }
 }
 
@@ -114,7 +210,16 @@ pub struct Conn {
     prefix: bytes::Bytes,
     pub remote: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    activity: Arc<Activity>,
+    idle: Option<IdleTimer>,
     _slot: Slot,
+}
+
+impl Conn {
+    /// The connection's request tracker, for the protocol adapters.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -138,6 +243,13 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(idle) = &mut this.idle {
+            if idle.poll_expired(&this.activity, cx) {
+                // As if the client had closed: the protocol ends the connection.
+                tracing::debug!(remote = ?this.remote, "connection closed: idle for --idle-timeout-secs");
+                return Poll::Ready(Ok(()));
+            }
+        }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
@@ -202,6 +314,7 @@ pub struct Acceptor {
     pub limit: ConnectionLimit,
     pub tls: Option<tls::TlsConfigs>,
     pub handshake_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The reply a plain HTTP client gets when the server is at its connection cap.
@@ -310,6 +423,8 @@ fn admit(
                     prefix,
                     remote: Some(remote),
                     local,
+                    activity: Arc::new(Activity::new()),
+                    idle: acceptor.idle_timeout.map(IdleTimer::new),
                     _slot: slot,
                 };
                 let _ = tx.send(conn).await;

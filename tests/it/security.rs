@@ -961,3 +961,76 @@ async fn a_full_queue_refuses_a_grpc_call_before_its_message_is_read() {
     );
     assert_eq!(retry.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
 }
+
+/// Connections with no request in progress close after the idle timeout on
+/// HTTP/1, HTTP/2 and gRPC; a connection busy longer than the timeout is
+/// not cut, and a gRPC client reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_on_every_protocol() {
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const IDLE: Duration = Duration::from_millis(400);
+    let repo = slow_repo();
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.net.idle_timeout = Some(IDLE);
+        // Not the keep-alive timer: only the idle timeout may close these.
+        c.http.header_read_timeout = Some(Duration::from_secs(60));
+    })
+    .await;
+
+    // HTTP/2 (h2c) on the REST port: six slow requests at once (one
+    // instance, ~100 ms each) keep the connection busy past the timeout and
+    // all succeed; then, idle, it closes.
+    let stream = TcpStream::connect(s.http).await.unwrap();
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let started = Instant::now();
+    let calls = (0..6).map(|_| {
+        let mut sender = sender.clone();
+        let url = format!("http://{}/v2/models/slow/infer", s.http);
+        async move {
+            let request = hyper::Request::post(url)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(Bytes::from(SLOW_JSON)))
+                .unwrap();
+            sender.send_request(request).await.map(|r| r.status())
+        }
+    });
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    let busy = started.elapsed();
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+    let lived = started.elapsed();
+    assert!(
+        lived >= busy + IDLE - Duration::from_millis(50),
+        "closed {lived:?} after the start, busy for {busy:?}"
+    );
+
+    // HTTP/1 keep-alive and a gRPC connection that never sends a request:
+    // the server closes both.
+    for addr in [s.http, s.grpc] {
+        let first: &[u8] = if addr == s.http {
+            b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+        } else {
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        };
+        let started = Instant::now();
+        let reply = raw_exchange(addr, first, Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        assert!(
+            took >= IDLE - Duration::from_millis(50) && took < Duration::from_secs(5),
+            "{addr}: closed after {took:?}: {reply:?}"
+        );
+    }
+
+    // A gRPC client whose connection went idle reconnects on its next call.
+    let mut c = client(s.grpc).await;
+    c.model_infer(slow_grpc()).await.unwrap();
+    tokio::time::sleep(IDLE * 3).await;
+    c.model_infer(slow_grpc()).await.unwrap();
+}
