@@ -4,7 +4,7 @@
 //! | group | what |
 //! |---|---|
 //! | `json` | parse a KServe v2 request body and `decode_input` its tensor; serialise a tensor with `DataJson` (1×4 and 32×512 FP32) |
-//! | `binary` | the binary extension's raw codec (`decode_raw` / `encode_raw`), shared with gRPC's raw contents |
+//! | `binary` | the raw tensor codec (`tensor::decode_raw` / `encode_raw`) of the binary extension and gRPC's raw contents |
 //! | `raw` | `Instance::run` (one ONNX Runtime `session.run`, 1 intra-op thread) on iris and dense: the floor |
 //! | `assemble` | dense, 32 rows: one 32-row part against 32 one-row parts (the batcher's concatenation copy) |
 //! | `scheduler` | `Scheduler` with an executor that returns its inputs: submit → completion, one at a time and 32 at once |
@@ -103,7 +103,7 @@ fn json(c: &mut Criterion) {
 }
 
 fn binary(c: &mut Criterion) {
-    use sluice::http::binary::{decode_raw, encode_raw};
+    use sluice::tensor::{decode_raw, encode_raw};
     let mut g = c.benchmark_group("binary");
     for (rows, cols) in SHAPES {
         let id = format!("{rows}x{cols}");

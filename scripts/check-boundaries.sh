@@ -11,4 +11,6 @@ check() { # pattern, allowed-path-regex, message
 }
 check '\bort::|use ort\b' '^src/runtime/' "only src/runtime/ may use the ort crate"
 check '\b(axum|tonic)::' '^src/(http|grpc)/|^src/lib\.rs|^src/main\.rs' "only the adapters may use axum or tonic"
+check 'crate::http\b' '^src/(http/|lib\.rs|main\.rs)' "the gRPC adapter and the core must not import the REST adapter"
+check 'crate::grpc\b' '^src/(grpc/|lib\.rs|main\.rs)' "the REST adapter and the core must not import the gRPC adapter"
 exit $fail

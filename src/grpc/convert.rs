@@ -4,12 +4,12 @@
 
 use super::pb;
 use crate::error::{Error, Result};
-use crate::http::binary::{decode_raw, encode_raw};
-use crate::http::json::{check_shape, parse_datatype};
 use crate::registry::LoadedVersion;
 use crate::repository::config::VersionPolicy;
 use crate::service::{ConfigTensor, IndexRow, InferRequest, InferResponse, ModelConfigView};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{
+    DataType, Tensor, TensorData, check_shape, decode_raw, encode_raw, parse_datatype,
+};
 use bytes::{Bytes, BytesMut};
 use pb::infer_parameter::ParameterChoice;
 use std::collections::HashMap;

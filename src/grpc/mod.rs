@@ -131,7 +131,7 @@ impl GrpcInferenceService for Inference {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: "sluice".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: crate::http::EXTENSIONS
+            extensions: crate::service::EXTENSIONS
                 .iter()
                 .map(|e| e.to_string())
                 .collect(),

@@ -15,7 +15,7 @@ use super::json::{self, RequestJson};
 use crate::error::{Error, Result};
 use crate::runtime::RunOutput;
 use crate::service::{InferRequest, InferResponse};
-use crate::tensor::{DataType, Tensor, TensorData, fmt_shape};
+use crate::tensor::{Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,99 +23,6 @@ use serde_json::{Map, Value, json};
 
 /// The request and response header naming the JSON header's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-// === raw tensor codec ===
-
-/// Decodes one raw tensor (packed little-endian, or length-prefixed BYTES).
-/// `raw` must hold exactly the elements `shape` declares.
-pub fn decode_raw(
-    name: &str,
-    datatype: DataType,
-    shape: &[usize],
-    raw: Bytes,
-) -> Result<TensorData> {
-    let count = crate::tensor::element_count(shape).ok_or_else(|| {
-        Error::invalid(format!(
-            "input '{name}': shape {} overflows the element count",
-            fmt_shape(shape)
-        ))
-    })?;
-    let Some(size) = datatype.size() else {
-        return decode_bytes_elements(name, count, raw).map(TensorData::Bytes);
-    };
-    let expected = count.checked_mul(size).ok_or_else(|| {
-        Error::invalid(format!(
-            "input '{name}': shape {} is too large",
-            fmt_shape(shape)
-        ))
-    })?;
-    if raw.len() != expected {
-        return Err(Error::invalid(format!(
-            "input '{name}': shape {} of {datatype} needs {expected} bytes, got {}",
-            fmt_shape(shape),
-            raw.len()
-        )));
-    }
-    Ok(TensorData::Fixed(raw))
-}
-
-/// Splits length-prefixed BYTES elements; each element is a slice of `raw`.
-fn decode_bytes_elements(name: &str, count: usize, raw: Bytes) -> Result<Vec<Bytes>> {
-    // Every element costs at least its 4-byte prefix: bound the allocation.
-    let mut elements = Vec::with_capacity(count.min(raw.len() / 4));
-    let mut at = 0usize;
-    while at < raw.len() {
-        let Some(prefix) = raw.get(at..at + 4) else {
-            return Err(Error::invalid(format!(
-                "input '{name}': BYTES element {} has a truncated 4-byte length prefix ({} bytes left)",
-                elements.len(),
-                raw.len() - at
-            )));
-        };
-        let mut len = [0u8; 4];
-        len.copy_from_slice(prefix);
-        let len = u32::from_le_bytes(len) as usize;
-        let start = at + 4;
-        if len > raw.len() - start {
-            return Err(Error::invalid(format!(
-                "input '{name}': BYTES element {} declares {len} bytes but only {} remain",
-                elements.len(),
-                raw.len() - start
-            )));
-        }
-        if elements.len() == count {
-            return Err(Error::invalid(format!(
-                "input '{name}': data has more than the {count} BYTES elements its shape declares"
-            )));
-        }
-        elements.push(raw.slice(start..start + len));
-        at = start + len;
-    }
-    if elements.len() != count {
-        return Err(Error::invalid(format!(
-            "input '{name}': shape needs {count} BYTES elements, got {}",
-            elements.len()
-        )));
-    }
-    Ok(elements)
-}
-
-/// Encodes one output raw: fixed-size data as is (no copy), BYTES
-/// length-prefixed.
-pub fn encode_raw(data: &TensorData) -> Bytes {
-    match data {
-        TensorData::Fixed(b) => b.clone(),
-        TensorData::Bytes(elements) => {
-            let total: usize = elements.iter().map(|e| e.len() + 4).sum();
-            let mut out = BytesMut::with_capacity(total);
-            for e in elements {
-                out.put_u32_le(u32::try_from(e.len()).unwrap_or(u32::MAX));
-                out.put_slice(e);
-            }
-            out.freeze()
-        }
-    }
-}
 
 // === REST requests ===
 
@@ -209,8 +116,8 @@ fn decode(
                 "input '{name}': has both 'data' and parameter 'binary_data_size'; send one"
             )));
         }
-        let datatype = json::parse_datatype(name, &input.datatype)?;
-        let (shape, count) = json::check_shape(name, &input.shape, max_elements)?;
+        let datatype = parse_datatype(name, &input.datatype)?;
+        let (shape, count) = check_shape(name, &input.shape, max_elements)?;
         if let Some(elem) = datatype.size() {
             let wanted = count.saturating_mul(elem);
             if size != wanted {
@@ -344,48 +251,4 @@ fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>
         .unwrap_or(Value::Null);
     }
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_elements_round_trip() {
-        let data = TensorData::Bytes(vec![Bytes::from_static(b"ab"), Bytes::new()]);
-        let raw = encode_raw(&data);
-        assert_eq!(&raw[..], b"\x02\0\0\0ab\0\0\0\0");
-        let back = decode_raw("x", DataType::Bytes, &[2], raw).unwrap();
-        assert_eq!(back, data);
-    }
-
-    #[test]
-    fn malformed_bytes_prefixes_are_named() {
-        let err = |raw: &'static [u8], n: usize| {
-            decode_raw("x", DataType::Bytes, &[n], Bytes::from_static(raw))
-                .unwrap_err()
-                .to_string()
-        };
-        assert_eq!(
-            err(b"\x05\0\0\0ab", 1),
-            "input 'x': BYTES element 0 declares 5 bytes but only 2 remain"
-        );
-        assert_eq!(
-            err(b"\x01\0\0\0a\x01\0", 2),
-            "input 'x': BYTES element 1 has a truncated 4-byte length prefix (2 bytes left)"
-        );
-        assert_eq!(
-            err(b"\x01\0\0\0a", 2),
-            "input 'x': shape needs 2 BYTES elements, got 1"
-        );
-        assert!(err(b"\x01\0\0\0a\x01\0\0\0b", 1).contains("more than the 1"));
-    }
-
-    #[test]
-    fn fixed_sizes_are_checked() {
-        let err = decode_raw("x", DataType::Fp32, &[2], Bytes::from_static(&[0; 7]))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(err, "input 'x': shape [2] of FP32 needs 8 bytes, got 7");
-    }
 }

@@ -8,7 +8,7 @@
 //! the decoder grow past what its shape declared.
 
 use crate::error::{Error, Result};
-use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
+use crate::tensor::{DataType, Tensor, TensorData, check_shape, fmt_shape, parse_datatype};
 use bytes::Bytes;
 use half::{bf16, f16};
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
@@ -47,45 +47,6 @@ pub struct OutputRequestJson {
     pub name: String,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
-}
-
-/// Checks a wire shape: no negative dims, no overflow, within `max_elements`.
-/// Returns the shape and its element count before anything is allocated.
-pub fn check_shape(name: &str, shape: &[i64], max_elements: usize) -> Result<(Vec<usize>, usize)> {
-    let dims: Vec<usize> = shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            Error::invalid(format!(
-                "input '{name}': shape {} has a negative dimension; every dimension must be ≥ 0",
-                fmt_shape(shape)
-            ))
-        })?;
-    let count = element_count(&dims).ok_or_else(|| {
-        Error::invalid(format!(
-            "input '{name}': shape {} overflows the element count",
-            fmt_shape(shape)
-        ))
-    })?;
-    if count > max_elements {
-        return Err(Error::TooLarge(format!(
-            "input '{name}': shape {} has {count} elements, more than the limit of {max_elements} (--max-tensor-elements)",
-            fmt_shape(shape)
-        )));
-    }
-    Ok((dims, count))
-}
-
-/// Parses a datatype name, naming the input on failure.
-pub fn parse_datatype(name: &str, datatype: &str) -> Result<DataType> {
-    DataType::parse(datatype).ok_or_else(|| {
-        let known: Vec<&str> = DataType::ALL.iter().map(|d| d.as_str()).collect();
-        Error::invalid(format!(
-            "input '{name}': unknown datatype '{datatype}'; expected one of {}",
-            known.join(", ")
-        ))
-    })
 }
 
 /// Decodes one input's JSON `data` into a tensor.

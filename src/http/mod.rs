@@ -20,7 +20,6 @@ mod v1;
 pub use error::{ApiError, BodyLimits, check_json_depth};
 pub use guard::Guard;
 pub use repository::{config_datatype, config_json};
-pub use routes::EXTENSIONS;
 
 use crate::service::Service;
 use axum::Router;

@@ -17,16 +17,6 @@ use std::sync::atomic::Ordering;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Extensions this server implements, as `GET /v2` reports them.
-pub const EXTENSIONS: &[&str] = &[
-    "binary_tensor_data",
-    "statistics",
-    "model_configuration",
-    "model_repository",
-    "parameters",
-    "logging",
-];
-
 pub(super) async fn live() -> StatusCode {
     StatusCode::OK
 }
@@ -43,7 +33,7 @@ pub(super) async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "sluice",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": EXTENSIONS,
+        "extensions": crate::service::EXTENSIONS,
     }))
 }
 

@@ -273,6 +273,17 @@ fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {
         .collect()
 }
 
+/// Triton protocol extensions this server implements, as server metadata
+/// reports them on both protocols.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "logging",
+];
+
 /// One row of the repository index, as both adapters report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexRow {

@@ -6,7 +6,7 @@ use crate::grpc::{model_for, sample};
 use crate::harness::{TestServer, data_json, raw_run, test_repo};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sluice::http::binary::encode_raw;
+use sluice::tensor::encode_raw;
 use sluice::tensor::{DataType, Tensor};
 
 /// A binary request: the JSON header, then the raw inputs.

@@ -6,7 +6,7 @@ use crate::harness::{TestServer, fixture, raw_run, test_repo};
 use bytes::Bytes;
 use half::{bf16, f16};
 use sluice::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use sluice::http::binary::encode_raw;
+use sluice::tensor::encode_raw;
 use sluice::tensor::{DataType, Tensor, TensorData};
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use crate::grpc::{client, raw_request};
 use crate::harness::{TestServer, raw_run, test_repo};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sluice::http::binary::encode_raw;
+use sluice::tensor::encode_raw;
 use sluice::tensor::{DataType, Tensor, TensorData};
 
 fn f32_tensor(name: &str, shape: Vec<usize>, values: &[f32]) -> Tensor {

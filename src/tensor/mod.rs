@@ -6,6 +6,10 @@
 //! BYTES tensors are a list of byte strings. Shape arithmetic is checked: no
 //! multiplication can overflow and no allocation is sized by an unchecked product.
 
+mod wire;
+
+pub use wire::{check_shape, decode_raw, encode_raw, parse_datatype};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
