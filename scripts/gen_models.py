@@ -347,7 +347,7 @@ def build_lookup() -> onnx.ModelProto:
     with an index outside [-16, 15] fails inside ONNX Runtime ("indices element
     out of data bounds"). The bad value has the same shape and dtype as good
     ones, so it batches with them: the fault-injection fixture for a run that
-    fails for some inputs only (tests/it/faults.rs).
+    fails for some inputs only (tests/it/faults/runs.rs).
     """
     table = np.arange(LOOKUP_SIZE, dtype=np.float32) * 10.0 + 0.5
     return make_model(
