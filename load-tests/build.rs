@@ -2,10 +2,12 @@
 //! client with protox (pure Rust, no system `protoc` needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+    // Read at run time, not baked in with env!(): a build script compiled
+    // for one checkout can be reused for another sharing the target dir.
+    let proto_dir = format!("{}/../proto", std::env::var("CARGO_MANIFEST_DIR")?);
     println!("cargo:rerun-if-changed={proto_dir}/grpc_service.proto");
     println!("cargo:rerun-if-changed={proto_dir}/model_config.proto");
-    let fds = protox::compile(["grpc_service.proto"], [proto_dir])?;
+    let fds = protox::compile(["grpc_service.proto"], [&proto_dir])?;
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)
