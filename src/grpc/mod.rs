@@ -375,7 +375,10 @@ impl tonic::transport::server::Connected for crate::net::Conn {
     }
 }
 
-/// Serves gRPC on the connections from `incoming` until `shutdown` resolves.
+/// Serves gRPC on the connections from `incoming` until it ends (the accept
+/// loop stops on the same signal as `shutdown` and closes the channel once
+/// the connections it accepted have been handed over, so none is dropped
+/// unserved); then every connection gets GOAWAY and is waited for.
 /// Health follows the server's readiness: `SERVING` once started,
 /// `NOT_SERVING` while draining.
 pub async fn serve(
@@ -404,7 +407,6 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health_watch = async move {
         let mut last = None;
         loop {
@@ -426,7 +428,6 @@ pub async fn serve(
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
-        let _ = stop_tx.send(());
     };
     tokio::spawn(health_watch);
 
@@ -443,11 +444,11 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(inference)
+        // The end of `incoming` is the stop; a signal that never fires only
+        // selects tonic's graceful mode (GOAWAY, then wait for connections).
         .serve_with_incoming_shutdown(
             ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>),
-            async {
-                let _ = stop_rx.await;
-            },
+            std::future::pending::<()>(),
         )
         .await?;
     Ok(())
