@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Tensor payloads decode as `Bytes` (a slice of the received buffer)
         // and are sent without a copy.
         .bytes(".inference")
+        // prost with a bound on what a request may decode to (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::BoundedCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! Like the REST handlers, every method decodes (see [`convert`]), calls
 //! [`Service`], and encodes; errors map to a `tonic::Code` in [`status`], once.
 
+pub mod codec;
 pub mod convert;
 pub mod guard;
 
@@ -389,6 +390,7 @@ pub async fn serve(
     guard: guard::GrpcGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    codec::allow_decoded_bytes(service.limits().max_request_bytes);
     let inference = GrpcInferenceServiceServer::new(Inference::new(
         service.clone(),
         logging,

@@ -1055,3 +1055,61 @@ async fn idle_connections_close_on_every_protocol() {
     tokio::time::sleep(IDLE * 3).await;
     c.model_infer(slow_grpc()).await.unwrap();
 }
+
+/// Sends one gRPC message (already framed) on a fresh HTTP/2 connection and
+/// returns the status, from the headers of a trailers-only reply or from
+/// the trailers.
+async fn raw_grpc(addr: SocketAddr, method: &str, framed: Bytes) -> Option<tonic::Status> {
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::post(format!(
+        "http://{addr}/inference.GRPCInferenceService/{method}"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(framed))
+    .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let mut headers = response.headers().clone();
+    let collected = response.into_body().collect().await.unwrap();
+    if let Some(trailers) = collected.trailers() {
+        headers.extend(trailers.clone());
+    }
+    tonic::Status::from_header_map(&headers)
+}
+
+/// prost would build the whole message before any limit looks at it, and
+/// an empty input is 2 bytes on the wire but 312 in memory: 4 MiB of them
+/// would take ~650 MiB. The codec refuses such a message before decoding,
+/// unary and on a stream, and the server serves on.
+#[tokio::test]
+async fn grpc_messages_that_decode_to_far_more_are_refused_before_decoding() {
+    let s = TestServer::start(&test_repo()).await;
+    let empty_inputs = 2 << 20;
+    let mut framed = Vec::with_capacity(5 + 2 * empty_inputs);
+    framed.push(0);
+    framed.extend_from_slice(&(2 * empty_inputs as u32).to_be_bytes());
+    for _ in 0..empty_inputs {
+        framed.extend_from_slice(&[0x2a, 0x00]); // inputs { }
+    }
+    let framed = Bytes::from(framed);
+    for method in ["ModelInfer", "ModelStreamInfer"] {
+        let status = raw_grpc(s.grpc, method, framed.clone()).await;
+        let Some(status) = status else {
+            panic!("{method}: no grpc-status")
+        };
+        assert_eq!(status.code(), Code::ResourceExhausted, "{method}: {status}");
+        assert!(
+            status.message().contains("once decoded")
+                && status.message().contains("--max-request-tensor-bytes"),
+            "{method}: {status}"
+        );
+    }
+    let mut c = client(s.grpc).await;
+    c.model_infer(iris_request()).await.unwrap();
+}
