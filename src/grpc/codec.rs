@@ -7,7 +7,14 @@
 //! would decode to about 10 GiB. So before prost runs on a
 //! `ModelInferRequest` (unary or on a stream), [`decoded_size`] walks its wire
 //! format without allocating and adds up what decoding will allocate; over
-//! the bound the call fails with `RESOURCE_EXHAUSTED`.
+//! either bound the call fails with `RESOURCE_EXHAUSTED`:
+//!
+//! - `--max-request-tensor-bytes` (256 MiB by default);
+//! - [`GROWTH`] times the message's wire size, plus [`GROWTH_FLOOR`]. Budgets
+//!   in front of decoding (`--max-inflight-body-bytes`, the message size)
+//!   count wire bytes, so this keeps what they admit within a fixed factor
+//!   of what they count. The worst legitimate growth is a BYTES tensor of
+//!   empty strings (2 bytes each on the wire, a 32-byte `Bytes` decoded).
 //!
 //! tonic builds codecs with `Default` inside the generated service, so the
 //! bound is process-wide: the largest `--max-request-tensor-bytes` of any
@@ -23,6 +30,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// Most a message may grow on decoding, as a factor of its wire size...
+pub const GROWTH: usize = 16;
+/// ... plus this, so that small requests with a few inputs always pass.
+pub const GROWTH_FLOOR: usize = 1 << 20;
 
 /// The largest decoded size of a request; 0 until a server sets it.
 static DECODED_LIMIT: AtomicUsize = AtomicUsize::new(0);
@@ -81,12 +93,8 @@ impl<U: prost::Message + Default + 'static> Decoder for BoundedDecoder<U> {
             let message = bytes::Buf::chunk(buf);
             // DecodeBuf is one contiguous buffer; were it not, decode as is.
             if message.len() == bytes::Buf::remaining(buf) {
-                let limit = decoded_limit();
-                if let Some(size) = decoded_size(message).filter(|&n| n > limit) {
-                    return Err(Status::resource_exhausted(format!(
-                        "the request message ({} bytes) would take about {size} bytes once decoded, more than the limit of {limit} (--max-request-tensor-bytes); send large tensors as raw_input_contents",
-                        message.len()
-                    )));
+                if let Some(refused) = check(message) {
+                    return Err(refused);
                 }
             }
         }
@@ -96,6 +104,27 @@ impl<U: prost::Message + Default + 'static> Decoder for BoundedDecoder<U> {
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// The refusal of a `ModelInferRequest` that would decode to too much.
+fn check(message: &[u8]) -> Option<Status> {
+    let size = decoded_size(message)?;
+    let limit = decoded_limit();
+    let growth = message
+        .len()
+        .saturating_mul(GROWTH)
+        .saturating_add(GROWTH_FLOOR);
+    let over = if size > limit {
+        format!("more than the limit of {limit} (--max-request-tensor-bytes)")
+    } else if size > growth {
+        format!("more than {GROWTH} times its size plus 1 MiB")
+    } else {
+        return None;
+    };
+    Some(Status::resource_exhausted(format!(
+        "the request message ({} bytes) would take about {size} bytes once decoded, {over}; send large tensors as raw_input_contents",
+        message.len()
+    )))
 }
 
 /// One field's value on the wire.
@@ -377,6 +406,38 @@ mod tests {
         let estimate = decoded_size(&request.encode_to_vec()).unwrap_or(0);
         assert!(estimate >= allocated, "{estimate} < {allocated}");
         assert!(estimate < allocated * 2, "{estimate} vs {allocated}");
+    }
+
+    #[test]
+    fn growth_past_sixteen_times_is_refused_but_legitimate_worst_cases_pass() {
+        // 100 000 empty inputs (200 KB): 31 MB decoded, 150x.
+        let empty = ModelInferRequest {
+            inputs: vec![InferInputTensor::default(); 100_000],
+            ..Default::default()
+        };
+        let refused = check(&empty.encode_to_vec()).map(|s| s.message().to_string());
+        assert!(
+            refused.as_deref().is_some_and(|m| m.contains("16 times")),
+            "{refused:?}"
+        );
+        // A million empty strings (16x) and INT64 zeros (8x) pass.
+        for contents in [
+            InferTensorContents {
+                bytes_contents: vec![bytes::Bytes::new(); 1_000_000],
+                ..Default::default()
+            },
+            InferTensorContents {
+                int64_contents: vec![0; 1_000_000],
+                ..Default::default()
+            },
+        ] {
+            let request = ModelInferRequest {
+                inputs: vec![tensor(contents)],
+                ..Default::default()
+            };
+            let wire = request.encode_to_vec();
+            assert!(check(&wire).is_none(), "{}", wire.len());
+        }
     }
 
     #[test]

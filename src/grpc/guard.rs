@@ -127,12 +127,7 @@ where
             let response = guarded_call(inner, guard, req).await?;
             Ok(match busy {
                 None => response,
-                Some(busy) => response.map(|body| {
-                    Body::new(body.map_frame(move |frame| {
-                        let _ = &busy;
-                        frame
-                    }))
-                }),
+                Some(busy) => response.map(|body| Body::new(busy.hold(body))),
             })
         })
     }

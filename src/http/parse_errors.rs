@@ -5,11 +5,14 @@
 //! other error of ours is `{"error": "..."}`, so [`JsonParseErrors`] wraps the
 //! connection and writes that body in place of those replies.
 //!
-//! It recognises hyper's reply by its exact head: the status line, then
-//! `connection: close` and `content-length: 0`. The application never sends a
-//! 4xx without a JSON body, and the check is made only where a write begins
-//! with a status line, so nothing else can match. The connection closes after
-//! the reply either way, as hyper intended.
+//! It recognises hyper's reply by its exact form: one write that is a whole
+//! head (ending in a blank line, with no body) starting with the status line,
+//! `connection: close` and `content-length: 0`, made while no request is in
+//! progress on the connection (every response of the application, body
+//! included, is written while its request counts as busy; see
+//! [`crate::net::Activity`]). The application never sends a 4xx without a
+//! JSON body, so nothing it writes can match. The connection closes after the
+//! reply either way, as hyper intended.
 
 use bytes::Bytes;
 use std::io;
@@ -63,15 +66,21 @@ fn reply(status: u16, max_header_bytes: usize) -> Bytes {
 pub struct JsonParseErrors<T> {
     inner: T,
     max_header_bytes: usize,
+    activity: std::sync::Arc<crate::net::Activity>,
     /// Our reply still to write, and how much of hyper's write it stands for.
     pending: Option<(Bytes, usize)>,
 }
 
 impl<T> JsonParseErrors<T> {
-    pub fn new(inner: T, max_header_bytes: usize) -> Self {
+    pub fn new(
+        inner: T,
+        max_header_bytes: usize,
+        activity: std::sync::Arc<crate::net::Activity>,
+    ) -> Self {
         Self {
             inner,
             max_header_bytes,
+            activity,
             pending: None,
         }
     }
@@ -112,9 +121,15 @@ impl<T: AsyncWrite + Unpin> JsonParseErrors<T> {
     /// Starts a replacement when `head` (the start of a write) is one of
     /// hyper's parse-error replies.
     fn recognise(&mut self, head: &[u8], len: usize) -> bool {
+        if head.len() != len || head.len() > 512 || !head.ends_with(b"\r\n\r\n") {
+            return false;
+        }
         let Some((_, status)) = HYPER_REPLIES.iter().find(|(h, _)| head.starts_with(h)) else {
             return false;
         };
+        if self.activity.is_busy() {
+            return false;
+        }
         self.pending = Some((reply(*status, self.max_header_bytes), len));
         true
     }
@@ -169,8 +184,15 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn written(writes: &[&[u8]]) -> String {
+        written_on(writes, crate::net::Activity::idle()).await
+    }
+
+    async fn written_on(
+        writes: &[&[u8]],
+        activity: std::sync::Arc<crate::net::Activity>,
+    ) -> String {
         let (a, mut b) = tokio::io::duplex(16);
-        let mut io = JsonParseErrors::new(a, 8192);
+        let mut io = JsonParseErrors::new(a, 8192, activity);
         let writer = async move {
             for w in writes {
                 io.write_all(w).await.unwrap();
@@ -208,5 +230,15 @@ mod tests {
             written(ok).await,
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
         );
+        // A response body that happens to hold hyper's head: written while
+        // its request is busy, or not a whole head on its own, it passes.
+        let head = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let activity = crate::net::Activity::idle();
+        let busy = activity.begin();
+        assert_eq!(written_on(&[head], activity.clone()).await.as_bytes(), head);
+        drop(busy);
+        let mut longer = head.to_vec();
+        longer.extend_from_slice(b"more");
+        assert_eq!(written(&[&longer]).await.as_bytes(), &longer[..]);
     }
 }

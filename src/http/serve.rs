@@ -24,7 +24,6 @@ use crate::net::Conn;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
@@ -64,21 +63,23 @@ pub async fn serve(
                 .unwrap_or_default()
                 .max(std::time::Duration::from_secs(1)),
         );
-    let graceful = GracefulShutdown::new();
+    // The stop, and (once every receiver is gone) the end of every connection.
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     let head_limit = config.max_header_bytes.max(MIN_HEADER_BYTES);
     let serve = |conn: Conn| {
+        let activity = conn.activity();
         let service = TowerToHyperService::new(Tracked {
             inner: app.clone(),
-            activity: conn.activity(),
+            activity: activity.clone(),
         });
-        let io = super::parse_errors::JsonParseErrors::new(conn, head_limit);
+        let io = super::parse_errors::JsonParseErrors::new(conn, head_limit, activity.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = serve_until_stop(connection, &activity, stop).await {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });
@@ -92,13 +93,69 @@ pub async fn serve(
             },
         }
     }
+    let _ = stop_tx.send(true);
     // The accept loop stops on the same signal. Connections it already handed
     // over (their client has sent its request) are served, not dropped; the
     // channel ends once the accept loop and every handshake have finished.
     while let Some(conn) = incoming.recv().await {
         serve(conn);
     }
-    graceful.shutdown().await;
+    drop(stop_rx);
+    stop_tx.closed().await;
+}
+
+/// Serves one connection; at the stop, tells it to finish (HTTP/1 closes
+/// after the response in progress, HTTP/2 sends GOAWAY) and waits for it.
+/// A connection whose first bytes hyper has not read yet is polled until it
+/// has: told to finish before, hyper would close it as idle, unanswered.
+/// `_stop` is held to the end, so the serve loop can wait for every
+/// connection.
+async fn serve_until_stop<C>(
+    connection: C,
+    activity: &crate::net::Activity,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = stop.wait_for(|&s| s) => {}
+    }
+    let read_or_done = std::future::poll_fn(|cx| match connection.as_mut().poll(cx) {
+        std::task::Poll::Ready(result) => std::task::Poll::Ready(Some(result)),
+        std::task::Poll::Pending if activity.unread_prefix() => std::task::Poll::Pending,
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    });
+    if let Some(result) = read_or_done.await {
+        return result;
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
+}
+
+/// hyper-util's connections' graceful shutdown (its own trait is sealed).
+trait Graceful {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'static, I, S, E>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        >,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
 }
 
 /// Adds `Connection: close` to HTTP/1 responses once draining has started
@@ -149,12 +206,7 @@ where
         let call = tower::ServiceExt::oneshot(self.inner.clone(), request);
         Box::pin(async move {
             let response = call.await?;
-            Ok(response.map(|body| {
-                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                    let _ = &busy;
-                    frame
-                }))
-            }))
+            Ok(response.map(|body| axum::body::Body::new(busy.hold(body))))
         })
     }
 }

@@ -68,6 +68,8 @@ impl Default for NetConfig {
 /// none; shared by the connection's IO and its requests.
 #[derive(Debug)]
 pub struct Activity {
+    /// Until the protocol has read the client's first bytes (see [`Conn`]).
+    unread_prefix: std::sync::atomic::AtomicBool,
     active: AtomicUsize,
     idle_since: std::sync::Mutex<Instant>,
     /// The connection's reader, woken when its last request ends so that
@@ -78,10 +80,28 @@ pub struct Activity {
 impl Activity {
     fn new() -> Self {
         Self {
+            unread_prefix: std::sync::atomic::AtomicBool::new(true),
             active: AtomicUsize::new(0),
             idle_since: std::sync::Mutex::new(Instant::now()),
             reader: futures::task::AtomicWaker::new(),
         }
+    }
+
+    /// Whether the protocol has not yet read the client's first bytes: a
+    /// connection told to shut down then would close without answering them.
+    pub fn unread_prefix(&self) -> bool {
+        self.unread_prefix.load(Ordering::Acquire)
+    }
+
+    /// Whether a request is in progress.
+    pub fn is_busy(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
+    /// A tracker of its own, for tests.
+    #[cfg(test)]
+    pub fn idle() -> Arc<Self> {
+        Arc::new(Self::new())
     }
 
     /// Marks a request in progress until the returned guard drops.
@@ -102,6 +122,45 @@ impl Activity {
 /// A request in progress on a connection (see [`Activity::begin`]).
 #[derive(Debug)]
 pub struct Busy(Arc<Activity>);
+
+impl Busy {
+    /// Keeps the connection busy until `body` (a response) is dropped.
+    pub fn hold<B>(self, body: B) -> BusyBody<B> {
+        BusyBody {
+            inner: body,
+            _busy: self,
+        }
+    }
+}
+
+/// A response body that keeps its connection busy until it is dropped.
+/// Frames, the end of stream and the size hint pass through untouched
+/// (hyper takes `Content-Length` from the hint).
+#[derive(Debug)]
+pub struct BusyBody<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for BusyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -137,7 +196,10 @@ impl IdleTimer {
         let Some(since) = activity.idle_since() else {
             return false;
         };
-        let deadline = tokio::time::Instant::from_std(since + self.timeout);
+        let Some(deadline) = since.checked_add(self.timeout) else {
+            return false; // beyond the clock's range: never
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
         if self.sleep.deadline() != deadline {
             self.sleep.as_mut().reset(deadline);
         }
@@ -253,6 +315,9 @@ impl AsyncRead for Conn {
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
+                this.activity.unread_prefix.store(false, Ordering::Release);
+            }
             return Poll::Ready(Ok(()));
         }
         match &mut this.io {
@@ -366,22 +431,30 @@ async fn accept_loop(
         }
     }
     // Connections the kernel completed before the stop wait in the backlog;
-    // closing the listener would reset them, so take them first.
-    while let Some(Ok((stream, remote))) = accept_now(&listener).await {
-        admit(stream, remote, &acceptor, &tx, &stopped);
+    // closing the listener would reset them, so take them first. The socket
+    // itself is asked (not tokio's cached readiness) until it has none left.
+    if let Ok(listener) = listener.into_std() {
+        for _ in 0..BACKLOG_AT_STOP {
+            match listener.accept() {
+                Ok((stream, remote)) => {
+                    let stream = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(stream));
+                    if let Ok(stream) = stream {
+                        admit(stream, remote, &acceptor, &tx, &stopped);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue, // that one connection (aborted, ...): the next
+            }
+        }
     }
-    drop(listener);
     let _ = stopping.send(true);
 }
 
-/// A connection already waiting in the backlog, without waiting for one.
-async fn accept_now(listener: &TcpListener) -> Option<io::Result<(TcpStream, SocketAddr)>> {
-    std::future::poll_fn(|cx| match listener.poll_accept(cx) {
-        Poll::Ready(accepted) => Poll::Ready(Some(accepted)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
-}
+/// The most connections taken from the backlog at the stop (the kernel's
+/// default `somaxconn` is 4096).
+const BACKLOG_AT_STOP: usize = 4096;
 
 /// Takes a slot under the cap and spawns the task that opens the connection
 /// (TLS handshake, first bytes) and hands it to the serve loop.

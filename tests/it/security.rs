@@ -536,13 +536,19 @@ async fn oversized_headers_get_431() {
             "{reply}"
         );
     }
-    // Under the limit is fine.
+    // Under the limit is fine, and a JSON reply declares its length (the
+    // connection's bookkeeping wraps every body but keeps its size).
     let request = format!(
-        "GET /v2/health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: {}\r\n\r\n",
+        "GET /v2 HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-big: {}\r\n\r\n",
         "a".repeat(4000)
     );
     let reply = raw_exchange(s.http, request.as_bytes(), Duration::from_secs(10)).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())) && !head.contains("chunked"),
+        "{head}"
+    );
 }
 
 #[tokio::test]
