@@ -93,6 +93,11 @@ impl Activity {
         self.unread_prefix.load(Ordering::Acquire)
     }
 
+    /// Restarts the idle clock (bytes arrived).
+    fn touch(&self) {
+        *self.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
     /// Whether a request is in progress.
     pub fn is_busy(&self) -> bool {
         self.active.load(Ordering::Acquire) > 0
@@ -164,7 +169,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for BusyBody<B> {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.touch();
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.reader.wake();
         }
@@ -176,6 +181,8 @@ struct IdleTimer {
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     expired: bool,
+    /// Reads have ended (EOF given), for good.
+    closed: bool,
 }
 
 impl IdleTimer {
@@ -184,6 +191,7 @@ impl IdleTimer {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             expired: false,
+            closed: false,
         }
     }
 
@@ -305,12 +313,31 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(idle) = &mut this.idle {
-            if idle.poll_expired(&this.activity, cx) {
-                // As if the client had closed: the protocol ends the connection.
-                tracing::debug!(remote = ?this.remote, "connection closed: idle for --idle-timeout-secs");
-                return Poll::Ready(Ok(()));
+        let expired = match &mut this.idle {
+            Some(idle) if idle.closed => return Poll::Ready(Ok(())),
+            Some(idle) => idle.poll_expired(&this.activity, cx),
+            None => false,
+        };
+        if expired {
+            // Bytes that arrived by the deadline are a request: not idle.
+            let before = buf.filled().len();
+            let read = match &mut this.io {
+                Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+                Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            };
+            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                this.activity.touch();
+                if let Some(idle) = &mut this.idle {
+                    idle.expired = false;
+                }
+                return read;
             }
+            // As if the client had closed: the protocol ends the connection.
+            tracing::debug!(remote = ?this.remote, "connection closed: idle for --idle-timeout-secs");
+            if let Some(idle) = &mut this.idle {
+                idle.closed = true;
+            }
+            return Poll::Ready(Ok(()));
         }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
