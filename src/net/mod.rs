@@ -282,6 +282,10 @@ pub struct Conn {
     pub local: Option<SocketAddr>,
     activity: Arc<Activity>,
     idle: Option<IdleTimer>,
+    /// Bytes handed to the protocol so far, and whether they could still be
+    /// the start of the HTTP/2 preface.
+    handed_out: usize,
+    maybe_h2: bool,
     _slot: Slot,
 }
 
@@ -313,19 +317,31 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            // The client's first bytes come first, whatever the idle clock says.
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            this.activity.touch();
+            this.note_read(n);
+            return Poll::Ready(Ok(()));
+        }
         let expired = match &mut this.idle {
             Some(idle) if idle.closed => return Poll::Ready(Ok(())),
             Some(idle) => idle.poll_expired(&this.activity, cx),
             None => false,
         };
+        let before = buf.filled().len();
+        let read = match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.note_read(n);
+        }
         if expired {
-            // Bytes that arrived by the deadline are a request: not idle.
-            let before = buf.filled().len();
-            let read = match &mut this.io {
-                Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-                Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            };
-            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if n > 0 {
+                // Bytes that arrived by the deadline are a request: not idle.
                 this.activity.touch();
                 if let Some(idle) = &mut this.idle {
                     idle.expired = false;
@@ -339,20 +355,25 @@ impl AsyncRead for Conn {
             }
             return Poll::Ready(Ok(()));
         }
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            if this.prefix.is_empty() {
-                this.activity.unread_prefix.store(false, Ordering::Release);
-            }
-            return Poll::Ready(Ok(()));
-        }
-        match &mut this.io {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        read
+    }
+}
+
+impl Conn {
+    /// Counts bytes handed to the protocol; once it has the first bytes
+    /// (and, for a start that could still be the HTTP/2 preface, all 24 of
+    /// the preface, which hyper-util reads before choosing a protocol), it
+    /// can be told to shut down without losing them.
+    fn note_read(&mut self, n: usize) {
+        self.handed_out = self.handed_out.saturating_add(n);
+        if self.prefix.is_empty() && (!self.maybe_h2 || self.handed_out >= H2_PREFACE.len()) {
+            self.activity.unread_prefix.store(false, Ordering::Release);
         }
     }
 }
+
+/// What an HTTP/2 client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl AsyncWrite for Conn {
     fn poll_write(
@@ -518,9 +539,13 @@ fn admit(
         };
         match opened {
             Ok(Ok((io, prefix))) => {
+                let maybe_h2 =
+                    H2_PREFACE.starts_with(&prefix[..prefix.len().min(H2_PREFACE.len())]);
                 let conn = Conn {
                     io,
                     prefix,
+                    handed_out: 0,
+                    maybe_h2,
                     remote: Some(remote),
                     local,
                     activity: Arc::new(Activity::new()),
