@@ -33,6 +33,20 @@ pub(crate) enum Outcome {
     Broken { at: Duration, error: String },
 }
 
+impl Outcome {
+    /// A transport error at `at`: refused (never admitted) or broken.
+    pub(crate) fn failed(e: &reqwest::Error, at: Duration) -> Self {
+        if e.is_connect() {
+            Outcome::Refused { at }
+        } else {
+            Outcome::Broken {
+                at,
+                error: format!("{e:?}"),
+            }
+        }
+    }
+}
+
 /// Kills the server if the test fails before it exits by itself.
 pub(crate) struct Server(pub(crate) Child);
 
@@ -147,13 +161,8 @@ async fn sigterm_under_load_fails_no_admitted_request() {
                         answered.fetch_add(1, Ordering::Relaxed);
                         outcomes.push(Outcome::Answered { status, start, end });
                     }
-                    Err(e) if e.is_connect() => {
-                        outcomes.push(Outcome::Refused { at: t0.elapsed() });
-                        break;
-                    }
                     Err(e) => {
-                        let error = format!("{e:?}");
-                        outcomes.push(Outcome::Broken { at: t0.elapsed(), error });
+                        outcomes.push(Outcome::failed(&e, t0.elapsed()));
                         break;
                     }
                 }

@@ -107,15 +107,8 @@ async fn sigterm_during_a_hot_swap(delay: Duration, name: &str) {
                             end: t0.elapsed(),
                         });
                     }
-                    Err(e) if e.is_connect() => {
-                        outcomes.push(Outcome::Refused { at: t0.elapsed() });
-                        break;
-                    }
                     Err(e) => {
-                        outcomes.push(Outcome::Broken {
-                            at: t0.elapsed(),
-                            error: format!("{e:?}"),
-                        });
+                        outcomes.push(Outcome::failed(&e, t0.elapsed()));
                         break;
                     }
                 }
