@@ -194,7 +194,7 @@ pub fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
 }
 
 pub fn metadata(v: &LoadedVersion, versions: Vec<String>) -> pb::ModelMetadataResponse {
-    let tensors = |specs: &[crate::runtime::TensorSpec]| {
+    let tensors = |specs: &[crate::tensor::TensorSpec]| {
         specs
             .iter()
             .map(|t| pb::model_metadata_response::TensorMetadata {

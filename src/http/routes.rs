@@ -74,7 +74,7 @@ fn metadata_json(s: &AppState, version: &LoadedVersion, all_versions: bool) -> V
     } else {
         vec![version.version.to_string()]
     };
-    let tensors = |specs: &[crate::runtime::TensorSpec]| -> Vec<Value> {
+    let tensors = |specs: &[crate::tensor::TensorSpec]| -> Vec<Value> {
         specs
             .iter()
             .map(|t| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape}))

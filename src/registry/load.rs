@@ -3,8 +3,9 @@
 use super::{Defaults, Registry};
 use crate::metrics::VersionMetrics;
 use crate::repository::{self, Fingerprint, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
-use crate::runtime::{self, ModelSignature, Placement, ProviderOptions};
+use crate::runtime::{self, Placement, ProviderOptions};
 use crate::scheduler::{BatchPolicy, Executor, ExecutorFactory, Scheduler, SchedulerConfig};
+use crate::tensor::ModelSignature;
 use crate::tensor::fmt_shape;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -2,8 +2,9 @@
 //! first real request never pays for ONNX Runtime's first-run allocations.
 
 use crate::repository::WarmupRun;
-use crate::runtime::{BatchInput, ModelSignature};
+use crate::runtime::BatchInput;
 use crate::scheduler::Executor;
+use crate::tensor::ModelSignature;
 use crate::tensor::{DataType, TensorData, element_count};
 use bytes::Bytes;
 

@@ -5,7 +5,8 @@
 //! copied out once into a [`Bytes`] buffer, which the scheduler slices per
 //! request without copying again.
 
-use crate::tensor::{DataType, TensorData, element_count};
+use super::signature::{datatype_of, read_signature};
+use crate::tensor::{DataType, ModelSignature, RunOutput, TensorData, element_count};
 use bytes::Bytes;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, ValueType};
@@ -19,14 +20,6 @@ pub struct BatchInput<'a> {
     /// The batch's shape: the sum of the parts' rows, then the shared dims.
     pub shape: Vec<usize>,
     pub parts: Vec<&'a TensorData>,
-}
-
-/// One output of a run, for the whole batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunOutput {
-    pub datatype: DataType,
-    pub shape: Vec<usize>,
-    pub data: TensorData,
 }
 
 /// One ONNX Runtime session, owned by one instance worker thread.
@@ -57,8 +50,8 @@ impl Instance {
     }
 
     /// The graph's signature.
-    pub fn signature(&self) -> Result<super::ModelSignature, String> {
-        super::read_signature(&self.session)
+    pub fn signature(&self) -> Result<ModelSignature, String> {
+        read_signature(&self.session)
     }
 
     /// Runs the batch and returns the outputs at `wanted` (indices into the
@@ -194,8 +187,8 @@ fn extract(value: &DynValue) -> Result<RunOutput, String> {
     let ValueType::Tensor { ty, .. } = value.dtype() else {
         return Err("not a tensor".into());
     };
-    let datatype = super::session::datatype_of(*ty)
-        .ok_or_else(|| format!("element type {ty:?} cannot be served"))?;
+    let datatype =
+        datatype_of(*ty).ok_or_else(|| format!("element type {ty:?} cannot be served"))?;
     let (shape, data) = match datatype {
         DataType::Uint8 => copy_pod::<u8>(value)?,
         DataType::Uint16 => copy_pod::<u16>(value)?,

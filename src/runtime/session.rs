@@ -1,37 +1,12 @@
 //! Building sessions, and reading a graph's signature.
 
 use super::exec::Instance;
+use super::library::environment;
 use super::provider::{ExecutionProvider, ProviderOptions, TrtShapes};
-use crate::tensor::DataType;
+use crate::tensor::ModelSignature;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{TensorElementType, ValueType};
 use std::path::Path;
-
-/// A model input or output as the graph declares it. `-1` marks a dynamic dim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub datatype: DataType,
-    pub shape: Vec<i64>,
-}
-
-/// Inputs and outputs of a graph, in graph order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSignature {
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-}
-
-impl ModelSignature {
-    /// True when every input and output has a dynamic first dimension.
-    pub fn batchable(&self) -> bool {
-        self.inputs
-            .iter()
-            .chain(&self.outputs)
-            .all(|t| t.shape.first() == Some(&-1))
-    }
-}
 
 /// Where a model's sessions were placed: the provider that registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,65 +25,6 @@ impl std::fmt::Display for Placement {
             p => write!(f, "{p}:{}", self.device_id),
         }
     }
-}
-
-pub(crate) fn datatype_of(ty: TensorElementType) -> Option<DataType> {
-    Some(match ty {
-        TensorElementType::Bool => DataType::Bool,
-        TensorElementType::Uint8 => DataType::Uint8,
-        TensorElementType::Uint16 => DataType::Uint16,
-        TensorElementType::Uint32 => DataType::Uint32,
-        TensorElementType::Uint64 => DataType::Uint64,
-        TensorElementType::Int8 => DataType::Int8,
-        TensorElementType::Int16 => DataType::Int16,
-        TensorElementType::Int32 => DataType::Int32,
-        TensorElementType::Int64 => DataType::Int64,
-        TensorElementType::Float16 => DataType::Fp16,
-        TensorElementType::Float32 => DataType::Fp32,
-        TensorElementType::Float64 => DataType::Fp64,
-        TensorElementType::Bfloat16 => DataType::Bf16,
-        TensorElementType::String => DataType::Bytes,
-        _ => return None,
-    })
-}
-
-fn spec_of(name: &str, ty: &ValueType, role: &str) -> Result<TensorSpec, String> {
-    match ty {
-        ValueType::Tensor { ty, shape, .. } => {
-            let datatype = datatype_of(*ty).ok_or_else(|| {
-                format!("{role} '{name}' has element type {ty:?}, which KServe v2 cannot carry")
-            })?;
-            Ok(TensorSpec {
-                name: name.to_string(),
-                datatype,
-                shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
-            })
-        }
-        other => Err(format!(
-            "{role} '{name}' is a {}, not a tensor; only tensor inputs and outputs are served (for scikit-learn classifiers convert with zipmap=False)",
-            match other {
-                ValueType::Sequence(_) => "sequence",
-                ValueType::Map { .. } => "map",
-                ValueType::Optional(_) => "optional",
-                ValueType::Tensor { .. } => "tensor",
-            }
-        )),
-    }
-}
-
-/// Reads the signature of a loaded session.
-pub fn read_signature(session: &Session) -> Result<ModelSignature, String> {
-    let inputs = session
-        .inputs()
-        .iter()
-        .map(|o| spec_of(o.name(), o.dtype(), "input"))
-        .collect::<Result<_, _>>()?;
-    let outputs = session
-        .outputs()
-        .iter()
-        .map(|o| spec_of(o.name(), o.dtype(), "output"))
-        .collect::<Result<_, _>>()?;
-    Ok(ModelSignature { inputs, outputs })
 }
 
 fn trt_shapes(signature: Option<&ModelSignature>, max_batch: usize) -> TrtShapes {
@@ -151,7 +67,7 @@ fn build_one(
 ) -> Result<Session, String> {
     let fail = |e: ort::Error| e.to_string();
     let fail_b = |e: ort::Error<_>| e.to_string();
-    let environment = super::environment().ok_or("onnx runtime is not initialised")?;
+    let environment = environment().ok_or("onnx runtime is not initialised")?;
     let mut builder = Session::builder(environment)
         .map_err(fail)?
         .with_optimization_level(GraphOptimizationLevel::Level3)

@@ -36,7 +36,8 @@ pub use queue::BatchPolicy;
 
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
-use crate::runtime::{BatchInput, RunOutput};
+use crate::runtime::BatchInput;
+use crate::tensor::RunOutput;
 use crate::tensor::{DataType, Tensor};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

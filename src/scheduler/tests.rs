@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::metrics::Metrics;
-use crate::runtime::RunOutput;
+use crate::tensor::RunOutput;
 use crate::tensor::TensorData;
 use bytes::Bytes;
 use std::sync::mpsc;

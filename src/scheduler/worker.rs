@@ -4,7 +4,8 @@
 use super::queue::Decision;
 use super::{Completion, Entry, Executor, ExecutorFactory, Shared};
 use crate::error::Error;
-use crate::runtime::{BatchInput, RunOutput};
+use crate::runtime::BatchInput;
+use crate::tensor::RunOutput;
 use crate::tensor::{TensorData, element_count};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};

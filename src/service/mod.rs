@@ -10,8 +10,8 @@ pub use validate::validate;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::{LoadedVersion, Registry};
-use crate::runtime::RunOutput;
 use crate::scheduler::Job;
+use crate::tensor::RunOutput;
 use crate::tensor::{DataType, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -387,7 +387,7 @@ impl Service {
         Self::check_model_name(name)?;
         let v = self.resolve(name, version)?;
         let batching = v.max_batch_size > 0;
-        let tensors = |specs: &[crate::runtime::TensorSpec]| -> Vec<ConfigTensor> {
+        let tensors = |specs: &[crate::tensor::TensorSpec]| -> Vec<ConfigTensor> {
             specs
                 .iter()
                 .map(|t| ConfigTensor {

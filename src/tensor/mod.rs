@@ -6,8 +6,10 @@
 //! BYTES tensors are a list of byte strings. Shape arithmetic is checked: no
 //! multiplication can overflow and no allocation is sized by an unchecked product.
 
+mod spec;
 mod wire;
 
+pub use spec::{ModelSignature, RunOutput, TensorSpec};
 pub use wire::{check_shape, decode_raw, encode_raw, parse_datatype};
 
 use bytes::Bytes;

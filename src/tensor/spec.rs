@@ -1,0 +1,38 @@
+//! What a model declares and returns, in tensor terms: the graph's input and
+//! output specs, and one run's outputs. Protocol- and runtime-neutral, so the
+//! adapters describe models and encode results without importing `runtime`.
+
+use super::{DataType, TensorData};
+
+/// A model input or output as the graph declares it. `-1` marks a dynamic dim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// Inputs and outputs of a graph, in graph order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSignature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl ModelSignature {
+    /// True when every input and output has a dynamic first dimension.
+    pub fn batchable(&self) -> bool {
+        self.inputs
+            .iter()
+            .chain(&self.outputs)
+            .all(|t| t.shape.first() == Some(&-1))
+    }
+}
+
+/// One output of a run: for a whole batch, or one request's rows of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutput {
+    pub datatype: DataType,
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
