@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice::http::json::{DataJson, RequestJson, decode_input};
+use sluice::http::codec::json::{DataJson, RequestJson, decode_input};
 use sluice::metrics::Metrics;
 use sluice::runtime::{self, BatchInput, Instance, ProviderOptions, RunOutput};
 use sluice::scheduler::{
@@ -292,7 +292,7 @@ fn service(c: &mut Criterion) {
         metrics.clone(),
         sluice::registry::Defaults {
             cores: 2,
-            control_mode: sluice::config::ControlMode::Explicit,
+            control_mode: sluice::registry::ControlMode::Explicit,
         },
     ));
     let service = Service::new(registry.clone(), metrics, Limits::default());

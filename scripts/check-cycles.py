@@ -31,6 +31,7 @@ def module_of(path: Path) -> tuple:
 
 def expand(tree: str) -> list:
     """`a::{b, c::{d, e}}` -> [a::b, a::c::d, a::c::e]."""
+    tree = re.sub(r"\s+as\s+\w+", "", tree)  # `x as y` names x
     tree = re.sub(r"\s+", "", tree)
     brace = tree.find("{")
     if brace < 0:

@@ -35,6 +35,16 @@ pub struct Admitted {
     _body: Option<OwnedSemaphorePermit>,
 }
 
+impl Admitted {
+    /// Holds no permit: for requests the caps do not apply to.
+    pub fn none() -> Self {
+        Self {
+            _request: None,
+            _body: None,
+        }
+    }
+}
+
 impl Admission {
     /// `max_requests` in flight, `max_body_bytes` of bodies and messages in flight.
     pub fn new(max_requests: usize, max_body_bytes: usize) -> Self {

@@ -1,10 +1,9 @@
 //! The `sluice` binary: parse flags, set up logging, bind, and run.
 
 use clap::Parser;
-use sluice::config::{Cli, Command, LogFormat, ServeArgs};
+use sluice::cli::{Cli, Command, LogFormat, ServeArgs};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 fn main() -> ExitCode {
     disable_onnxruntime_telemetry();
@@ -14,10 +13,15 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     match cli.command {
-        Command::Healthcheck(args) => match runtime.block_on(sluice::healthcheck(&args.url)) {
-            true => ExitCode::SUCCESS,
-            false => ExitCode::FAILURE,
-        },
+        Command::Healthcheck(args) => {
+            match runtime.block_on(sluice::healthcheck::probe(&args.url)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("unhealthy: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => match runtime.block_on(serve(*args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),
@@ -49,16 +53,14 @@ fn fail(message: String) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let logging = init_tracing(&args);
+    let mut config = sluice::ServerConfig::try_from(&args)?;
+    // Fail fast, before anything is logged or bound, on a missing library.
     let env = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
-    let library = sluice::runtime::locate_library(args.onnxruntime_lib.as_deref(), env.as_deref())?;
-    let mut config = sluice::ServerConfig::new(args.model_repository.clone(), library);
-    tracing::info!(config = ?args, "starting (secrets redacted)");
-    args.apply_limits(&mut config);
+    let library =
+        sluice::runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
+    config.onnxruntime_lib = Some(library);
     config.logging = logging;
-    config.shutdown_delay = Duration::from_secs(args.shutdown_delay_secs);
-    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
-    (config.control_mode, config.poll_interval) = args.control();
-    config.load_models = args.load_model.clone();
+    tracing::info!(config = ?args, "starting (secrets redacted)");
     let bind = |port: u16, what: &'static str| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

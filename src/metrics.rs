@@ -6,14 +6,15 @@
 //! by the models served. Each version caches its labelled handles in a
 //! [`VersionMetrics`] so the hot path never formats labels.
 
+use crate::registry::state::ModelState;
+use crate::service::stats::Stats;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
@@ -28,9 +29,6 @@ pub const MODEL_STATE: &str = "sluice_model_state";
 pub const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
 pub const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
 pub const MODEL_INFO: &str = "sluice_model_info";
-pub const OPEN_CONNECTIONS: &str = "sluice_open_connections";
-pub const REFUSED_CONNECTIONS: &str = "sluice_refused_connections_total";
-pub const REFUSED_REQUESTS: &str = "sluice_refused_requests_total";
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,55 +41,6 @@ const BATCH_BUCKETS: &[f64] = &[
 const LOAD_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
-
-/// What the edge refuses before a request reaches a model's queue: over the
-/// connection cap, failed TLS handshakes, bad tokens, the in-flight cap, the
-/// request timeout. Labels come from small fixed sets.
-#[derive(Debug, Clone)]
-pub struct EdgeMetrics {
-    pub open_connections: IntGauge,
-    refused_connections: IntCounterVec,
-    refused_requests: IntCounterVec,
-}
-
-impl Default for EdgeMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EdgeMetrics {
-    /// Unregistered families; [`Metrics::new`] registers its own.
-    pub fn new() -> Self {
-        Self {
-            open_connections: IntGauge::new(
-                OPEN_CONNECTIONS,
-                "Connections open now, all listeners.",
-            )
-            .unwrap_or_else(|e| unreachable!("static gauge is valid: {e}")),
-            refused_connections: counter(
-                REFUSED_CONNECTIONS,
-                "Connections closed before serving: reason is limit (--max-connections), tls_handshake, or idle (no request within --handshake-timeout-secs).",
-                &["reason"],
-            ),
-            refused_requests: counter(
-                REFUSED_REQUESTS,
-                "Requests refused before reaching a model: unauthenticated, forbidden, inflight_limit, request_timeout.",
-                &["protocol", "reason"],
-            ),
-        }
-    }
-
-    pub fn refuse_connection(&self, reason: &str) {
-        self.refused_connections.with_label_values(&[reason]).inc();
-    }
-
-    pub fn refuse_request(&self, protocol: &str, reason: &str) {
-        self.refused_requests
-            .with_label_values(&[protocol, reason])
-            .inc();
-    }
-}
 
 /// The protocols and outcomes `sluice_requests_total` is labelled with; each
 /// version caches one handle per pair so the hot path never hashes labels.
@@ -106,9 +55,6 @@ pub const OUTCOMES: [&str; 8] = [
     "denied",
     "error",
 ];
-
-/// The model states reported by `sluice_model_state`.
-pub const STATES: [&str; 3] = ["loading", "ready", "unavailable"];
 
 /// Every metric family of one server.
 #[derive(Clone)]
@@ -128,7 +74,7 @@ pub struct Metrics {
     load_failures: IntCounterVec,
     model_info: IntGaugeVec,
     /// Server-wide refusals before a request reaches a model.
-    pub edge: EdgeMetrics,
+    pub edge: crate::net::metrics::EdgeMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -230,7 +176,7 @@ impl Metrics {
                 "1 per served model version, labelled with the execution provider its sessions were placed on.",
                 &["model", "version", "execution_provider"],
             ),
-            edge: EdgeMetrics::new(),
+            edge: crate::net::metrics::EdgeMetrics::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -247,11 +193,9 @@ impl Metrics {
             Box::new(m.load_duration.clone()),
             Box::new(m.load_failures.clone()),
             Box::new(m.model_info.clone()),
-            Box::new(m.edge.open_connections.clone()),
-            Box::new(m.edge.refused_connections.clone()),
-            Box::new(m.edge.refused_requests.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
+        let collectors = collectors.into_iter().chain(m.edge.collectors());
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
                 tracing::warn!(error = %e, "metric not registered");
@@ -298,11 +242,11 @@ impl Metrics {
     }
 
     /// Sets the state gauge of a version: 1 for `state`, 0 for the others.
-    pub fn set_state(&self, model: &str, version: u64, state: &str) {
+    pub fn set_state(&self, model: &str, version: u64, state: ModelState) {
         let v = version.to_string();
-        for s in STATES {
+        for s in ModelState::ALL {
             self.model_state
-                .with_label_values(&[model, v.as_str(), s])
+                .with_label_values(&[model, v.as_str(), s.metric_label()])
                 .set(i64::from(s == state));
         }
     }
@@ -338,10 +282,10 @@ impl Metrics {
         for vec in [&self.pending, &self.inflight] {
             let _ = vec.remove_label_values(&l);
         }
-        for s in STATES {
+        for s in ModelState::ALL {
             let _ = self
                 .model_state
-                .remove_label_values(&[model, v.as_str(), s]);
+                .remove_label_values(&[model, v.as_str(), s.metric_label()]);
         }
     }
 
@@ -446,78 +390,6 @@ impl VersionMetrics {
 struct ProtocolHandles {
     duration: Histogram,
     outcomes: Vec<IntCounter>,
-}
-
-/// A count and a total duration in nanoseconds.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub count: AtomicU64,
-    pub ns: AtomicU64,
-}
-
-impl Tally {
-    fn add(&self, d: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.ns.fetch_add(
-            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    pub fn get(&self) -> (u64, u64) {
-        (
-            self.count.load(Ordering::Relaxed),
-            self.ns.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Cumulative statistics of one version, as Triton's statistics extension reports them.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub success: Tally,
-    pub fail: Tally,
-    pub queue: Tally,
-    pub compute_infer: Tally,
-    pub inference_count: AtomicU64,
-    pub execution_count: AtomicU64,
-    /// Milliseconds since the epoch of the last inference.
-    pub last_inference_ms: AtomicU64,
-    /// Per executed batch size: (count, total compute ns).
-    pub batches: Mutex<BTreeMap<usize, (u64, u64)>>,
-}
-
-impl Stats {
-    fn record_batch(&self, rows: usize, took: Duration) {
-        self.inference_count
-            .fetch_add(rows as u64, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_inference_ms.store(ms, Ordering::Relaxed);
-        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = batches.entry(rows).or_insert((0, 0));
-        slot.0 += 1;
-        slot.1 += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-    }
-
-    fn record_request(&self, total: Duration, queue_and_compute: Option<(Duration, Duration)>) {
-        match queue_and_compute {
-            Some((queue, compute)) => {
-                self.success.add(total);
-                self.queue.add(queue);
-                self.compute_infer.add(compute);
-            }
-            None => self.fail.add(total),
-        }
-    }
-
-    /// Executed batch sizes so far, ascending: (size, count, compute ns).
-    pub fn batch_sizes(&self) -> Vec<(usize, u64, u64)> {
-        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        batches.iter().map(|(&s, &(c, ns))| (s, c, ns)).collect()
-    }
 }
 
 #[cfg(test)]

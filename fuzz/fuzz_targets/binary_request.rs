@@ -1,5 +1,5 @@
 //! The REST request decoder with Triton's binary tensor extension
-//! (`sluice::http::binary::decode_body`): JSON header of
+//! (`sluice::http::codec::decode_body`): JSON header of
 //! `Inference-Header-Content-Length` bytes, then raw tensors.
 //!
 //! Input framing: everything up to the first `\n` is the value of the
@@ -11,7 +11,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sluice::http::binary::{HEADER_LENGTH, decode_body};
+use sluice::http::codec::binary::HEADER_LENGTH;
+use sluice::http::codec::decode_body;
 
 fuzz_target!(|data: &[u8]| {
     let max_elements = sluice::service::Limits::default().max_tensor_elements;

@@ -1,4 +1,4 @@
-//! The KServe v2 JSON tensor decoder (`sluice::http::json`): arbitrary bytes
+//! The KServe v2 JSON tensor decoder (`sluice::http::codec::json`): arbitrary bytes
 //! as an infer request body, every input decoded with the server's default
 //! element limit. Properties: no panic, no allocation beyond the body's size
 //! class; a decoded tensor holds exactly the elements its shape declares; and
@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::http::json::{self, DataJson, InputJson, RequestJson};
+use sluice::http::codec::json::{self, DataJson, InputJson, RequestJson};
 use sluice::tensor::{DataType, Tensor, TensorData};
 use std::sync::OnceLock;
 

@@ -4,16 +4,17 @@
 
 use super::pb;
 use crate::error::{Error, Result};
-use crate::registry::LoadedVersion;
 use crate::repository::config::VersionPolicy;
-use crate::service::{ConfigTensor, IndexRow, InferRequest, InferResponse, ModelConfigView};
+use crate::service::{
+    ConfigTensor, IndexRow, InferRequest, InferResponse, ModelConfigView, ModelMetadata,
+    StatDuration, VersionStats,
+};
 use crate::tensor::{
     DataType, Tensor, TensorData, check_shape, decode_raw, encode_raw, parse_datatype,
 };
 use bytes::{Bytes, BytesMut};
 use pb::infer_parameter::ParameterChoice;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 /// A version field: empty means "the server's choice".
 pub fn version(field: &str, version: &str) -> Result<Option<u64>> {
@@ -193,23 +194,24 @@ pub fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
     }
 }
 
-pub fn metadata(v: &LoadedVersion, versions: Vec<String>) -> pb::ModelMetadataResponse {
-    let tensors = |specs: &[crate::tensor::TensorSpec]| {
+/// KServe v2 model metadata.
+pub fn metadata(m: ModelMetadata) -> pb::ModelMetadataResponse {
+    let tensors = |specs: Vec<crate::tensor::TensorSpec>| {
         specs
-            .iter()
+            .into_iter()
             .map(|t| pb::model_metadata_response::TensorMetadata {
-                name: t.name.clone(),
+                name: t.name,
                 datatype: t.datatype.as_str().to_string(),
-                shape: t.shape.clone(),
+                shape: t.shape,
             })
             .collect()
     };
     pb::ModelMetadataResponse {
-        name: v.model.clone(),
-        versions,
-        platform: "onnxruntime_onnx".into(),
-        inputs: tensors(&v.signature.inputs),
-        outputs: tensors(&v.signature.outputs),
+        name: m.name,
+        versions: m.versions.iter().map(u64::to_string).collect(),
+        platform: m.platform.into(),
+        inputs: tensors(m.inputs),
+        outputs: tensors(m.outputs),
     }
 }
 
@@ -320,38 +322,39 @@ pub fn config(c: &ModelConfigView) -> pb::ModelConfig {
     }
 }
 
-fn duration((count, ns): (u64, u64)) -> Option<pb::StatisticDuration> {
-    Some(pb::StatisticDuration { count, ns })
+fn duration(d: StatDuration) -> Option<pb::StatisticDuration> {
+    Some(pb::StatisticDuration {
+        count: d.count,
+        ns: d.ns,
+    })
 }
 
 /// Triton's statistics of one version (the same figures as REST `stats`).
-pub fn statistics(v: &LoadedVersion) -> pb::ModelStatistics {
-    let st = &v.metrics.stats;
-    let zero = || duration((0, 0));
+pub fn statistics(s: VersionStats) -> pb::ModelStatistics {
     pb::ModelStatistics {
-        name: v.model.clone(),
-        version: v.version.to_string(),
-        last_inference: st.last_inference_ms.load(Ordering::Relaxed),
-        inference_count: st.inference_count.load(Ordering::Relaxed),
-        execution_count: st.execution_count.load(Ordering::Relaxed),
+        name: s.name,
+        version: s.version.to_string(),
+        last_inference: s.last_inference,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
         inference_stats: Some(pb::InferStatistics {
-            success: duration(st.success.get()),
-            fail: duration(st.fail.get()),
-            queue: duration(st.queue.get()),
-            compute_input: zero(),
-            compute_infer: duration(st.compute_infer.get()),
-            compute_output: zero(),
-            cache_hit: zero(),
-            cache_miss: zero(),
+            success: duration(s.success),
+            fail: duration(s.fail),
+            queue: duration(s.queue),
+            compute_input: duration(s.compute_input),
+            compute_infer: duration(s.compute_infer),
+            compute_output: duration(s.compute_output),
+            cache_hit: duration(s.cache_hit),
+            cache_miss: duration(s.cache_miss),
         }),
-        batch_stats: st
-            .batch_sizes()
+        batch_stats: s
+            .batches
             .into_iter()
-            .map(|(size, count, ns)| pb::InferBatchStatistics {
-                batch_size: size as u64,
-                compute_input: zero(),
-                compute_infer: duration((count, ns)),
-                compute_output: zero(),
+            .map(|b| pb::InferBatchStatistics {
+                batch_size: b.batch_size,
+                compute_input: duration(b.compute_input),
+                compute_infer: duration(b.compute_infer),
+                compute_output: duration(b.compute_output),
             })
             .collect(),
         memory_usage: vec![],

@@ -1,9 +1,9 @@
-//! The gRPC twin of `http::guard`: one tower layer in front of every gRPC
-//! service that checks the bearer token in `authorization` metadata, takes a
-//! permit of the server-wide in-flight cap, bounds the time to the response,
-//! and turns tonic's "message too large" into `RESOURCE_EXHAUSTED` with our
-//! message (tonic says `OUT_OF_RANGE`; the gRPC spec says a message over the
-//! limit is `RESOURCE_EXHAUSTED`).
+//! The gRPC side of the edge policy ([`crate::edge`]): one tower layer in
+//! front of every gRPC service. It finds the method's scope in a table,
+//! runs the policy with the `authorization` metadata, and turns tonic's
+//! "message too large" into `RESOURCE_EXHAUSTED` with our message (tonic
+//! says `OUT_OF_RANGE`; the gRPC spec says a message over the limit is
+//! `RESOURCE_EXHAUSTED`).
 //!
 //! A unary call of the inference service is held until its first frame
 //! arrives: the 5-byte gRPC message header there gives the message length,
@@ -16,10 +16,11 @@
 //! For `ModelStreamInfer` the permit and the timeout cover opening the stream;
 //! each message on it then goes through its model's bounded queue.
 
-use super::status;
-use crate::admission::{Admission, Admitted};
-use crate::auth::{Access, Auth};
-use crate::error::Error;
+use super::conn::ConnInfo;
+use super::status::{oversize, status};
+use crate::admission::Admitted;
+use crate::auth::Access;
+use crate::edge::Edge;
 use crate::service::{Protocol, Service};
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -28,7 +29,6 @@ use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::{Code, Status};
@@ -36,11 +36,8 @@ use tonic::{Code, Status};
 /// What the layer enforces.
 #[derive(Debug, Clone)]
 pub struct GrpcGuard {
-    pub auth: Option<Auth>,
-    pub admission: Admission,
-    pub request_timeout: Option<Duration>,
+    pub edge: Edge,
     pub max_message_bytes: usize,
-    pub metrics: crate::metrics::EdgeMetrics,
     /// For the queue check before a `ModelInfer` message is read.
     pub service: Service,
 }
@@ -49,29 +46,22 @@ const INFERENCE: &str = "/inference.GRPCInferenceService/";
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 
-/// What a gRPC method needs.
+/// The scope each method needs, by full method path. The health service
+/// and the liveness and readiness calls are probes; the repository and log
+/// settings are administration; everything else (inference, metadata,
+/// statistics, configuration, reflection) needs `infer`.
 pub fn access(path: &str) -> Access {
-    const SERVICE: &str = "/inference.GRPCInferenceService/";
-    if path.starts_with("/grpc.health.v1.Health/") {
-        return Access::Health;
-    }
-    match path.strip_prefix(SERVICE) {
-        Some("ServerLive" | "ServerReady") => Access::Health,
-        Some(method) if method.starts_with("Repository") || method == "LogSettings" => {
-            Access::Admin
-        }
+    match path {
+        "/grpc.health.v1.Health/Check"
+        | "/grpc.health.v1.Health/Watch"
+        | "/inference.GRPCInferenceService/ServerLive"
+        | "/inference.GRPCInferenceService/ServerReady" => Access::Health,
+        "/inference.GRPCInferenceService/RepositoryIndex"
+        | "/inference.GRPCInferenceService/RepositoryModelLoad"
+        | "/inference.GRPCInferenceService/RepositoryModelUnload"
+        | "/inference.GRPCInferenceService/LogSettings" => Access::Admin,
         _ => Access::Infer,
     }
-}
-
-/// Rewrites tonic's decode-limit status into ours; other statuses pass.
-pub fn oversize(s: Status, max_message_bytes: usize) -> Status {
-    if s.code() == Code::OutOfRange && s.message().contains("message length too large") {
-        return status(Error::TooLarge(format!(
-            "request message is larger than the server's limit of {max_message_bytes} bytes (--grpc-max-message-bytes)"
-        )));
-    }
-    s
 }
 
 #[derive(Debug, Clone)]
@@ -115,14 +105,10 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         // The connection is busy until the response (or stream) ends.
-        let busy = req
-            .extensions()
-            .get::<super::ConnInfo>()
-            .cloned()
-            .map(|info| {
-                req.extensions_mut().insert(info.tcp);
-                info.activity.begin()
-            });
+        let busy = req.extensions().get::<ConnInfo>().cloned().map(|info| {
+            req.extensions_mut().insert(info.tcp);
+            info.activity.begin()
+        });
         Box::pin(async move {
             let response = guarded_call(inner, guard, req).await?;
             Ok(match busy {
@@ -144,23 +130,18 @@ where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
 {
     let access = access(req.uri().path());
-    if let Some(auth) = &guard.auth {
-        let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
-        if let Err(denied) = auth.check(authorization, access) {
-            guard.metrics.refuse_request("grpc", denied.reason());
-            return Ok(status(denied.into()).into_http());
-        }
-    }
+    let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
+    let pass = match guard
+        .edge
+        .admit(Protocol::Grpc, access, authorization, None)
+    {
+        Ok(pass) => pass,
+        Err(e) => return Ok(status(e).into_http()),
+    };
     if access == Access::Health {
         return inner.call(req).await;
     }
-    let mut admitted = match guard.admission.try_admit(None) {
-        Ok(admitted) => admitted,
-        Err(e) => {
-            guard.metrics.refuse_request("grpc", "inflight_limit");
-            return Ok(status(e).into_http());
-        }
-    };
+    let mut admitted = pass.admitted;
     let work = async {
         let req = match admit_message(&guard, &mut admitted, req).await {
             Ok(req) => req,
@@ -168,19 +149,9 @@ where
         };
         inner.call(req).await
     };
-    let response = match guard.request_timeout {
-        None => work.await?,
-        Some(limit) => match tokio::time::timeout(limit, work).await {
-            Ok(response) => response?,
-            Err(_) => {
-                guard.metrics.refuse_request("grpc", "request_timeout");
-                return Ok(status(Error::DeadlineExceeded(format!(
-                    "the request was not answered within {} s (--request-timeout-secs)",
-                    limit.as_secs_f64()
-                )))
-                .into_http());
-            }
-        },
+    let response = match pass.deadline.run(work).await {
+        Ok(response) => response?,
+        Err(e) => return Ok(status(e).into_http()),
     };
     drop(admitted);
     // A trailers-only error response carries its status in the headers.
@@ -212,13 +183,14 @@ async fn admit_message(
     let Some(length) = message_length(&head) else {
         return Ok(req); // tonic reports the short or broken body
     };
-    if let Err(e) = guard
-        .admission
-        .reserve_body(admitted, length.min(guard.max_message_bytes))
-    {
-        guard.metrics.refuse_request("grpc", "inflight_limit");
-        return Err(status(e));
-    }
+    guard
+        .edge
+        .reserve_body(
+            Protocol::Grpc,
+            admitted,
+            length.min(guard.max_message_bytes),
+        )
+        .map_err(status)?;
     if model_infer {
         if let Some((model, version)) = infer_target(&head[5..]) {
             guard
@@ -357,21 +329,5 @@ mod tests {
         };
         assert_eq!(infer_target(&bad.encode_to_vec()), None);
         assert_eq!(infer_target(b"\x22\x00"), None);
-    }
-
-    #[test]
-    fn oversize_becomes_resource_exhausted() {
-        let s = oversize(
-            Status::out_of_range(
-                "Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes",
-            ),
-            4,
-        );
-        assert_eq!(s.code(), Code::ResourceExhausted);
-        assert!(s.message().contains("--grpc-max-message-bytes"));
-        assert_eq!(
-            oversize(Status::out_of_range("x"), 4).code(),
-            Code::OutOfRange
-        );
     }
 }

@@ -1,98 +1,51 @@
-//! The one middleware in front of every REST route: authentication and
-//! scope, the server-wide in-flight cap, and the request timeout, in that
-//! order (a refused caller never costs a permit; health probes and metrics
-//! never wait behind inference).
+//! The REST side of the edge policy ([`crate::edge`]): one middleware per
+//! route, built with the route's [`Access`] scope (the router declares it;
+//! nothing here matches paths). It runs the policy, puts the body limits in
+//! the request for the body extractor, and answers a refusal in our error
+//! format after draining the unread body.
 
-use super::error::{ApiError, BodyLimits};
-use crate::admission::Admission;
-use crate::auth::{Access, Auth};
-use crate::error::Error;
-use crate::metrics::EdgeMetrics;
+use super::config::BodyLimits;
+use super::error::ApiError;
+use crate::auth::Access;
+use crate::edge::Edge;
+use crate::service::Protocol;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-/// What the guard enforces; cheap to clone.
+/// What the middleware of one route enforces; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    pub auth: Option<Auth>,
-    pub admission: Admission,
-    /// A request must be answered within this; `None` = no limit.
-    pub request_timeout: Option<Duration>,
+    pub edge: Edge,
     pub body: BodyLimits,
-    pub metrics: EdgeMetrics,
     /// The body limit, which also bounds how much of a refused body is drained.
     pub max_body_bytes: usize,
 }
 
-impl Default for Guard {
-    fn default() -> Self {
-        Self {
-            auth: None,
-            admission: Admission::new(0, 0),
-            request_timeout: None,
-            body: BodyLimits::default(),
-            metrics: EdgeMetrics::new(),
-            max_body_bytes: 64 << 20,
-        }
-    }
-}
-
-/// What a REST path needs.
-pub fn access(path: &str) -> Access {
-    if path.starts_with("/v2/health/") {
-        Access::Health
-    } else if path == "/metrics" {
-        Access::Metrics
-    } else if path.starts_with("/v2/repository/") || path.starts_with("/v2/logging") {
-        Access::Admin
-    } else {
-        Access::Infer
-    }
-}
-
-pub(super) async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
-    let access = access(req.uri().path());
-    if let Some(auth) = &g.auth {
-        let authorization = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        if let Err(denied) = auth.check(authorization, access) {
-            g.metrics.refuse_request("http", denied.reason());
-            return refuse(req, ApiError(denied.into()), g.max_body_bytes).await;
-        }
-    }
-    if matches!(access, Access::Health | Access::Metrics) {
-        return next.run(req).await;
-    }
-    let _admitted = match g
-        .admission
-        .try_admit(Some(body_bound(&req, g.max_body_bytes)))
+/// The middleware: `guard.0` with the route's scope `guard.1`.
+pub(super) async fn guard(
+    State((g, access)): State<(Guard, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let body_bytes = body_bound(&req, g.max_body_bytes);
+    let pass = match g
+        .edge
+        .admit(Protocol::Http, access, authorization, Some(body_bytes))
     {
-        Ok(admitted) => admitted,
-        Err(e) => {
-            g.metrics.refuse_request("http", "inflight_limit");
-            return refuse(req, ApiError(e), g.max_body_bytes).await;
-        }
+        Ok(pass) => pass,
+        Err(e) => return refuse(req, ApiError(e), g.max_body_bytes).await,
     };
     req.extensions_mut().insert(g.body);
-    let Some(limit) = g.request_timeout else {
-        return next.run(req).await;
-    };
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            g.metrics.refuse_request("http", "request_timeout");
-            ApiError(Error::DeadlineExceeded(format!(
-                "the request was not answered within {} s (--request-timeout-secs)",
-                limit.as_secs_f64()
-            )))
-            .into_response()
-        }
-    }
+    let response = pass.deadline.run(next.run(req)).await;
+    drop(pass.admitted);
+    response.unwrap_or_else(|e| ApiError(e).into_response())
 }
 
 /// The most body bytes `req` can send: its `Content-Length`, the body limit
@@ -136,21 +89,4 @@ pub(super) async fn refuse(req: Request, error: ApiError, limit: usize) -> Respo
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     error.into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_map_to_access() {
-        assert_eq!(access("/v2/health/ready"), Access::Health);
-        assert_eq!(access("/metrics"), Access::Metrics);
-        assert_eq!(access("/v2/repository/index"), Access::Admin);
-        assert_eq!(access("/v2/repository/models/iris/load"), Access::Admin);
-        assert_eq!(access("/v2/models/iris/infer"), Access::Infer);
-        assert_eq!(access("/v1/models/iris:predict"), Access::Infer);
-        assert_eq!(access("/v2"), Access::Infer);
-        assert_eq!(access("/nope"), Access::Infer);
-    }
 }

@@ -1,7 +1,8 @@
 //! `GET/POST /v2/logging`: Triton's logging extension (see [`crate::logging`]).
 
-use super::AppState;
-use super::error::{ApiError, Body};
+use super::body::Body;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::error::Error;
 use crate::logging::Value as Setting;
 use axum::Json;

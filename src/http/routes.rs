@@ -1,19 +1,18 @@
-//! REST handlers: decode, call the service, encode.
+//! REST handlers of the KServe v2 core API and Triton's statistics: decode,
+//! call the service, encode.
 
-use super::AppState;
-use super::binary;
-use super::error::{ApiError, Body};
-use super::json::DataJson;
+use super::body::Body;
+use super::codec::describe::{metadata_json, stats_json};
+use super::codec::{decode_request, encode_response};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::error::Error;
-use crate::registry::LoadedVersion;
-use crate::service::{InferResponse, Protocol};
+use crate::service::Protocol;
 use axum::Json;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -29,11 +28,12 @@ pub(super) async fn ready(State(s): State<AppState>) -> Response {
     }
 }
 
-pub(super) async fn server_metadata() -> Json<Value> {
+pub(super) async fn server_metadata(State(s): State<AppState>) -> Json<Value> {
+    let m = s.service.server_metadata();
     Json(json!({
-        "name": "sluice",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": crate::service::EXTENSIONS,
+        "name": m.name,
+        "version": m.version,
+        "extensions": m.extensions,
     }))
 }
 
@@ -51,6 +51,7 @@ pub(super) async fn method_not_allowed(method: axum::http::Method) -> Response {
     response
 }
 
+/// A version path segment: a positive integer.
 pub(super) fn parse_version(version: &str) -> ApiResult<u64> {
     version
         .parse::<u64>()
@@ -63,51 +64,21 @@ pub(super) fn parse_version(version: &str) -> ApiResult<u64> {
         })
 }
 
-fn metadata_json(s: &AppState, version: &LoadedVersion, all_versions: bool) -> Value {
-    let versions: Vec<String> = if all_versions {
-        s.service
-            .registry()
-            .served()
-            .get(&version.model)
-            .map(|m| m.versions.keys().map(u64::to_string).collect())
-            .unwrap_or_default()
-    } else {
-        vec![version.version.to_string()]
-    };
-    let tensors = |specs: &[crate::tensor::TensorSpec]| -> Vec<Value> {
-        specs
-            .iter()
-            .map(|t| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape}))
-            .collect()
-    };
-    json!({
-        "name": version.model,
-        "versions": versions,
-        "platform": "onnxruntime_onnx",
-        "inputs": tensors(&version.signature.inputs),
-        "outputs": tensors(&version.signature.outputs),
-        "parameters": {
-            "max_batch_size": version.max_batch_size,
-            "execution_provider": version.placement.to_string(),
-            "execution_provider_fallbacks": version.placement.fell_back_from.join("; "),
-        },
-    })
-}
-
 pub(super) async fn model_metadata(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let version = s.service.resolve(&model, None)?;
-    Ok(Json(metadata_json(&s, &version, true)))
+    Ok(Json(metadata_json(&s.service.metadata(&model, None)?)))
 }
 
 pub(super) async fn model_metadata_v(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let version = s.service.resolve(&model, Some(parse_version(&version)?))?;
-    Ok(Json(metadata_json(&s, &version, false)))
+    let version = parse_version(&version)?;
+    Ok(Json(metadata_json(
+        &s.service.metadata(&model, Some(version))?,
+    )))
 }
 
 fn ready_response(s: &AppState, model: &str, version: Option<u64>) -> ApiResult<Response> {
@@ -155,8 +126,8 @@ pub(super) async fn infer_v(
 /// big JSON bodies cannot stall the async threads that answer everyone else.
 const DECODE_OFF_RUNTIME: usize = 256 << 10;
 
-/// JSON and binary requests share one decoder (see [`binary`]). A full queue
-/// refuses before the body is read.
+/// JSON and binary requests share one decoder. A full queue refuses before
+/// the body is read.
 async fn infer_common(
     s: AppState,
     model: String,
@@ -168,113 +139,39 @@ async fn infer_common(
     }
     let headers = request.headers().clone();
     let Body(body) = Body::from_request(request, &()).await?;
+    let max_elements = s.service.limits().max_tensor_elements;
     let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {
-        let decoder = s.clone();
         tokio::task::spawn_blocking(move || {
-            binary::decode_request(&decoder, model, version, &headers, body)
+            decode_request(model, version, &headers, body, max_elements)
         })
         .await
         .map_err(|e| ApiError(Error::internal(format!("request decoding failed: {e}"))))??
     } else {
-        binary::decode_request(&s, model, version, &headers, body)?
+        decode_request(model, version, &headers, body, max_elements)?
     };
     let response = s.service.infer(request, Protocol::Http).await?;
-    Ok(binary::encode_response(&response, &format))
+    Ok(encode_response(&response, &format))
 }
 
-/// Encodes an inference response as v2 JSON.
-pub(crate) fn encode_response(response: &InferResponse) -> Response {
-    let outputs: Vec<Value> = response
-        .outputs
-        .iter()
-        .map(|(name, out)| {
-            json!({
-                "name": name,
-                "datatype": out.datatype.as_str(),
-                "shape": out.shape,
-                "data": serde_json::to_value(DataJson { datatype: out.datatype, data: &out.data })
-                    .unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    let mut body = json!({
-        "model_name": response.model,
-        "model_version": response.version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = &response.id {
-        body["id"] = Value::String(id.clone());
-    }
-    Json(body).into_response()
-}
-
-fn tally(t: &crate::metrics::Tally) -> Value {
-    let (count, ns) = t.get();
-    json!({"count": count, "ns": ns})
-}
-
-fn stats_json(v: &LoadedVersion) -> Value {
-    let st = &v.metrics.stats;
-    let zero = json!({"count": 0, "ns": 0});
-    let batches: Vec<Value> = st
-        .batch_sizes()
-        .into_iter()
-        .map(|(size, count, ns)| {
-            json!({
-                "batch_size": size,
-                "compute_input": zero,
-                "compute_infer": {"count": count, "ns": ns},
-                "compute_output": zero,
-            })
-        })
-        .collect();
-    json!({
-        "name": v.model,
-        "version": v.version.to_string(),
-        "last_inference": st.last_inference_ms.load(Ordering::Relaxed),
-        "inference_count": st.inference_count.load(Ordering::Relaxed),
-        "execution_count": st.execution_count.load(Ordering::Relaxed),
-        "inference_stats": {
-            "success": tally(&st.success),
-            "fail": tally(&st.fail),
-            "queue": tally(&st.queue),
-            "compute_input": zero,
-            "compute_infer": tally(&st.compute_infer),
-            "compute_output": zero,
-            "cache_hit": zero,
-            "cache_miss": zero,
-        },
-        "batch_stats": batches,
-        "pending_requests": v.scheduler.queue_depth(),
-    })
-}
-
-fn versions_of(
+fn stats_response(
     s: &AppState,
-    model: &str,
+    model: Option<&str>,
     version: Option<u64>,
-) -> ApiResult<Vec<Arc<LoadedVersion>>> {
-    match version {
-        Some(v) => Ok(vec![s.service.resolve(model, Some(v))?]),
-        None => {
-            let served = s.service.registry().served();
-            match served.get(model) {
-                Some(m) if !m.versions.is_empty() => Ok(m.versions.values().cloned().collect()),
-                _ => Ok(vec![s.service.resolve(model, None)?]),
-            }
-        }
-    }
+) -> ApiResult<Json<Value>> {
+    let stats: Vec<Value> = s
+        .service
+        .statistics(model, version)?
+        .iter()
+        .map(stats_json)
+        .collect();
+    Ok(Json(json!({"model_stats": stats})))
 }
 
 pub(super) async fn model_stats(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let stats: Vec<Value> = versions_of(&s, &model, None)?
-        .iter()
-        .map(|v| stats_json(v))
-        .collect();
-    Ok(Json(json!({"model_stats": stats})))
+    stats_response(&s, Some(&model), None)
 }
 
 pub(super) async fn model_stats_v(
@@ -282,22 +179,11 @@ pub(super) async fn model_stats_v(
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let version = parse_version(&version)?;
-    let stats: Vec<Value> = versions_of(&s, &model, Some(version))?
-        .iter()
-        .map(|v| stats_json(v))
-        .collect();
-    Ok(Json(json!({"model_stats": stats})))
+    stats_response(&s, Some(&model), Some(version))
 }
 
-pub(super) async fn all_stats(State(s): State<AppState>) -> Json<Value> {
-    let served = s.service.registry().served();
-    let mut names: Vec<&String> = served.keys().collect();
-    names.sort();
-    let stats: Vec<Value> = names
-        .into_iter()
-        .flat_map(|n| served[n].versions.values().map(|v| stats_json(v)))
-        .collect();
-    Json(json!({"model_stats": stats}))
+pub(super) async fn all_stats(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    stats_response(&s, None, None)
 }
 
 pub(super) async fn metrics(State(s): State<AppState>) -> Response {
@@ -306,7 +192,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.service.metrics().render(),
+        s.service.metrics_text(),
     )
         .into_response()
 }

@@ -19,7 +19,8 @@
 //! listeners stop, every connection is told to finish (HTTP/1 closes after
 //! the response in progress, HTTP/2 sends GOAWAY) and the loop waits for them.
 
-use super::HttpConfig;
+use super::config::HttpConfig;
+use super::parse_errors::JsonParseErrors;
 use crate::net::Conn;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,7 +30,7 @@ use std::future::Future;
 use tokio::sync::{mpsc, watch};
 
 /// hyper refuses read buffers smaller than this.
-pub const MIN_HEADER_BYTES: usize = 8192;
+const MIN_HEADER_BYTES: usize = crate::config::defaults::MIN_HEADER_BYTES as usize;
 
 /// Serves `app` on every connection from `incoming` until `shutdown`
 /// resolves, then waits for the open connections to finish. Once `draining`
@@ -73,7 +74,7 @@ pub async fn serve(
             inner: app.clone(),
             activity: activity.clone(),
         });
-        let io = super::parse_errors::JsonParseErrors::new(conn, head_limit, activity.clone());
+        let io = JsonParseErrors::new(conn, head_limit, activity.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();

@@ -14,9 +14,10 @@
 //!
 //! [`Service::infer`]: crate::service::Service::infer
 
-use super::AppState;
-use super::error::{ApiError, Body};
-use super::json::{self, DataJson, InputJson};
+use super::body::Body;
+use super::codec::json::{self, DataJson, InputJson};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::error::Error;
 use crate::service::{InferRequest, InferResponse, Protocol};
 use crate::tensor::Tensor;
@@ -38,13 +39,13 @@ pub(super) async fn action(
             "no such endpoint: expected /v1/models/<model>:predict, got /v1/models/{model_action}"
         ))));
     };
-    let version = s.service.resolve(model, None)?;
+    let metadata = s.service.metadata(model, None)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("malformed predict request JSON: {e}")))?;
     let Value::Object(mut body) = body else {
         return Err(Error::invalid("predict request must be a JSON object").into());
     };
-    let specs = &version.signature.inputs;
+    let specs = &metadata.inputs;
     let max = s.service.limits().max_tensor_elements;
     let (inputs, rows) = match (body.remove("instances"), body.remove("inputs")) {
         (Some(instances), None) => (from_instances(specs, instances, max)?, true),
@@ -58,7 +59,7 @@ pub(super) async fn action(
     };
     let request = InferRequest {
         model: model.to_string(),
-        version: Some(version.version),
+        version: Some(metadata.version),
         inputs,
         ..InferRequest::default()
     };

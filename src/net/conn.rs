@@ -2,7 +2,7 @@
 //! its idle timer) and the process-wide cap it holds a place under.
 
 use super::idle::{Activity, IdleTimer};
-use crate::metrics::EdgeMetrics;
+use super::metrics::EdgeMetrics;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::Kind;
+use super::config::Kind;
 
 /// Where the PEM files are.
 #[derive(Debug, Clone)]

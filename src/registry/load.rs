@@ -1,6 +1,7 @@
 //! Loading one model's versions from disk into running schedulers.
 
-use super::{Defaults, Registry};
+use super::Registry;
+use super::settings::Defaults;
 use crate::metrics::VersionMetrics;
 use crate::repository::{self, Fingerprint, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
 use crate::runtime::{self, Placement, ProviderOptions};
@@ -102,7 +103,8 @@ impl Registry {
                     continue;
                 }
             }
-            self.metrics.set_state(name, version, "loading");
+            self.metrics
+                .set_state(name, version, super::state::ModelState::Loading);
             let path = model_dir.version_path(version);
             let lv = load_version(name, version, path, &config, &self.defaults, self, key)
                 .map_err(|reason| LoadFailure {

@@ -15,10 +15,16 @@
 //! - Loads are serialised by one async mutex, so two loads of the same model
 //!   cannot interleave.
 
+mod lifecycle;
 mod load;
+mod settings;
+pub(crate) mod state;
 mod warmup;
 
+pub use lifecycle::{load_at_start, spawn_polling};
 pub use load::LoadedVersion;
+pub use settings::{ControlMode, Defaults};
+pub use state::{ModelState, VersionState};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -35,39 +41,6 @@ pub struct Model {
     pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
 }
 
-/// A version's state as the repository index reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VersionState {
-    Loading,
-    Ready,
-    /// Serving the session loaded earlier; the last reload of this version
-    /// failed for the reason given. Reported as `READY` with that reason.
-    ReloadFailed(String),
-    Unavailable(String),
-}
-
-impl VersionState {
-    pub fn label(&self) -> &'static str {
-        match self {
-            VersionState::Loading => "LOADING",
-            VersionState::Ready | VersionState::ReloadFailed(_) => "READY",
-            VersionState::Unavailable(_) => "UNAVAILABLE",
-        }
-    }
-
-    pub fn reason(&self) -> &str {
-        match self {
-            VersionState::Unavailable(r) | VersionState::ReloadFailed(r) => r,
-            _ => "",
-        }
-    }
-
-    /// Whether a session of this version is serving.
-    pub fn is_serving(&self) -> bool {
-        matches!(self, VersionState::Ready | VersionState::ReloadFailed(_))
-    }
-}
-
 /// One row of the repository index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -75,15 +48,6 @@ pub struct IndexEntry {
     /// `None` when the failure concerns the whole model (e.g. its config).
     pub version: Option<u64>,
     pub state: VersionState,
-}
-
-/// Server-wide settings that apply to every model.
-#[derive(Debug, Clone)]
-pub struct Defaults {
-    /// Cores available to the process.
-    pub cores: usize,
-    /// Whether the repository API may change the model set.
-    pub control_mode: crate::config::ControlMode,
 }
 
 pub struct Registry {
@@ -135,7 +99,7 @@ impl Registry {
     }
 
     fn check_api(&self) -> Result<()> {
-        if self.defaults.control_mode == crate::config::ControlMode::None {
+        if self.defaults.control_mode == ControlMode::None {
             return Err(Error::invalid(
                 "explicit model load and unload are not allowed in model control mode 'none'; start with --model-control-mode explicit or poll",
             ));
@@ -216,7 +180,7 @@ impl Registry {
                         Some(VersionState::Unavailable(failure.reason.clone())),
                     );
                     if let Some(v) = failure.version {
-                        self.metrics.set_state(name, v, "unavailable");
+                        self.metrics.set_state(name, v, ModelState::Unavailable);
                     }
                 } else {
                     let reason = format!(
@@ -432,7 +396,7 @@ impl Registry {
     fn publish(&self, name: &str, loaded: BTreeMap<u64, Arc<LoadedVersion>>) {
         let versions: Vec<u64> = loaded.keys().copied().collect();
         for v in &versions {
-            self.metrics.set_state(name, *v, "ready");
+            self.metrics.set_state(name, *v, ModelState::Ready);
         }
         let kept: Vec<Arc<LoadedVersion>> = loaded.values().cloned().collect();
         let old = self.replace(name, Some(Arc::new(Model { versions: loaded })));

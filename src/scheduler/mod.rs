@@ -29,159 +29,26 @@
 //! closed and its queue is drained ([`Scheduler::close`], or drop). Dropping
 //! the scheduler joins them, which frees their sessions.
 
+mod executor;
+mod job;
 mod queue;
+mod shared;
 mod worker;
 
+pub use executor::{Executor, ExecutorFactory};
+pub use job::{BatchKey, Completion, Job};
 pub use queue::BatchPolicy;
+pub use shared::SchedulerConfig;
 
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
-use crate::runtime::BatchInput;
-use crate::tensor::RunOutput;
-use crate::tensor::{DataType, Tensor};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use job::{Entry, Reply, Ticket};
+use queue::Queue;
+use shared::{Shared, State};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Runs one assembled batch. Implemented by ONNX Runtime sessions
-/// ([`crate::runtime::Instance`]) and by test doubles of the scheduler.
-pub trait Executor: Send {
-    fn run(
-        &mut self,
-        inputs: &[BatchInput<'_>],
-        wanted: &[usize],
-    ) -> Result<Vec<RunOutput>, String>;
-}
-
-impl Executor for crate::runtime::Instance {
-    fn run(
-        &mut self,
-        inputs: &[BatchInput<'_>],
-        wanted: &[usize],
-    ) -> Result<Vec<RunOutput>, String> {
-        crate::runtime::Instance::run(self, inputs, wanted)
-    }
-}
-
-/// Builds a fresh executor for worker `i` (after a panic), e.g. on that
-/// worker's GPU.
-pub type ExecutorFactory = Arc<dyn Fn(usize) -> Result<Box<dyn Executor>, String> + Send + Sync>;
-
-/// What makes two requests batchable together.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BatchKey {
-    /// Per input: dtype and the dims after the first.
-    pub inputs: Vec<(DataType, Vec<usize>)>,
-    /// Requested output indices.
-    pub outputs: Vec<usize>,
-}
-
-/// A validated request, ready to queue.
-#[derive(Debug)]
-pub struct Job {
-    /// In the graph's input order.
-    pub inputs: Vec<Tensor>,
-    /// Indices of the graph outputs to return, in the caller's order.
-    pub outputs: Vec<usize>,
-    /// Rows along dim 0 (1 when the model does not batch).
-    pub rows: usize,
-    pub key: Arc<BatchKey>,
-    /// Priority level, 1 is the highest.
-    pub priority: usize,
-    pub deadline: Option<Instant>,
-}
-
-/// The answer to one job.
-#[derive(Debug)]
-pub struct Completion {
-    /// The job's own rows of each requested output.
-    pub outputs: Vec<RunOutput>,
-    pub queue_time: Duration,
-    pub compute_time: Duration,
-    /// Rows of the batch the job ran in.
-    pub batch_rows: usize,
-}
-
-type Reply = Result<Completion>;
-
-/// Shared between a queued entry and its waiter; whoever moves it out of
-/// `QUEUED` first decides whether the job runs or times out.
-#[derive(Debug)]
-pub(crate) struct Ticket {
-    state: AtomicU8,
-}
-
-impl Ticket {
-    const QUEUED: u8 = 0;
-    const RUNNING: u8 = 1;
-    const CANCELLED: u8 = 2;
-
-    fn new() -> Self {
-        Self {
-            state: AtomicU8::new(Self::QUEUED),
-        }
-    }
-
-    /// QUEUED -> RUNNING; false if the waiter cancelled first.
-    fn start(&self) -> bool {
-        self.state
-            .compare_exchange(
-                Self::QUEUED,
-                Self::RUNNING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-    }
-
-    /// QUEUED -> CANCELLED; true if the job will now never run.
-    fn cancel(&self) -> bool {
-        match self.state.compare_exchange(
-            Self::QUEUED,
-            Self::CANCELLED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => true,
-            Err(state) => state == Self::CANCELLED,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Entry {
-    job: Job,
-    ticket: Arc<Ticket>,
-    reply: oneshot::Sender<Reply>,
-    enqueued: Instant,
-}
-
-/// Scheduler settings of one version.
-#[derive(Debug, Clone)]
-pub struct SchedulerConfig {
-    pub name: String,
-    pub policy: BatchPolicy,
-    pub max_queue_size: usize,
-    pub priority_levels: usize,
-    pub instances: usize,
-}
-
-struct State {
-    queue: queue::Queue,
-    closed: bool,
-    live_workers: usize,
-}
-
-struct Shared {
-    config: SchedulerConfig,
-    state: Mutex<State>,
-    /// Signalled on every arrival, on close, and when a worker leaves work behind.
-    work: Condvar,
-    metrics: Arc<VersionMetrics>,
-    busy: AtomicUsize,
-}
 
 /// Handle to one version's queue and workers.
 pub struct Scheduler {
@@ -208,14 +75,13 @@ impl Scheduler {
     ) -> Result<Self, String> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: queue::Queue::new(config.priority_levels),
+                queue: Queue::new(config.priority_levels),
                 closed: false,
                 live_workers: executors.len(),
             }),
             config,
             work: Condvar::new(),
             metrics,
-            busy: AtomicUsize::new(0),
         });
         let mut workers = Vec::with_capacity(executors.len());
         for (i, executor) in executors.into_iter().enumerate() {
@@ -315,16 +181,6 @@ impl Drop for Scheduler {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A worker never panics while holding the lock (runs happen outside
-        // it), so poisoning can only come from a bug; keep serving regardless.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

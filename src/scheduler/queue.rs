@@ -3,7 +3,7 @@
 //! Pure bookkeeping under the scheduler's mutex: no threads, no clocks of its
 //! own (callers pass `now`), so every rule here is unit-tested exactly.
 
-use super::{Entry, Ticket};
+use super::job::Entry;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -151,15 +151,9 @@ impl Entry {
     }
 }
 
-impl Ticket {
-    pub(super) fn is_cancelled(&self) -> bool {
-        self.state.load(std::sync::atomic::Ordering::Acquire) == Ticket::CANCELLED
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{BatchKey, Job};
+    use super::super::job::{BatchKey, Job, Reply, Ticket};
     use super::*;
     use crate::tensor::DataType;
     use std::sync::Arc;
@@ -169,7 +163,7 @@ mod tests {
         dim: usize,
         priority: usize,
         at: Instant,
-    ) -> (Entry, tokio::sync::oneshot::Receiver<super::super::Reply>) {
+    ) -> (Entry, tokio::sync::oneshot::Receiver<Reply>) {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             inputs: Vec::new(),

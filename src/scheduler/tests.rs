@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::metrics::Metrics;
+use crate::runtime::BatchInput;
 use crate::tensor::RunOutput;
-use crate::tensor::TensorData;
+use crate::tensor::{DataType, Tensor, TensorData};
 use bytes::Bytes;
 use std::sync::mpsc;
 

@@ -1,8 +1,10 @@
 //! An instance worker: an OS thread that owns one executor (session), takes
 //! batches from its version's queue, runs them, and answers every caller.
 
+use super::executor::{Executor, ExecutorFactory};
+use super::job::{Completion, Entry};
 use super::queue::Decision;
-use super::{Completion, Entry, Executor, ExecutorFactory, Shared};
+use super::shared::Shared;
 use crate::error::Error;
 use crate::runtime::BatchInput;
 use crate::tensor::RunOutput;
@@ -10,7 +12,7 @@ use crate::tensor::{TensorData, element_count};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+
 use std::time::Instant;
 
 pub(super) fn run(
@@ -85,11 +87,9 @@ enum Ran {
 
 /// Runs one batch, answering its callers unless the run failed.
 fn run_batch(shared: &Shared, executor: &mut dyn Executor, batch: Vec<Entry>) -> Ran {
-    shared.busy.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(|| execute(shared, executor, &batch)));
     let compute_time = started.elapsed();
-    shared.busy.fetch_sub(1, Ordering::Relaxed);
     let rows: usize = batch.iter().map(|e| e.job.rows).sum();
     match result {
         Ok(Ok(per_job)) => {

@@ -2,7 +2,7 @@
 //! datatypes, shapes, batch rows and limits, into a schedulable [`Job`].
 //! Messages name the input, what was expected and what arrived.
 
-use super::{InferRequest, Limits};
+use super::types::{InferRequest, Limits};
 use crate::error::{Error, Result};
 use crate::registry::LoadedVersion;
 use crate::scheduler::{BatchKey, Job};

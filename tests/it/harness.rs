@@ -191,7 +191,7 @@ pub fn raw_run(model: &Path, inputs: &[Tensor]) -> Vec<RunOutput> {
 
 /// The JSON `data` of a tensor, as the server should encode it.
 pub fn data_json(out: &RunOutput) -> serde_json::Value {
-    serde_json::to_value(sluice::http::json::DataJson {
+    serde_json::to_value(sluice::http::codec::json::DataJson {
         datatype: out.datatype,
         data: &out.data,
     })

@@ -158,7 +158,7 @@ async fn five_versions_swapped_by_load_calls_under_load_with_zero_errors() {
 async fn five_versions_swapped_by_polling_under_load_with_zero_errors() {
     let repo = repo_with_v1();
     let s = TestServer::start_with(repo.path(), |c| {
-        c.control_mode = sluice::config::ControlMode::Poll;
+        c.control_mode = sluice::registry::ControlMode::Poll;
         c.poll_interval = Duration::from_millis(100);
     })
     .await;

@@ -18,7 +18,7 @@ use crate::harness::{TestServer, bundled_repo, fixture, ort_lib};
 use crate::shutdown::{Outcome, Server, free_port};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sluice::config::ControlMode;
+use sluice::registry::ControlMode;
 use sluice::tensor::{DataType, Tensor, TensorData};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

@@ -1,34 +1,23 @@
-//! Triton's binary tensor data extension for REST, and the raw tensor codec
-//! it shares with gRPC's `raw_input_contents` / `raw_output_contents`.
-//!
-//! A binary request carries `Inference-Header-Content-Length: N`: the first N
-//! bytes are the JSON header; the rest are the raw inputs, in input order, each
-//! sized by its `parameters.binary_data_size`. Fixed-size inputs are slices of
-//! the request buffer (no copy); BYTES elements are 4-byte little-endian
-//! length-prefixed. Outputs are binary when asked for (`binary_data` per
-//! output, `binary_data_output` for all); then the response is
-//! `application/octet-stream` with the JSON header's length in the same header.
+//! The one REST decoder of v2 inference requests (JSON, or JSON plus raw
+//! tensors with the binary extension) and the encoder of their responses.
+//! Stateless: what a request may hold comes in as arguments.
 
-use super::AppState;
-use super::error::ApiError;
-use super::json::{self, RequestJson};
+use super::binary::{HEADER_LENGTH, binary_size, header_length};
+use super::json::{self, DataJson, RequestJson};
 use crate::error::{Error, Result};
 use crate::service::{InferRequest, InferResponse};
-use crate::tensor::RunOutput;
-use crate::tensor::{Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype};
+use crate::tensor::{
+    RunOutput, Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype,
+};
+use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Map, Value, json};
-
-/// The request and response header naming the JSON header's length.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-// === REST requests ===
+use serde_json::{Value, json};
 
 /// Which outputs leave as binary.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct OutputFormat {
+pub struct OutputFormat {
     /// `binary_data_output` of the request: the default for every output.
     all: bool,
     /// Per-output `binary_data`, overriding `all`.
@@ -44,44 +33,21 @@ impl OutputFormat {
     }
 }
 
-/// The JSON header's length from `Inference-Header-Content-Length`, if sent.
-pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
-    let Some(value) = headers.get(HEADER_LENGTH) else {
-        return Ok(None);
-    };
-    let n = value
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "header 'Inference-Header-Content-Length' must be a non-negative integer, got {value:?}"
-            ))
-        })?;
-    if n > body_len {
-        return Err(Error::invalid(format!(
-            "header 'Inference-Header-Content-Length' is {n} but the body has only {body_len} bytes"
-        )));
-    }
-    Ok(Some(n))
-}
-
-/// Decodes a v2 inference request, JSON or binary: the one REST decoder.
-pub(crate) fn decode_request(
-    s: &AppState,
+/// Decodes a v2 inference request for `model` (`version`): JSON, or binary
+/// when `headers` carry `Inference-Header-Content-Length`, with inputs of
+/// at most `max_elements` elements. Bad input is an [`Error`], never a panic.
+pub fn decode_request(
     model: String,
     version: Option<u64>,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<(InferRequest, OutputFormat), ApiError> {
-    let max_elements = s.service.limits().max_tensor_elements;
-    Ok(decode(model, version, headers, body, max_elements)?)
+    max_elements: usize,
+) -> Result<(InferRequest, OutputFormat)> {
+    decode(model, version, headers, body, max_elements)
 }
 
-/// Decodes a v2 inference request body, JSON or binary (when `headers` carry
-/// `Inference-Header-Content-Length`), with inputs of at most `max_elements`
-/// elements: what the REST handlers do, without a running service. Public for
-/// the fuzz targets in `fuzz/`; bad input is an [`Error`], never a panic.
+/// [`decode_request`] without the output format: what the fuzz targets in
+/// `fuzz/` drive.
 pub fn decode_body(
     model: String,
     version: Option<u64>,
@@ -179,22 +145,13 @@ fn decode(
     Ok((request, format))
 }
 
-fn binary_size(params: Option<&Map<String, Value>>, name: &str) -> Result<Option<usize>> {
-    match json::param_u64(params, "binary_data_size") {
-        Ok(v) => Ok(v.map(|n| usize::try_from(n).unwrap_or(usize::MAX))),
-        Err(_) => Err(Error::invalid(format!(
-            "input '{name}': parameter 'binary_data_size' must be a non-negative integer"
-        ))),
-    }
-}
-
-// === REST responses ===
+// === responses ===
 
 /// Encodes a response: plain JSON when no output is binary, else the JSON
 /// header followed by the binary outputs.
-pub(crate) fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
+pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
     if !response.outputs.iter().any(|(n, _)| format.binary(n)) {
-        return super::routes::encode_response(response);
+        return encode_json(response);
     }
     let mut blobs: Vec<Bytes> = Vec::new();
     let outputs: Vec<Value> = response
@@ -231,6 +188,32 @@ pub(crate) fn encode_response(response: &InferResponse, format: &OutputFormat) -
         body.freeze(),
     )
         .into_response()
+}
+
+/// Encodes an inference response as v2 JSON.
+fn encode_json(response: &InferResponse) -> Response {
+    let outputs: Vec<Value> = response
+        .outputs
+        .iter()
+        .map(|(name, out)| {
+            json!({
+                "name": name,
+                "datatype": out.datatype.as_str(),
+                "shape": out.shape,
+                "data": serde_json::to_value(DataJson { datatype: out.datatype, data: &out.data })
+                    .unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let mut body = json!({
+        "model_name": response.model,
+        "model_version": response.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = &response.id {
+        body["id"] = Value::String(id.clone());
+    }
+    Json(body).into_response()
 }
 
 fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>) -> Value {

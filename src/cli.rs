@@ -1,11 +1,16 @@
 //! Command-line flags. Every flag can also be set from a `SLUICE_*`
 //! environment variable; the doc comments are the operator manual
-//! (`sluice serve --help`).
+//! (`sluice serve --help`). Defaults come from [`crate::config::defaults`],
+//! and [`ServeArgs`] becomes a [`ServerConfig`] in one `TryFrom` step.
 
 pub use crate::auth::Secret;
+use crate::config::ServerConfig;
+use crate::config::defaults::{self as d, nonzero_secs};
+use crate::registry::ControlMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,19 +34,19 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Model repository: <dir>/<model>/<version>/model.onnx, with an optional <dir>/<model>/config.toml.
-    #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = "models")]
+    #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = d::MODEL_REPOSITORY)]
     pub model_repository: PathBuf,
 
     /// Address to listen on.
-    #[arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = "SLUICE_HOST", default_value = d::HOST)]
     pub host: IpAddr,
 
     /// HTTP port (KServe v2 REST, /metrics). 0 picks a free port.
-    #[arg(long, env = "SLUICE_HTTP_PORT", default_value_t = 8000)]
+    #[arg(long, env = "SLUICE_HTTP_PORT", default_value_t = d::HTTP_PORT)]
     pub http_port: u16,
 
     /// gRPC port (KServe v2 GRPCInferenceService). 0 picks a free port.
-    #[arg(long, env = "SLUICE_GRPC_PORT", default_value_t = 8001)]
+    #[arg(long, env = "SLUICE_GRPC_PORT", default_value_t = d::GRPC_PORT)]
     pub grpc_port: u16,
 
     /// Also serve /metrics on this port (it is always on the HTTP port).
@@ -54,29 +59,29 @@ pub struct ServeArgs {
     pub onnxruntime_lib: Option<PathBuf>,
 
     /// Largest request body in bytes; larger bodies get 413.
-    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = d::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Most elements one input tensor may declare; larger shapes get 413 before any allocation.
-    #[arg(long, env = "SLUICE_MAX_TENSOR_ELEMENTS", default_value_t = 16 << 20)]
+    #[arg(long, env = "SLUICE_MAX_TENSOR_ELEMENTS", default_value_t = d::MAX_TENSOR_ELEMENTS)]
     pub max_tensor_elements: usize,
 
     /// Most bytes in all of one request's input tensors together, after decoding; more gets 413.
-    #[arg(long, env = "SLUICE_MAX_REQUEST_TENSOR_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "SLUICE_MAX_REQUEST_TENSOR_BYTES", default_value_t = d::MAX_REQUEST_TENSOR_BYTES)]
     pub max_request_tensor_bytes: usize,
 
     /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
-    #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = 16 << 20)]
+    #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = d::MAX_BYTES_ELEMENT)]
     pub max_bytes_element: usize,
 
     /// Largest request head (request line plus headers, HTTP/1) or header list
     /// (HTTP/2, gRPC metadata), in bytes; larger gets 431. At least 8192.
-    #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 64 << 10,
-          value_parser = clap::value_parser!(u32).range(8192..))]
+    #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = d::MAX_HEADER_BYTES,
+          value_parser = clap::value_parser!(u32).range(i64::from(d::MIN_HEADER_BYTES)..))]
     pub max_header_bytes: u32,
 
     /// Deepest nesting of JSON arrays and objects in a request; deeper gets 400 before parsing.
-    #[arg(long, env = "SLUICE_MAX_JSON_DEPTH", default_value_t = 64)]
+    #[arg(long, env = "SLUICE_MAX_JSON_DEPTH", default_value_t = d::MAX_JSON_DEPTH)]
     pub max_json_depth: usize,
 
     /// Largest gRPC request message in bytes (default: --max-body-bytes); larger gets RESOURCE_EXHAUSTED.
@@ -85,42 +90,42 @@ pub struct ServeArgs {
 
     /// Most connections open at once over all listeners. Over it, a plain HTTP
     /// client gets one 503 with Retry-After; TLS and gRPC connections are closed.
-    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = d::MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Most concurrent streams on one HTTP/2 connection (REST over h2 and gRPC).
-    #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = d::MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
 
     /// Most requests in flight over both protocols (including those still
     /// sending their body); over it, 503 + Retry-After (gRPC UNAVAILABLE) at
     /// once. Bounds memory: at most this many bodies are held. 0 = no cap.
-    #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 1024)]
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = d::MAX_INFLIGHT_REQUESTS)]
     pub max_inflight_requests: usize,
 
     /// Most REST request-body bytes in flight: each request reserves its
     /// Content-Length (the body limit if chunked) before its body is read;
     /// over it, 503 + Retry-After at once. Bounds the memory bodies hold. 0 = no cap.
-    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = d::MAX_INFLIGHT_BODY_BYTES)]
     pub max_inflight_body_bytes: usize,
 
     /// Seconds a request may take from its head to its answer; over it, 504
     /// (gRPC DEADLINE_EXCEEDED). 0 = no limit.
-    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = d::REQUEST_TIMEOUT_SECS)]
     pub request_timeout_secs: u64,
 
     /// Seconds a request head may take to arrive, and an HTTP/1 keep-alive
     /// connection may stay idle; then the connection is closed (slow-loris).
-    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = d::HEADER_READ_TIMEOUT_SECS)]
     pub header_read_timeout_secs: u64,
 
     /// Seconds a REST request body may take to arrive in full; over it, 408.
-    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT_SECS", default_value_t = d::BODY_READ_TIMEOUT_SECS)]
     pub body_read_timeout_secs: u64,
 
     /// HTTP/2 keep-alive ping interval in seconds (REST h2 and gRPC); a peer that
     /// does not answer a ping within as long is dropped. 0 = no pings.
-    #[arg(long, env = "SLUICE_HTTP2_KEEPALIVE_SECS", default_value_t = 30)]
+    #[arg(long, env = "SLUICE_HTTP2_KEEPALIVE_SECS", default_value_t = d::HTTP2_KEEPALIVE_SECS)]
     pub http2_keepalive_secs: u64,
 
     /// PEM certificate chain: turns on TLS for the HTTP and gRPC ports (needs --tls-key).
@@ -137,17 +142,17 @@ pub struct ServeArgs {
 
     /// Seconds from connect until the TLS handshake (if any) is done and the
     /// client's first bytes arrive; then the connection is closed (slow-loris).
-    #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_SECS", default_value_t = d::HANDSHAKE_TIMEOUT_SECS)]
     pub handshake_timeout_secs: u64,
 
     /// Seconds a connection (HTTP/1, HTTP/2 or gRPC) may stay open with no
     /// request in progress; then it is closed. 0 = never.
-    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS", default_value_t = d::IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
 
     /// Seconds between checks of the TLS files and the token file; changed
     /// files are reloaded without a restart. 0 = never reload.
-    #[arg(long, env = "SLUICE_SECRETS_RELOAD_SECS", default_value_t = 10)]
+    #[arg(long, env = "SLUICE_SECRETS_RELOAD_SECS", default_value_t = d::SECRETS_RELOAD_SECS)]
     pub secrets_reload_secs: u64,
 
     /// A bearer token with the `infer` scope (repeatable or comma-separated).
@@ -184,11 +189,11 @@ pub struct ServeArgs {
 
     /// After SIGTERM/SIGINT: seconds to keep accepting while readiness is
     /// already false, so load balancers stop sending first.
-    #[arg(long, env = "SLUICE_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    #[arg(long, env = "SLUICE_SHUTDOWN_DELAY_SECS", default_value_t = d::SHUTDOWN_DELAY_SECS)]
     pub shutdown_delay_secs: u64,
 
     /// After the delay: seconds admitted requests get to finish before exit.
-    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = d::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
     /// How the model set changes while serving, as Triton's `--model-control-mode`:
@@ -197,10 +202,10 @@ pub struct ServeArgs {
     /// --load-model) and accepts the API; `poll` also rescans the repository every
     /// --repository-poll-secs and loads new or changed models (by content).
     #[arg(long, env = "SLUICE_MODEL_CONTROL_MODE", value_enum)]
-    pub model_control_mode: Option<ControlMode>,
+    pub model_control_mode: Option<ControlModeArg>,
 
     /// Seconds between repository scans; setting it (> 0) implies `poll` mode. 0 turns polling off.
-    #[arg(long, env = "SLUICE_REPOSITORY_POLL_SECS", default_value_t = 0)]
+    #[arg(long, env = "SLUICE_REPOSITORY_POLL_SECS", default_value_t = d::REPOSITORY_POLL_SECS)]
     pub repository_poll_secs: u64,
 
     /// In explicit mode, the models to load at start (repeatable or comma-separated; `*` = all).
@@ -208,7 +213,7 @@ pub struct ServeArgs {
     pub load_model: Vec<String>,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,sluice=debug`).
-    #[arg(long, env = "SLUICE_LOG", default_value = "info,ort=warn")]
+    #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
     pub log: String,
 
     /// Log format.
@@ -216,69 +221,108 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// The values of `--model-control-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ControlMode {
+pub enum ControlModeArg {
     None,
     Poll,
     Explicit,
 }
 
-impl ServeArgs {
-    /// The limits, auth and TLS flags, onto the server's config.
-    pub fn apply_limits(&self, config: &mut crate::ServerConfig) {
-        let args = self;
-        let secs = std::time::Duration::from_secs;
-        let nonzero = |s: u64| (s > 0).then(|| secs(s));
-        config.limits.max_tensor_elements = args.max_tensor_elements;
-        config.limits.max_request_bytes = args.max_request_tensor_bytes;
-        config.limits.max_bytes_element = args.max_bytes_element;
-        config.http.max_body_bytes = args.max_body_bytes;
-        config.http.max_header_bytes = args.max_header_bytes as usize;
-        config.http.header_read_timeout = nonzero(args.header_read_timeout_secs);
-        config.http.max_concurrent_streams = args.max_concurrent_streams;
-        config.http.keepalive_interval = nonzero(args.http2_keepalive_secs);
-        config.body.read_timeout = secs(args.body_read_timeout_secs);
-        config.body.max_json_depth = args.max_json_depth;
-        config.grpc_max_message_bytes = args.grpc_max_message_bytes;
-        config.net.max_connections = args.max_connections;
-        config.net.handshake_timeout = secs(args.handshake_timeout_secs);
-        config.net.idle_timeout = nonzero(args.idle_timeout_secs);
-        config.max_inflight_requests = args.max_inflight_requests;
-        config.max_inflight_body_bytes = args.max_inflight_body_bytes;
-        config.request_timeout = nonzero(args.request_timeout_secs);
-        config.secrets_reload = secs(args.secrets_reload_secs);
-        config.auth = crate::auth::AuthConfig {
-            infer_tokens: args.auth_infer_tokens.clone(),
-            admin_tokens: args.auth_admin_tokens.clone(),
-            token_file: args.auth_token_file.clone(),
-            protect_health: args.auth_protect_health,
-            protect_metrics: args.auth_protect_metrics,
-        };
-        config.tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::net::tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.tls_client_ca.clone(),
-            }),
-            _ => None,
-        };
+impl From<ControlModeArg> for ControlMode {
+    fn from(arg: ControlModeArg) -> Self {
+        match arg {
+            ControlModeArg::None => ControlMode::None,
+            ControlModeArg::Poll => ControlMode::Poll,
+            ControlModeArg::Explicit => ControlMode::Explicit,
+        }
     }
+}
 
+impl ServeArgs {
     /// The control mode and poll interval these flags mean together.
-    pub fn control(&self) -> (ControlMode, std::time::Duration) {
-        let mode = self
-            .model_control_mode
-            .unwrap_or(if self.repository_poll_secs > 0 {
-                ControlMode::Poll
-            } else {
-                ControlMode::Explicit
-            });
+    pub fn control(&self) -> (ControlMode, Duration) {
+        let mode = match self.model_control_mode {
+            Some(arg) => arg.into(),
+            None if self.repository_poll_secs > 0 => ControlMode::Poll,
+            None => ControlMode::Explicit,
+        };
         let secs = match (mode, self.repository_poll_secs) {
-            (ControlMode::Poll, 0) => 15,
+            (ControlMode::Poll, 0) => d::POLL_MODE_SECS,
             (ControlMode::Poll, n) => n,
             _ => 0,
         };
-        (mode, std::time::Duration::from_secs(secs))
+        (mode, Duration::from_secs(secs))
+    }
+}
+
+/// The one conversion from flags to the server's configuration. The
+/// logging handle is not a flag: the binary sets it after starting logging.
+impl TryFrom<&ServeArgs> for ServerConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: &ServeArgs) -> anyhow::Result<Self> {
+        let secs = Duration::from_secs;
+        for name in &args.load_model {
+            if name != "*" && !crate::repository::valid_model_name(name) {
+                anyhow::bail!(
+                    "--load-model: '{name}' is not a valid model name: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
+                );
+            }
+        }
+        let (control_mode, poll_interval) = args.control();
+        let defaults = ServerConfig::default();
+        Ok(ServerConfig {
+            model_repository: args.model_repository.clone(),
+            onnxruntime_lib: args.onnxruntime_lib.clone(),
+            limits: crate::service::Limits {
+                max_tensor_elements: args.max_tensor_elements,
+                max_request_bytes: args.max_request_tensor_bytes,
+                max_bytes_element: args.max_bytes_element,
+            },
+            http: crate::http::HttpConfig {
+                max_body_bytes: args.max_body_bytes,
+                max_header_bytes: args.max_header_bytes as usize,
+                header_read_timeout: nonzero_secs(args.header_read_timeout_secs),
+                max_concurrent_streams: args.max_concurrent_streams,
+                keepalive_interval: nonzero_secs(args.http2_keepalive_secs),
+            },
+            body: crate::http::BodyLimits {
+                read_timeout: secs(args.body_read_timeout_secs),
+                max_json_depth: args.max_json_depth,
+            },
+            grpc_max_message_bytes: args.grpc_max_message_bytes,
+            net: crate::net::NetConfig {
+                max_connections: args.max_connections,
+                handshake_timeout: secs(args.handshake_timeout_secs),
+                idle_timeout: nonzero_secs(args.idle_timeout_secs),
+            },
+            max_inflight_requests: args.max_inflight_requests,
+            max_inflight_body_bytes: args.max_inflight_body_bytes,
+            request_timeout: nonzero_secs(args.request_timeout_secs),
+            auth: crate::auth::AuthConfig {
+                infer_tokens: args.auth_infer_tokens.clone(),
+                admin_tokens: args.auth_admin_tokens.clone(),
+                token_file: args.auth_token_file.clone(),
+                protect_health: args.auth_protect_health,
+                protect_metrics: args.auth_protect_metrics,
+            },
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::net::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            secrets_reload: secs(args.secrets_reload_secs),
+            shutdown_delay: secs(args.shutdown_delay_secs),
+            shutdown_grace: secs(args.shutdown_grace_secs),
+            control_mode,
+            poll_interval,
+            load_models: args.load_model.clone(),
+            ..defaults
+        })
     }
 }
 
@@ -335,7 +379,6 @@ mod tests {
             };
             a.control()
         };
-        use std::time::Duration;
         assert_eq!(parse(&[]), (ControlMode::Explicit, Duration::ZERO));
         assert_eq!(
             parse(&["--repository-poll-secs", "5"]),
@@ -363,6 +406,30 @@ mod tests {
             panic!()
         };
         assert_eq!(a.load_model, vec!["a", "b", "c"]);
+    }
+
+    /// The CLI with no flags and the library's default are one configuration.
+    #[test]
+    fn no_flags_is_the_library_default() {
+        let Command::Serve(args) = Cli::try_parse_from(["sluice", "serve"]).unwrap().command else {
+            panic!()
+        };
+        let from_cli = ServerConfig::try_from(&*args).unwrap();
+        let default = ServerConfig::default();
+        assert_eq!(format!("{from_cli:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn load_model_names_are_checked() {
+        let Command::Serve(args) =
+            Cli::try_parse_from(["sluice", "serve", "--load-model", "../etc"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        let err = ServerConfig::try_from(&*args).unwrap_err();
+        assert!(err.to_string().contains("--load-model"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,46 @@
+//! Every default of the server's configuration, in one place: the CLI's
+//! flags (`crate::cli`) and [`super::ServerConfig::default`] both read
+//! these, so tests run the same server as production.
+
+/// The model repository served when none is named.
+pub const MODEL_REPOSITORY: &str = "models";
+pub const HOST: &str = "0.0.0.0";
+pub const HTTP_PORT: u16 = 8000;
+pub const GRPC_PORT: u16 = 8001;
+
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+pub const MAX_TENSOR_ELEMENTS: usize = 16 << 20;
+pub const MAX_REQUEST_TENSOR_BYTES: usize = 256 << 20;
+pub const MAX_BYTES_ELEMENT: usize = 16 << 20;
+pub const MAX_HEADER_BYTES: u32 = 64 << 10;
+/// hyper refuses read buffers smaller than this.
+pub const MIN_HEADER_BYTES: u32 = 8192;
+pub const MAX_JSON_DEPTH: usize = 64;
+
+pub const MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+pub const MAX_INFLIGHT_REQUESTS: usize = 1024;
+pub const MAX_INFLIGHT_BODY_BYTES: usize = 256 << 20;
+
+pub const REQUEST_TIMEOUT_SECS: u64 = 120;
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
+pub const BODY_READ_TIMEOUT_SECS: u64 = 60;
+pub const HTTP2_KEEPALIVE_SECS: u64 = 30;
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+pub const IDLE_TIMEOUT_SECS: u64 = 300;
+pub const SECRETS_RELOAD_SECS: u64 = 10;
+
+pub const SHUTDOWN_DELAY_SECS: u64 = 0;
+pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// 0: no polling (explicit mode), unless the mode is `poll`.
+pub const REPOSITORY_POLL_SECS: u64 = 0;
+/// The interval of `--model-control-mode poll` without `--repository-poll-secs`.
+pub const POLL_MODE_SECS: u64 = 15;
+
+pub const LOG_FILTER: &str = "info,ort=warn";
+
+/// `Some(seconds)`, or `None` for 0 (the flags' "off").
+pub fn nonzero_secs(secs: u64) -> Option<std::time::Duration> {
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}

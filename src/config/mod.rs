@@ -1,0 +1,98 @@
+//! The server's whole configuration as one validated value, [`ServerConfig`],
+//! whose defaults come from [`defaults`] alone. The CLI (`crate::cli`)
+//! converts its flags into it in one `TryFrom` step; tests and embedders
+//! start from [`ServerConfig::default`] and change what they need.
+
+pub mod defaults;
+
+pub use defaults::nonzero_secs;
+
+use crate::registry::ControlMode;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::run`] needs, already validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub model_repository: PathBuf,
+    /// The ONNX Runtime library to load; `None` finds it the usual way
+    /// (`ORT_DYLIB_PATH`, then `make setup`'s folder, then the executable's).
+    pub onnxruntime_lib: Option<PathBuf>,
+    pub limits: crate::service::Limits,
+    pub http: crate::http::HttpConfig,
+    /// Body read timeout and JSON nesting depth of REST requests.
+    pub body: crate::http::BodyLimits,
+    /// Largest gRPC request message; `None` = `http.max_body_bytes`.
+    pub grpc_max_message_bytes: Option<usize>,
+    /// Connection cap and TLS handshake deadline, over every listener.
+    pub net: crate::net::NetConfig,
+    /// Requests in flight over both protocols; over it, 503 at once (0 = no cap).
+    pub max_inflight_requests: usize,
+    /// REST body and gRPC message bytes in flight, reserved before reading;
+    /// over it, 503 (0 = no cap).
+    pub max_inflight_body_bytes: usize,
+    /// A request must be answered within this (`None` = no limit).
+    pub request_timeout: Option<Duration>,
+    /// Bearer tokens; off when none is configured.
+    pub auth: crate::auth::AuthConfig,
+    /// TLS for the HTTP and gRPC listeners; `None` = plaintext.
+    pub tls: Option<crate::net::tls::TlsFiles>,
+    /// How often the TLS files and the token file are checked for changes
+    /// (zero: never).
+    pub secrets_reload: Duration,
+    /// Log settings that `/v2/logging` and gRPC `LogSettings` read and change.
+    pub logging: crate::logging::LogControl,
+    /// Readiness is false this long before listeners stop accepting.
+    pub shutdown_delay: Duration,
+    /// Admitted requests get this long to finish.
+    pub shutdown_grace: Duration,
+    /// Cores the process may use (instance and thread defaults derive from it).
+    pub cores: usize,
+    /// How the model set changes while serving.
+    pub control_mode: ControlMode,
+    /// Repository scan interval in poll mode.
+    pub poll_interval: Duration,
+    /// In explicit mode, the models to load at start (empty or `*` = all).
+    pub load_models: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        use defaults as d;
+        let secs = Duration::from_secs;
+        Self {
+            model_repository: PathBuf::from(d::MODEL_REPOSITORY),
+            onnxruntime_lib: None,
+            limits: crate::service::Limits::default(),
+            http: crate::http::HttpConfig::default(),
+            body: crate::http::BodyLimits::default(),
+            grpc_max_message_bytes: None,
+            net: crate::net::NetConfig::default(),
+            max_inflight_requests: d::MAX_INFLIGHT_REQUESTS,
+            max_inflight_body_bytes: d::MAX_INFLIGHT_BODY_BYTES,
+            request_timeout: nonzero_secs(d::REQUEST_TIMEOUT_SECS),
+            auth: crate::auth::AuthConfig::default(),
+            tls: None,
+            secrets_reload: secs(d::SECRETS_RELOAD_SECS),
+            logging: crate::logging::LogControl::detached(),
+            shutdown_delay: secs(d::SHUTDOWN_DELAY_SECS),
+            shutdown_grace: secs(d::SHUTDOWN_GRACE_SECS),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            control_mode: ControlMode::Explicit,
+            poll_interval: Duration::ZERO,
+            load_models: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, serving `model_repository` with the ONNX Runtime
+    /// library at `onnxruntime_lib`.
+    pub fn new(model_repository: PathBuf, onnxruntime_lib: PathBuf) -> Self {
+        Self {
+            model_repository,
+            onnxruntime_lib: Some(onnxruntime_lib),
+            ..Self::default()
+        }
+    }
+}

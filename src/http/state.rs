@@ -1,0 +1,12 @@
+//! What every REST handler is given.
+
+use crate::logging::LogControl;
+use crate::service::Service;
+
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub service: Service,
+    pub logging: LogControl,
+    /// The body limit (also how much of a refused body is drained).
+    pub max_body_bytes: usize,
+}

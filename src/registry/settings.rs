@@ -1,0 +1,23 @@
+//! Server-wide settings of the model set.
+
+/// How the model set changes while serving, as Triton's `--model-control-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMode {
+    /// Every model loads at start; the repository API may not load or unload.
+    None,
+    /// Every model loads at start, and the repository is rescanned on an
+    /// interval: new or changed models load, removed ones unload.
+    Poll,
+    /// Every model (or those named) loads at start; the repository API
+    /// changes the set.
+    Explicit,
+}
+
+/// Server-wide settings that apply to every model.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Cores available to the process.
+    pub cores: usize,
+    /// Whether the repository API may change the model set.
+    pub control_mode: ControlMode,
+}

@@ -1,0 +1,71 @@
+//! The states a model version can be in, with the two spellings the
+//! protocols use: Triton's repository index (`READY`) and the
+//! `sluice_model_state` gauge's label (`ready`).
+
+/// Where a model version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Loading,
+    Ready,
+    Unavailable,
+}
+
+impl ModelState {
+    pub const ALL: [ModelState; 3] = [
+        ModelState::Loading,
+        ModelState::Ready,
+        ModelState::Unavailable,
+    ];
+
+    /// As Triton's repository index spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loading => "LOADING",
+            ModelState::Ready => "READY",
+            ModelState::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    /// The `state` label of `sluice_model_state`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            ModelState::Loading => "loading",
+            ModelState::Ready => "ready",
+            ModelState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A version's state as the repository index reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionState {
+    Loading,
+    Ready,
+    /// Serving the session loaded earlier; the last reload of this version
+    /// failed for the reason given. Reported as `READY` with that reason.
+    ReloadFailed(String),
+    Unavailable(String),
+}
+
+impl VersionState {
+    /// The state without its reason.
+    pub fn state(&self) -> ModelState {
+        match self {
+            VersionState::Loading => ModelState::Loading,
+            VersionState::Ready | VersionState::ReloadFailed(_) => ModelState::Ready,
+            VersionState::Unavailable(_) => ModelState::Unavailable,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            VersionState::Unavailable(r) | VersionState::ReloadFailed(r) => r,
+            _ => "",
+        }
+    }
+
+    /// Whether a session of this version is serving.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, VersionState::Ready | VersionState::ReloadFailed(_))
+    }
+}

@@ -1,0 +1,102 @@
+//! What the scheduler moves around: a validated job, its queued entry, the
+//! ticket its waiter and its worker race on, and its answer.
+
+use crate::error::Result;
+use crate::tensor::{DataType, RunOutput, Tensor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What makes two requests batchable together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    /// Per input: dtype and the dims after the first.
+    pub inputs: Vec<(DataType, Vec<usize>)>,
+    /// Requested output indices.
+    pub outputs: Vec<usize>,
+}
+
+/// A validated request, ready to queue.
+#[derive(Debug)]
+pub struct Job {
+    /// In the graph's input order.
+    pub inputs: Vec<Tensor>,
+    /// Indices of the graph outputs to return, in the caller's order.
+    pub outputs: Vec<usize>,
+    /// Rows along dim 0 (1 when the model does not batch).
+    pub rows: usize,
+    pub key: Arc<BatchKey>,
+    /// Priority level, 1 is the highest.
+    pub priority: usize,
+    pub deadline: Option<Instant>,
+}
+
+/// The answer to one job.
+#[derive(Debug)]
+pub struct Completion {
+    /// The job's own rows of each requested output.
+    pub outputs: Vec<RunOutput>,
+    pub queue_time: Duration,
+    pub compute_time: Duration,
+    /// Rows of the batch the job ran in.
+    pub batch_rows: usize,
+}
+
+pub(crate) type Reply = Result<Completion>;
+
+/// Shared between a queued entry and its waiter; whoever moves it out of
+/// `QUEUED` first decides whether the job runs or times out.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    state: AtomicU8,
+}
+
+impl Ticket {
+    const QUEUED: u8 = 0;
+    const RUNNING: u8 = 1;
+    const CANCELLED: u8 = 2;
+
+    pub(super) fn new() -> Self {
+        Self {
+            state: AtomicU8::new(Self::QUEUED),
+        }
+    }
+
+    /// QUEUED -> RUNNING; false if the waiter cancelled first.
+    pub(super) fn start(&self) -> bool {
+        self.state
+            .compare_exchange(
+                Self::QUEUED,
+                Self::RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Acquire) == Self::CANCELLED
+    }
+
+    /// QUEUED -> CANCELLED; true if the job will now never run.
+    pub(super) fn cancel(&self) -> bool {
+        match self.state.compare_exchange(
+            Self::QUEUED,
+            Self::CANCELLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::CANCELLED,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(super) job: Job,
+    pub(super) ticket: Arc<Ticket>,
+    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) enqueued: Instant,
+}

@@ -1,0 +1,78 @@
+//! Changing and listing the model set: Triton's repository extension
+//! (index, load, unload), the same for every protocol.
+
+use super::types::IndexRow;
+use crate::error::{Error, Result};
+use crate::registry::{ModelState, Registry};
+use std::sync::Arc;
+
+/// Rejects model names that could address anything outside the repository.
+pub(super) fn check_model_name(name: &str) -> Result<()> {
+    if crate::repository::valid_model_name(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "model name '{name}' is not valid: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
+        )))
+    }
+}
+
+/// Every model of the repository: those the registry knows (loaded,
+/// failed, unloaded) and those on disk that were never loaded. With
+/// `ready_only`, only versions that serve.
+pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRow>> {
+    let mut rows: Vec<IndexRow> = registry
+        .index()
+        .into_iter()
+        .map(|e| IndexRow {
+            state: e.state.state().as_str(),
+            reason: e.state.reason().to_string(),
+            name: e.name,
+            version: e.version,
+        })
+        .collect();
+    let on_disk = registry
+        .discover()
+        .map_err(|e| Error::internal(format!("cannot read the model repository: {e}")))?;
+    for name in on_disk {
+        if !rows.iter().any(|r| r.name == name) {
+            rows.push(IndexRow {
+                name,
+                version: None,
+                state: ModelState::Unavailable.as_str(),
+                reason: "not loaded".into(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    if ready_only {
+        rows.retain(|r| r.state == ModelState::Ready.as_str());
+    }
+    Ok(rows)
+}
+
+/// Loads (or reloads from the repository) one model. `parameters` are the
+/// names of the load call's parameters; Triton's `config` and `file:`
+/// overrides are refused, since models load from the repository.
+pub(super) async fn load(
+    registry: &Arc<Registry>,
+    name: &str,
+    parameters: &[String],
+) -> Result<()> {
+    check_model_name(name)?;
+    if let Some(key) = parameters
+        .iter()
+        .find(|k| *k == "config" || k.starts_with("file:"))
+    {
+        return Err(Error::invalid(format!(
+            "load parameter '{key}' is not supported: models load from the repository on disk"
+        )));
+    }
+    registry.load(name).await
+}
+
+/// Stops serving one model; in-flight requests complete.
+pub(super) async fn unload(registry: &Registry, name: &str) -> Result<()> {
+    check_model_name(name)?;
+    registry.unload(name).await
+}

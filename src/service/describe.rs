@@ -1,0 +1,105 @@
+//! What the service says about the models it serves: metadata, the
+//! effective configuration, and statistics, each as a plain snapshot.
+
+use super::stats::VersionStats;
+use super::types::{ConfigTensor, ModelConfigView, ModelMetadata};
+use crate::error::Result;
+use crate::registry::{LoadedVersion, Registry};
+use crate::tensor::TensorSpec;
+use std::sync::Arc;
+
+/// Model metadata: of one version when `version` is given (only it is
+/// listed), else of the highest served version (every served one listed).
+pub(super) fn metadata(
+    registry: &Registry,
+    name: &str,
+    version: Option<u64>,
+) -> Result<ModelMetadata> {
+    let v = registry.resolve(name, version)?;
+    let versions = match version {
+        Some(_) => vec![v.version],
+        None => registry
+            .served()
+            .get(&v.model)
+            .map(|m| m.versions.keys().copied().collect())
+            .unwrap_or_default(),
+    };
+    Ok(ModelMetadata {
+        name: v.model.clone(),
+        version: v.version,
+        versions,
+        platform: "onnxruntime_onnx",
+        inputs: v.signature.inputs.clone(),
+        outputs: v.signature.outputs.clone(),
+        max_batch_size: v.max_batch_size,
+        execution_provider: v.placement.to_string(),
+        provider_fallbacks: v.placement.fell_back_from.clone(),
+    })
+}
+
+/// The effective configuration of the version a request would reach.
+pub(super) fn model_config(
+    registry: &Registry,
+    name: &str,
+    version: Option<u64>,
+) -> Result<ModelConfigView> {
+    let v = registry.resolve(name, version)?;
+    let batching = v.max_batch_size > 0;
+    let tensors = |specs: &[TensorSpec]| -> Vec<ConfigTensor> {
+        specs
+            .iter()
+            .map(|t| ConfigTensor {
+                name: t.name.clone(),
+                datatype: t.datatype,
+                dims: match t.shape.split_first() {
+                    Some((_, rest)) if batching => rest.to_vec(),
+                    _ => t.shape.clone(),
+                },
+            })
+            .collect()
+    };
+    Ok(ModelConfigView {
+        name: v.model.clone(),
+        max_batch_size: v.max_batch_size,
+        inputs: tensors(&v.signature.inputs),
+        outputs: tensors(&v.signature.outputs),
+        instances: v.instances,
+        gpu: v.placement.provider != "cpu",
+        device_id: v.placement.device_id,
+        dynamic_batching: v.config.dynamic_batching.clone(),
+        version_policy: v.config.version_policy.clone(),
+    })
+}
+
+/// Statistics of one model (all its served versions, or one), or of every
+/// served model when `name` is `None`, ordered by model then version.
+pub(super) fn statistics(
+    registry: &Registry,
+    name: Option<&str>,
+    version: Option<u64>,
+) -> Result<Vec<VersionStats>> {
+    let served = registry.served();
+    let versions: Vec<Arc<LoadedVersion>> = match name {
+        None => {
+            let mut names: Vec<&String> = served.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .filter_map(|n| served.get(n))
+                .flat_map(|m| m.versions.values().cloned())
+                .collect()
+        }
+        Some(name) => match (version, served.get(name)) {
+            (None, Some(m)) if !m.versions.is_empty() => m.versions.values().cloned().collect(),
+            _ => vec![registry.resolve(name, version)?],
+        },
+    };
+    Ok(versions
+        .iter()
+        .map(|v| {
+            v.metrics
+                .stats
+                .snapshot(&v.model, v.version, v.scheduler.queue_depth())
+        })
+        .collect())
+}
