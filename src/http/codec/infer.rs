@@ -150,9 +150,6 @@ fn decode(
 /// Encodes a response: plain JSON when no output is binary, else the JSON
 /// header followed by the binary outputs.
 pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
-    if !response.outputs.iter().any(|(n, _)| format.binary(n)) {
-        return encode_json(response);
-    }
     let mut blobs: Vec<Bytes> = Vec::new();
     let outputs: Vec<Value> = response
         .outputs
@@ -166,6 +163,9 @@ pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Respo
     });
     if let Some(id) = &response.id {
         head["id"] = Value::String(id.clone());
+    }
+    if blobs.is_empty() {
+        return Json(head).into_response();
     }
     let head = serde_json::to_vec(&head).unwrap_or_default();
     let total = head.len() + blobs.iter().map(Bytes::len).sum::<usize>();
@@ -190,32 +190,6 @@ pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Respo
         .into_response()
 }
 
-/// Encodes an inference response as v2 JSON.
-fn encode_json(response: &InferResponse) -> Response {
-    let outputs: Vec<Value> = response
-        .outputs
-        .iter()
-        .map(|(name, out)| {
-            json!({
-                "name": name,
-                "datatype": out.datatype.as_str(),
-                "shape": out.shape,
-                "data": serde_json::to_value(DataJson { datatype: out.datatype, data: &out.data })
-                    .unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    let mut body = json!({
-        "model_name": response.model,
-        "model_version": response.version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = &response.id {
-        body["id"] = Value::String(id.clone());
-    }
-    Json(body).into_response()
-}
-
 fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>) -> Value {
     let mut v = json!({
         "name": name,
@@ -227,7 +201,7 @@ fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>
         v["parameters"] = json!({"binary_data_size": blob.len()});
         blobs.push(blob);
     } else {
-        v["data"] = serde_json::to_value(json::DataJson {
+        v["data"] = serde_json::to_value(DataJson {
             datatype: out.datatype,
             data: &out.data,
         })
