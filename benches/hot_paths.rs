@@ -295,7 +295,7 @@ fn service(c: &mut Criterion) {
             control_mode: sluice::registry::ControlMode::Explicit,
         },
     ));
-    let service = Service::new(registry.clone(), metrics, Limits::default());
+    let service = Service::new(registry.clone(), metrics, Limits::default(), true);
     rt.block_on(async {
         registry.load_internal("iris").await.unwrap();
         registry.load_internal("dense").await.unwrap();

@@ -212,6 +212,22 @@ pub struct ServeArgs {
     #[arg(long = "load-model", env = "SLUICE_LOAD_MODEL", value_delimiter = ',')]
     pub load_model: Vec<String>,
 
+    /// Readiness (`/v2/health/ready`, gRPC ServerReady) is true only while
+    /// every model this server is meant to serve (the --load-model set, or the
+    /// whole repository, plus models loaded later and not unloaded) has a
+    /// version serving, as Triton's flag of the same name. `false`: ready once
+    /// the start-up load is done, until shutdown.
+    #[arg(long, env = "SLUICE_STRICT_READINESS", default_value_t = d::STRICT_READINESS,
+          action = clap::ArgAction::Set)]
+    pub strict_readiness: bool,
+
+    /// Exit with an error when a model fails its first load at start
+    /// (Triton's flag; Triton defaults to true). `false` (the default): the
+    /// other models serve, and with strict readiness the server stays unready.
+    #[arg(long, env = "SLUICE_EXIT_ON_ERROR", default_value_t = d::EXIT_ON_ERROR,
+          action = clap::ArgAction::Set)]
+    pub exit_on_error: bool,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,sluice=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
     pub log: String,
@@ -321,6 +337,8 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             control_mode,
             poll_interval,
             load_models: args.load_model.clone(),
+            strict_readiness: args.strict_readiness,
+            exit_on_error: args.exit_on_error,
             ..defaults
         })
     }

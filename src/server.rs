@@ -29,6 +29,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A repository that cannot be read is a start-up error, not a ready
+    // server with no models.
+    std::fs::read_dir(&config.model_repository).with_context(|| {
+        format!(
+            "cannot read the model repository {}",
+            config.model_repository.display()
+        )
+    })?;
     let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
     let ort_version = runtime::init(&library)?;
@@ -44,7 +52,12 @@ pub async fn run(
             control_mode: config.control_mode,
         },
     ));
-    let service = service::Service::new(registry.clone(), metrics, config.limits.clone());
+    let service = service::Service::new(
+        registry.clone(),
+        metrics,
+        config.limits.clone(),
+        config.strict_readiness,
+    );
 
     // Drain signal (readiness false, HTTP/1 keep-alive off) at SIGTERM; stop
     // signal for the listeners after the drain delay.
@@ -169,7 +182,17 @@ pub async fn run(
         servers.spawn(async move { server.await.context("grpc server") });
     }
 
-    registry::load_at_start(&registry, config.control_mode, &config.load_models).await;
+    let repository = config.model_repository.display();
+    let failed = registry::load_at_start(&registry, config.control_mode, &config.load_models)
+        .await
+        .with_context(|| format!("cannot read the model repository {repository}"))?;
+    if config.exit_on_error && !failed.is_empty() {
+        anyhow::bail!(
+            "{} model(s) failed to load at start and --exit-on-error is set: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
     service.set_started();
     tracing::info!("ready");
     if config.control_mode == registry::ControlMode::Poll {

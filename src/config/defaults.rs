@@ -38,6 +38,12 @@ pub const REPOSITORY_POLL_SECS: u64 = 0;
 /// The interval of `--model-control-mode poll` without `--repository-poll-secs`.
 pub const POLL_MODE_SECS: u64 = 15;
 
+/// Ready only while every model meant to be served is ready (as Triton).
+pub const STRICT_READINESS: bool = true;
+/// A model that fails at start leaves the others serving (unlike Triton,
+/// whose default is true): with strict readiness the pod stays unready.
+pub const EXIT_ON_ERROR: bool = false;
+
 pub const LOG_FILTER: &str = "info,ort=warn";
 
 /// `Some(seconds)`, or `None` for 0 (the flags' "off").

@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub poll_interval: Duration,
     /// In explicit mode, the models to load at start (empty or `*` = all).
     pub load_models: Vec<String>,
+    /// Ready only while every model meant to be served is (Triton's
+    /// `--strict-readiness`); false: ready once started, until draining.
+    pub strict_readiness: bool,
+    /// A model that fails its first load stops the start-up.
+    pub exit_on_error: bool,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +86,8 @@ impl Default for ServerConfig {
             control_mode: ControlMode::Explicit,
             poll_interval: Duration::ZERO,
             load_models: Vec::new(),
+            strict_readiness: d::STRICT_READINESS,
+            exit_on_error: d::EXIT_ON_ERROR,
         }
     }
 }

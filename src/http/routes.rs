@@ -21,10 +21,11 @@ pub(super) async fn live() -> StatusCode {
 }
 
 pub(super) async fn ready(State(s): State<AppState>) -> Response {
-    if s.service.is_ready() {
-        StatusCode::OK.into_response()
-    } else {
-        ApiError(Error::Unavailable("server is not ready".into())).into_response()
+    match s.service.readiness() {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(why) => {
+            ApiError(Error::Unavailable(format!("server is not ready: {why}"))).into_response()
+        }
     }
 }
 

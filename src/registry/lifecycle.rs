@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Loads every model of the repository (in explicit mode with a list,
-/// those named by `load_models`), each in its own failure domain.
-pub async fn load_at_start(registry: &Arc<Registry>, mode: ControlMode, load_models: &[String]) {
+/// those named by `load_models`), each in its own failure domain. Returns
+/// the models that failed, with why; a repository that cannot be read is
+/// an error.
+pub async fn load_at_start(
+    registry: &Arc<Registry>,
+    mode: ControlMode,
+    load_models: &[String],
+) -> std::io::Result<Vec<String>> {
     let explicit = mode == ControlMode::Explicit
         && !load_models.is_empty()
         && !load_models.iter().any(|m| m == "*");
@@ -18,26 +24,27 @@ pub async fn load_at_start(registry: &Arc<Registry>, mode: ControlMode, load_mod
     } else {
         registry.discover()
     };
-    let names = match discovered {
-        Ok(names) => names,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the model repository");
-            return;
-        }
-    };
+    let names = discovered?;
     let started = Instant::now();
-    let mut ok = 0;
+    let mut failed = Vec::new();
     for name in &names {
-        if registry.load_internal(name).await.is_ok() {
-            ok += 1;
+        match registry.load_internal(name).await {
+            Ok(()) => {}
+            Err(crate::error::Error::NotFound(why)) => {
+                tracing::error!(model = %name, "{why}");
+                registry.record_missing(name);
+                failed.push(why);
+            }
+            Err(e) => failed.push(e.to_string()),
         }
     }
     tracing::info!(
-        loaded = ok,
-        failed = names.len() - ok,
+        loaded = names.len() - failed.len(),
+        failed = failed.len(),
         took_ms = started.elapsed().as_millis() as u64,
         "model repository loaded"
     );
+    Ok(failed)
 }
 
 /// Rescans the repository every `interval` until `stop` turns true (see

@@ -302,7 +302,7 @@ impl Registry {
         let mut index = self.index_lock();
         if let Some(states) = index.get_mut(name) {
             states.clear();
-            states.insert(None, VersionState::Unavailable("unloaded".into()));
+            states.insert(None, VersionState::Unloaded);
         }
         Ok(())
     }
@@ -338,6 +338,10 @@ impl Registry {
                 "{} is unavailable: {reason}",
                 describe(version)
             ))),
+            (Some(VersionState::Unloaded), _) => Err(Error::Unavailable(format!(
+                "{} is unavailable: unloaded",
+                describe(version)
+            ))),
             (Some(VersionState::Ready | VersionState::ReloadFailed(_)), Some(v))
             | (None, Some(v)) => Err(Error::NotFound(format!(
                 "model '{name}' has no version {v} being served"
@@ -360,6 +364,43 @@ impl Registry {
                 })
             })
             .collect()
+    }
+
+    /// The models this server is meant to serve (every model it was asked
+    /// to load and did not unload) that have no version serving now, each
+    /// with its state and reason: what strict readiness waits for.
+    pub fn not_ready(&self) -> Vec<String> {
+        let index = self.index_lock();
+        let mut missing = Vec::new();
+        for (name, states) in index.iter() {
+            if states.values().any(VersionState::is_serving)
+                || states.values().all(|s| *s == VersionState::Unloaded)
+            {
+                continue;
+            }
+            let why = states
+                .values()
+                .map(|s| match s.reason() {
+                    "" => s.state().as_str().to_string(),
+                    reason => format!("{}: {reason}", s.state().as_str()),
+                })
+                .next()
+                .unwrap_or_default();
+            missing.push(format!("model '{name}' is {why}"));
+        }
+        missing
+    }
+
+    /// Records that a model named for loading at start is not in the
+    /// repository, so readiness and the index show it.
+    pub(crate) fn record_missing(&self, name: &str) {
+        self.set_state(
+            name,
+            None,
+            Some(VersionState::Unavailable(
+                "not in the model repository".into(),
+            )),
+        );
     }
 
     /// Versions being served, per model.

@@ -45,6 +45,9 @@ pub enum VersionState {
     /// failed for the reason given. Reported as `READY` with that reason.
     ReloadFailed(String),
     Unavailable(String),
+    /// Unloaded on request: no longer meant to be served. Reported as
+    /// `UNAVAILABLE` with the reason `unloaded`, as Triton does.
+    Unloaded,
 }
 
 impl VersionState {
@@ -53,14 +56,15 @@ impl VersionState {
         match self {
             VersionState::Loading => ModelState::Loading,
             VersionState::Ready | VersionState::ReloadFailed(_) => ModelState::Ready,
-            VersionState::Unavailable(_) => ModelState::Unavailable,
+            VersionState::Unavailable(_) | VersionState::Unloaded => ModelState::Unavailable,
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
             VersionState::Unavailable(r) | VersionState::ReloadFailed(r) => r,
-            _ => "",
+            VersionState::Unloaded => "unloaded",
+            VersionState::Loading | VersionState::Ready => "",
         }
     }
 

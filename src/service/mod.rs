@@ -35,6 +35,8 @@ struct Inner {
     registry: Arc<Registry>,
     metrics: Metrics,
     limits: Limits,
+    /// Readiness also needs every model meant to be served to be ready.
+    strict_readiness: bool,
     /// Set once the startup load finished.
     started: AtomicBool,
     /// Set at SIGTERM: readiness turns false at once.
@@ -42,12 +44,18 @@ struct Inner {
 }
 
 impl Service {
-    pub fn new(registry: Arc<Registry>, metrics: Metrics, limits: Limits) -> Self {
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        limits: Limits,
+        strict_readiness: bool,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
                 metrics,
                 limits,
+                strict_readiness,
                 started: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
             }),
@@ -76,9 +84,30 @@ impl Service {
         true
     }
 
-    /// Ready once every loadable model has loaded, until draining starts.
+    /// Ready once the start-up load is done and, with strict readiness,
+    /// while every model meant to be served has a version serving; never
+    /// while draining. `Err` says why not.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err("the server is shutting down".into());
+        }
+        if !self.inner.started.load(Ordering::Acquire) {
+            return Err("the server is loading its models".into());
+        }
+        if self.inner.strict_readiness {
+            let missing = self.inner.registry.not_ready();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "{} (strict readiness: every model must be ready; see --strict-readiness)",
+                    missing.join("; ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.inner.started.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)
+        self.readiness().is_ok()
     }
 
     /// Whether a model (version) can take requests now.

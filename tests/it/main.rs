@@ -16,6 +16,7 @@ mod lifecycle;
 mod loadgen;
 mod overload;
 mod protocols;
+mod readiness;
 mod rest;
 mod security;
 mod shutdown;
