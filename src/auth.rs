@@ -3,7 +3,9 @@
 //! [`Denied`] to its own status).
 //!
 //! Off unless at least one token is configured. A token carries scopes:
-//! `infer` (inference and metadata) and `admin` (the repository API). Health
+//! `infer` (inference and metadata) and `admin` (the repository API and log
+//! settings); `admin` implies `infer`, whether the token comes from a flag
+//! or from the token file. Health
 //! and metrics stay open unless `protect_health` / `protect_metrics` is set,
 //! and then any valid token opens them.
 //!
@@ -241,7 +243,8 @@ impl Auth {
         let scopes = self.lookup(token).ok_or(Denied::Unauthenticated)?;
         match access {
             Access::Health | Access::Metrics => Ok(()),
-            Access::Infer if scopes.infer => Ok(()),
+            // `admin` implies `infer`, for flag and file tokens alike.
+            Access::Infer if scopes.infer || scopes.admin => Ok(()),
             Access::Infer => Err(Denied::Forbidden("infer")),
             Access::Admin if scopes.admin => Ok(()),
             Access::Admin => Err(Denied::Forbidden("admin")),
@@ -457,5 +460,23 @@ mod tests {
             err.contains("--auth-infer-token") && !err.contains("short "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn admin_implies_infer_for_file_tokens_too() {
+        let dir = std::env::temp_dir().join(format!("sluice-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "admin admin-only-token-0123456789\n").unwrap();
+        let auth = Auth::new(AuthConfig {
+            token_file: Some(file),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+        .unwrap();
+        let header = b"Bearer admin-only-token-0123456789";
+        assert_eq!(auth.check(Some(header), Access::Infer), Ok(()));
+        assert_eq!(auth.check(Some(header), Access::Admin), Ok(()));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

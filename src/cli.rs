@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the models of a model repository over HTTP and gRPC.
     Serve(Box<ServeArgs>),
-    /// Exit 0 if the server at URL answers 200, else 1 (for container HEALTHCHECKs).
+    /// Exit 0 if the server at URL answers 2xx within 5 s; else print why to
+    /// stderr and exit 1 (for container HEALTHCHECKs and exec probes).
     Healthcheck(HealthcheckArgs),
 }
 
@@ -232,9 +233,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
     pub log: String,
 
-    /// Log format.
+    /// Log format: `text` for people, or `json`: one object per line with
+    /// the event's fields as top-level keys (`timestamp`, `level`, `target`,
+    /// `message`, then e.g. `model`, `version`), as log pipelines expect.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// ANSI colours in text logs: `auto` only when stderr is a terminal (never
+    /// in a file, a pipe or a container log), `always`, or `never`.
+    #[arg(long, env = "SLUICE_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
+    pub log_color: LogColor,
 }
 
 /// The values of `--model-control-mode`.
@@ -348,6 +356,71 @@ impl TryFrom<&ServeArgs> for ServerConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for crate::logging::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogColor {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<LogColor> for crate::logging::Color {
+    fn from(c: LogColor) -> Self {
+        match c {
+            LogColor::Auto => Self::Auto,
+            LogColor::Always => Self::Always,
+            LogColor::Never => Self::Never,
+        }
+    }
+}
+
+/// The settings of `sluice serve` that differ from their defaults, as one
+/// readable line of `--flag=value` (from the command line or `SLUICE_*`),
+/// with token values redacted; `(all defaults)` when none does.
+pub fn non_default_settings(serve: &clap::ArgMatches) -> String {
+    use clap::parser::ValueSource;
+    let command = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut parts = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let source = serve.value_source(id);
+        if !matches!(
+            source,
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let flag = arg.get_long().unwrap_or(id);
+        let values: Vec<String> = serve
+            .get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let shown = if arg.is_hide_env_values_set() {
+            format!("[redacted]x{}", values.len())
+        } else if values.is_empty() {
+            "true".to_string()
+        } else {
+            values.join(",")
+        };
+        parts.push(format!("--{flag}={shown}"));
+    }
+    if parts.is_empty() {
+        "(all defaults)".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 #[derive(Debug, Clone, Args)]

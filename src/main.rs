@@ -1,13 +1,17 @@
 //! The `sluice` binary: parse flags, set up logging, bind, and run.
 
-use clap::Parser;
-use sluice::cli::{Cli, Command, LogFormat, ServeArgs};
+use clap::{CommandFactory as _, FromArgMatches as _};
+use sluice::cli::{Cli, Command, ServeArgs};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     disable_onnxruntime_telemetry();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
@@ -22,7 +26,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve(args) => match runtime.block_on(serve(*args)) {
+        Command::Serve(args) => match runtime.block_on(serve(*args, serve_matches(&matches))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("{e:#}")),
         },
@@ -51,8 +55,17 @@ fn fail(message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let logging = init_tracing(&args);
+/// The `serve` subcommand's matches, for the start-up summary.
+fn serve_matches(matches: &clap::ArgMatches) -> String {
+    matches
+        .subcommand_matches("serve")
+        .map(sluice::cli::non_default_settings)
+        .unwrap_or_default()
+}
+
+async fn serve(args: ServeArgs, settings: String) -> anyhow::Result<()> {
+    let logging = sluice::logging::init(&args.log, args.log_format.into(), args.log_color.into())
+        .map_err(anyhow::Error::msg)?;
     let mut config = sluice::ServerConfig::try_from(&args)?;
     // Fail fast, before anything is logged or bound, on a missing library.
     let env = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
@@ -60,7 +73,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sluice::runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
     config.onnxruntime_lib = Some(library);
     config.logging = logging;
-    tracing::info!(config = ?args, "starting (secrets redacted)");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %settings, "starting");
     let bind = |port: u16, what: &'static str| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)
@@ -76,35 +89,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     sluice::run(config, listeners, shutdown_signal()).await
-}
-
-/// Logs to stderr with a filter that `/v2/logging` can swap while serving.
-fn init_tracing(args: &ServeArgs) -> sluice::logging::LogControl {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let format = match args.log_format {
-        LogFormat::Json => {
-            registry
-                .with(fmt::layer().json().with_writer(std::io::stderr))
-                .init();
-            "json"
-        }
-        LogFormat::Text => {
-            registry
-                .with(fmt::layer().with_writer(std::io::stderr))
-                .init();
-            "text"
-        }
-    };
-    let apply: sluice::logging::ApplyFilter = std::sync::Arc::new(move |directives: &str| {
-        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    });
-    sluice::logging::LogControl::new(&args.log, format, Some(apply))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,6 +4,7 @@
 
 use super::config::Kind;
 use super::conn::{Conn, ConnectionLimit, Io};
+use super::ratelimit::RateLimit;
 use super::tls;
 use std::io;
 use std::net::SocketAddr;
@@ -136,7 +137,15 @@ fn admit(
             }
             Ok(Err(e)) => {
                 acceptor.limit.refuse(e.reason);
-                tracing::debug!(%remote, error = %e.error, "connection closed before serving");
+                if e.reason == "tls_handshake" {
+                    // An operator must see a rejected client certificate or a
+                    // plaintext client on a TLS port; a scan must not flood.
+                    if let Some(held_back) = TLS_REJECTIONS.check() {
+                        tracing::warn!(%remote, error = %e.error, held_back, "TLS handshake rejected");
+                    }
+                } else {
+                    tracing::debug!(%remote, error = %e.error, "connection closed before serving");
+                }
             }
             Err(_) => {
                 acceptor.limit.refuse("idle");
@@ -145,6 +154,10 @@ fn admit(
         }
     });
 }
+
+/// At most one warning per 10 s for rejected TLS handshakes (each says how
+/// many it stands for; `sluice_refused_connections_total` counts them all).
+static TLS_REJECTIONS: RateLimit = RateLimit::new(Duration::from_secs(10));
 
 struct OpenError {
     reason: &'static str,

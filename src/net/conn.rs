@@ -163,7 +163,10 @@ impl AsyncRead for Conn {
                 return read;
             }
             // As if the client had closed: the protocol ends the connection.
-            tracing::debug!(remote = ?this.remote, "connection closed: idle for --idle-timeout-secs");
+            tracing::debug!(
+                remote = this.remote.map(tracing::field::display),
+                "connection closed: idle for --idle-timeout-secs"
+            );
             if let Some(idle) = &mut this.idle {
                 idle.closed = true;
             }

@@ -31,6 +31,7 @@ mod config;
 mod conn;
 mod idle;
 pub mod metrics;
+mod ratelimit;
 pub mod tls;
 
 pub use accept::{Acceptor, incoming};

@@ -159,7 +159,7 @@ impl Registry {
             Err(failure) => {
                 self.metrics.record_load(name, took, false);
                 self.remember(name, failure.fingerprint.clone());
-                tracing::error!(model = name, version = ?failure.version, reason = %failure.reason, "model failed to load; the serving versions are untouched");
+                tracing::error!(model = name, version = failure.version, reason = %failure.reason, "model failed to load; the serving versions are untouched");
                 // A version that still serves its earlier session stays
                 // READY (with the reason); only one that does not serve
                 // becomes UNAVAILABLE.

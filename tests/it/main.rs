@@ -14,6 +14,7 @@ mod grpc;
 mod harness;
 mod lifecycle;
 mod loadgen;
+mod operator;
 mod overload;
 mod protocols;
 mod readiness;

@@ -13,6 +13,10 @@
 //! swaps the filter. Tests and embedders without one get settings that are
 //! stored and reported but change nothing.
 
+mod setup;
+
+pub use setup::{Color, Format, init};
+
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
