@@ -75,7 +75,7 @@ impl Serving {
         let line = self.wait_for("http listening").await;
         let start = line.find("127.0.0.1:").unwrap();
         line[start..]
-            .split(|c: char| c == '"' || c == ' ' || c == ',')
+            .split(['"', ' ', ','])
             .next()
             .unwrap()
             .to_string()
