@@ -246,6 +246,7 @@ fn scheduler(c: &mut Criterion) {
     });
     let input = tensor(1, 4);
     let job = || Job {
+        trace: tracing::Span::none(),
         inputs: vec![input.clone()],
         outputs: vec![0],
         rows: 1,

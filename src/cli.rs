@@ -239,6 +239,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// OpenTelemetry collector to export traces to (OTLP), e.g.
+    /// `http://otel-collector:4317`. Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// or `OTEL_EXPORTER_OTLP_ENDPOINT`; with none of them, tracing is off.
+    /// Sampling follows `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
+    /// (default: parent-based, always on), the service name `OTEL_SERVICE_NAME`.
+    #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport: `grpc` (port 4317) or `http/protobuf` (port 4318; the
+    /// `/v1/traces` path is added). Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
+    #[arg(long, env = "SLUICE_OTLP_PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: Option<String>,
+
     /// ANSI colours in text logs: `auto` only when stderr is a terminal (never
     /// in a file, a pipe or a container log), `always`, or `never`.
     #[arg(long, env = "SLUICE_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
@@ -380,6 +393,19 @@ impl From<LogColor> for crate::logging::Color {
             LogColor::Auto => Self::Auto,
             LogColor::Always => Self::Always,
             LogColor::Never => Self::Never,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Where traces go (see [`crate::telemetry::init`]).
+    pub fn otlp(&self) -> crate::telemetry::OtlpConfig {
+        crate::telemetry::OtlpConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            protocol: self.otlp_protocol.as_deref().map(|p| match p {
+                "http/protobuf" => crate::telemetry::OtlpProtocol::HttpProtobuf,
+                _ => crate::telemetry::OtlpProtocol::Grpc,
+            }),
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod runtime;
 pub mod scheduler;
 mod server;
 pub mod service;
+pub mod telemetry;
 pub mod tensor;
 
 pub use config::ServerConfig;

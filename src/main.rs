@@ -64,8 +64,18 @@ fn serve_matches(matches: &clap::ArgMatches) -> String {
 }
 
 async fn serve(args: ServeArgs, settings: String) -> anyhow::Result<()> {
-    let logging = sluice::logging::init(&args.log, args.log_format.into(), args.log_color.into())
-        .map_err(anyhow::Error::msg)?;
+    let traces = sluice::telemetry::init(&args.otlp()).map_err(anyhow::Error::msg)?;
+    let tracer = traces.as_ref().map(|t| t.tracer.clone());
+    let logging = sluice::logging::init(
+        &args.log,
+        args.log_format.into(),
+        args.log_color.into(),
+        tracer,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(t) = &traces {
+        tracing::info!(endpoint = %t.endpoint, protocol = %t.protocol, "exporting traces (OTLP)");
+    }
     let mut config = sluice::ServerConfig::try_from(&args)?;
     // Fail fast, before anything is logged or bound, on a missing library.
     let env = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
@@ -88,7 +98,9 @@ async fn serve(args: ServeArgs, settings: String) -> anyhow::Result<()> {
             None => None,
         },
     };
-    sluice::run(config, listeners, shutdown_signal()).await
+    let served = sluice::run(config, listeners, shutdown_signal()).await;
+    drop(traces); // flushes what is queued
+    served
 }
 
 /// Resolves on SIGTERM or SIGINT.

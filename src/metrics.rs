@@ -7,6 +7,7 @@
 //! [`VersionMetrics`] so the hot path never formats labels.
 
 use crate::registry::state::ModelState;
+use crate::scheduler::job::{Phases, Timing};
 use crate::service::stats::Stats;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -21,6 +22,7 @@ pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
 pub const QUEUE_DURATION: &str = "sluice_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "sluice_compute_duration_seconds";
 pub const BATCH_SIZE: &str = "sluice_batch_size";
+pub const COMPUTE_PHASE_DURATION: &str = "sluice_compute_phase_duration_seconds";
 pub const INFERENCES_TOTAL: &str = "sluice_inferences_total";
 pub const EXECUTIONS_TOTAL: &str = "sluice_executions_total";
 pub const PENDING_REQUESTS: &str = "sluice_pending_requests";
@@ -64,6 +66,7 @@ pub struct Metrics {
     request_duration: HistogramVec,
     queue_duration: HistogramVec,
     compute_duration: HistogramVec,
+    compute_phase: HistogramVec,
     batch_size: HistogramVec,
     inferences: IntCounterVec,
     executions: IntCounterVec,
@@ -137,6 +140,12 @@ impl Metrics {
                 LATENCY_BUCKETS,
                 MV,
             ),
+            compute_phase: histogram(
+                COMPUTE_PHASE_DURATION,
+                "Time of each phase of each executed batch: input (assembly), infer (the model run), output (copy-out and split).",
+                LATENCY_BUCKETS,
+                &["model", "version", "phase"],
+            ),
             batch_size: histogram(
                 BATCH_SIZE,
                 "Rows in each executed batch.",
@@ -184,6 +193,9 @@ impl Metrics {
             Box::new(m.request_duration.clone()),
             Box::new(m.queue_duration.clone()),
             Box::new(m.compute_duration.clone()),
+            Box::new(m.compute_phase.clone()),
+            Box::new(crate::telemetry::SPANS_DROPPED.clone()),
+            Box::new(crate::telemetry::SPANS_EXPORTED.clone()),
             Box::new(m.batch_size.clone()),
             Box::new(m.inferences.clone()),
             Box::new(m.executions.clone()),
@@ -216,6 +228,10 @@ impl Metrics {
             queue: self.queue_duration.with_label_values(&l),
             compute: self.compute_duration.with_label_values(&l),
             batch: self.batch_size.with_label_values(&l),
+            phases: ["input", "infer", "output"].map(|p| {
+                self.compute_phase
+                    .with_label_values(&[model, v.as_str(), p])
+            }),
             inferences: self.inferences.with_label_values(&l),
             executions: self.executions.with_label_values(&l),
             per_protocol: PROTOCOLS
@@ -287,6 +303,11 @@ impl Metrics {
                 .model_state
                 .remove_label_values(&[model, v.as_str(), s.metric_label()]);
         }
+        for p in ["input", "infer", "output"] {
+            let _ = self
+                .compute_phase
+                .remove_label_values(&[model, v.as_str(), p]);
+        }
     }
 
     pub fn record_load(&self, model: &str, took: Duration, ok: bool) {
@@ -324,6 +345,8 @@ pub struct VersionMetrics {
     pub inflight: IntGauge,
     queue: Histogram,
     compute: Histogram,
+    /// Per batch: input, infer, output.
+    phases: [Histogram; 3],
     batch: Histogram,
     inferences: IntCounter,
     executions: IntCounter,
@@ -344,11 +367,19 @@ impl std::fmt::Debug for VersionMetrics {
 
 impl VersionMetrics {
     /// A batch of `rows` ran for `took`.
-    pub fn record_execution(&self, rows: usize, took: Duration) {
+    pub fn record_execution(&self, rows: usize, took: Duration, phases: Phases) {
         self.batch.observe(rows as f64);
         self.executions.inc();
         self.inferences.inc_by(rows as u64);
-        self.stats.record_batch(rows, took);
+        for (histogram, d) in self
+            .phases
+            .iter()
+            .zip([phases.input, phases.infer, phases.output])
+        {
+            histogram.observe(d.as_secs_f64());
+        }
+        self.stats.record_batch(rows, phases);
+        let _ = took;
     }
 
     /// A request finished: successfully with its queue and compute times, or not.
@@ -357,7 +388,7 @@ impl VersionMetrics {
         protocol: &str,
         outcome: &str,
         total: Duration,
-        queue_and_compute: Option<(Duration, Duration)>,
+        timing: Option<Timing>,
     ) {
         let cached = PROTOCOLS
             .iter()
@@ -378,11 +409,11 @@ impl VersionMetrics {
                     .observe(total.as_secs_f64());
             }
         }
-        if let Some((queue, compute)) = queue_and_compute {
-            self.queue.observe(queue.as_secs_f64());
-            self.compute.observe(compute.as_secs_f64());
+        if let Some(t) = &timing {
+            self.queue.observe(t.queue.as_secs_f64());
+            self.compute.observe(t.compute.as_secs_f64());
         }
-        self.stats.record_request(total, queue_and_compute);
+        self.stats.record_request(total, timing.as_ref());
     }
 }
 

@@ -344,8 +344,8 @@ pub fn statistics(s: VersionStats) -> pb::ModelStatistics {
             compute_input: duration(s.compute_input),
             compute_infer: duration(s.compute_infer),
             compute_output: duration(s.compute_output),
-            cache_hit: duration(s.cache_hit),
-            cache_miss: duration(s.cache_miss),
+            cache_hit: s.cache_hit.and_then(duration),
+            cache_miss: s.cache_miss.and_then(duration),
         }),
         batch_stats: s
             .batches

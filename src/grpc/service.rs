@@ -9,10 +9,12 @@ use super::status::{oversize, status};
 use crate::error::Error;
 use crate::logging::LogControl;
 use crate::service::{Protocol, Service};
+use crate::telemetry::{self, Phase};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// Requests of one `ModelStreamInfer` call that may run at once; the stream
 /// is not read further until one finishes (backpressure, bounded memory).
@@ -38,10 +40,26 @@ impl Inference {
         }
     }
 
-    async fn infer(&self, request: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, Error> {
-        let request = convert::infer_request(request, self.service.limits().max_tensor_elements)?;
-        let response = self.service.infer(request, Protocol::Grpc).await?;
-        Ok(convert::infer_response(response))
+    async fn infer(
+        &self,
+        request: pb::ModelInferRequest,
+        metadata: Option<&tonic::metadata::MetadataMap>,
+    ) -> Result<pb::ModelInferResponse, Error> {
+        let span = match metadata {
+            Some(m) => {
+                telemetry::request_span("grpc", &request.model_name, &m.clone().into_headers())
+            }
+            None => tracing::Span::none(),
+        };
+        let work = async {
+            let max_elements = self.service.limits().max_tensor_elements;
+            let request = telemetry::phase_span(Phase::Decode)
+                .in_scope(|| convert::infer_request(request, max_elements))?;
+            let response = self.service.infer(request, Protocol::Grpc).await?;
+            let _encode = telemetry::phase_span(Phase::Encode).entered();
+            Ok(convert::infer_response(response))
+        };
+        work.instrument(span).await
     }
 }
 
@@ -106,7 +124,8 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> GrpcResult<pb::ModelInferResponse> {
-        self.infer(request.into_inner())
+        let metadata = telemetry::enabled().then(|| request.metadata().clone());
+        self.infer(request.into_inner(), metadata.as_ref())
             .await
             .map(Response::new)
             .map_err(status)
@@ -122,6 +141,7 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<tonic::Streaming<pb::ModelInferRequest>>,
     ) -> GrpcResult<Self::ModelStreamInferStream> {
+        let metadata = telemetry::enabled().then(|| request.metadata().clone());
         let mut incoming = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
         let this = self.clone();
@@ -133,9 +153,9 @@ impl GrpcInferenceService for Inference {
                     message = incoming.message(), if open && running.len() < STREAM_CONCURRENCY => {
                         match message {
                             Ok(Some(req)) => {
-                                let this = this.clone();
+                                let (this, metadata) = (this.clone(), metadata.clone());
                                 running.push(async move {
-                                    match this.infer(req).await {
+                                    match this.infer(req, metadata.as_ref()).await {
                                         Ok(r) => pb::ModelStreamInferResponse {
                                             error_message: String::new(),
                                             infer_response: Some(r),

@@ -8,11 +8,13 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::error::Error;
 use crate::service::Protocol;
+use crate::telemetry::{self, Phase};
 use axum::Json;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -138,20 +140,26 @@ async fn infer_common(
     if let Err(e) = s.service.precheck(&model, version, Protocol::Http) {
         return Ok(super::guard::refuse(request, ApiError(e), s.max_body_bytes).await);
     }
-    let headers = request.headers().clone();
-    let Body(body) = Body::from_request(request, &()).await?;
-    let max_elements = s.service.limits().max_tensor_elements;
-    let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {
-        tokio::task::spawn_blocking(move || {
-            decode_request(model, version, &headers, body, max_elements)
-        })
-        .await
-        .map_err(|e| ApiError(Error::internal(format!("request decoding failed: {e}"))))??
-    } else {
-        decode_request(model, version, &headers, body, max_elements)?
+    let span = telemetry::request_span("http", &model, request.headers());
+    let work = async move {
+        let headers = request.headers().clone();
+        let Body(body) = Body::from_request(request, &()).await?;
+        let max_elements = s.service.limits().max_tensor_elements;
+        let decode = telemetry::phase_span(Phase::Decode);
+        let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {
+            tokio::task::spawn_blocking(move || {
+                decode.in_scope(|| decode_request(model, version, &headers, body, max_elements))
+            })
+            .await
+            .map_err(|e| ApiError(Error::internal(format!("request decoding failed: {e}"))))??
+        } else {
+            decode.in_scope(|| decode_request(model, version, &headers, body, max_elements))?
+        };
+        let response = s.service.infer(request, Protocol::Http).await?;
+        let _encode = telemetry::phase_span(Phase::Encode).entered();
+        Ok(encode_response(&response, &format))
     };
-    let response = s.service.infer(request, Protocol::Http).await?;
-    Ok(encode_response(&response, &format))
+    work.instrument(span).await
 }
 
 fn stats_response(

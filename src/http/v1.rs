@@ -25,6 +25,7 @@ use crate::tensor::{RunOutput, TensorSpec};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
+use tracing::Instrument as _;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -32,6 +33,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub(super) async fn action(
     State(s): State<AppState>,
     Path(model_action): Path<String>,
+    headers: axum::http::HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let Some((model, "predict")) = model_action.rsplit_once(':') else {
@@ -63,7 +65,12 @@ pub(super) async fn action(
         inputs,
         ..InferRequest::default()
     };
-    let response = s.service.infer(request, Protocol::Http).await?;
+    let span = crate::telemetry::request_span("http", model, &headers);
+    let response = s
+        .service
+        .infer(request, Protocol::Http)
+        .instrument(span)
+        .await?;
     Ok(Json(if rows {
         json!({"predictions": predictions(&response)})
     } else {

@@ -5,9 +5,10 @@
 use super::{ApplyFilter, LogControl};
 use std::io::IsTerminal as _;
 use std::sync::Arc;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, fmt, reload};
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, reload};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,14 +28,30 @@ pub enum Color {
     Never,
 }
 
-/// Installs the global subscriber with `filter` (tracing's `EnvFilter`
-/// syntax). Returns the control the logging API uses, or why `filter` is
-/// not valid.
-pub fn init(filter: &str, format: Format, color: Color) -> Result<LogControl, String> {
+/// Installs the global subscriber: log lines filtered by `filter`
+/// (tracing's `EnvFilter` syntax, swappable while serving), and, with a
+/// `tracer`, the spans of [`crate::telemetry::TARGET`] exported to it (a
+/// filter of their own: the log level never turns traces off). Returns the
+/// control the logging API uses, or why `filter` is not valid.
+pub fn init(
+    filter: &str,
+    format: Format,
+    color: Color,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+) -> Result<LogControl, String> {
     let initial = EnvFilter::try_new(filter)
         .map_err(|e| format!("--log '{filter}' is not a valid filter: {e}"))?;
-    let (layer, handle) = reload::Layer::new(initial);
-    let registry = tracing_subscriber::registry().with(layer);
+    let (log_filter, handle) = reload::Layer::new(initial);
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target(crate::telemetry::TARGET, LevelFilter::INFO))
+    });
+    // Log lines never show the trace spans' own fields.
+    let logs = Targets::new()
+        .with_target(crate::telemetry::TARGET, LevelFilter::OFF)
+        .with_default(LevelFilter::TRACE);
+    let registry = tracing_subscriber::registry().with(traces);
     let ansi = match color {
         Color::Always => true,
         Color::Never => false,
@@ -48,7 +65,10 @@ pub fn init(filter: &str, format: Format, color: Color) -> Result<LogControl, St
                         .json()
                         .flatten_event(true)
                         .with_current_span(false)
-                        .with_writer(std::io::stderr),
+                        .with_span_list(false)
+                        .with_writer(std::io::stderr)
+                        .with_filter(log_filter)
+                        .with_filter(logs),
                 )
                 .try_init()
                 .map_err(|e| e.to_string())?;
@@ -56,7 +76,13 @@ pub fn init(filter: &str, format: Format, color: Color) -> Result<LogControl, St
         }
         Format::Text => {
             registry
-                .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+                .with(
+                    fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr)
+                        .with_filter(log_filter)
+                        .with_filter(logs),
+                )
                 .try_init()
                 .map_err(|e| e.to_string())?;
             "text"

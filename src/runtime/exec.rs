@@ -11,6 +11,7 @@ use bytes::Bytes;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, ValueType};
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 /// One model input of a batch: the requests' parts, concatenated along dim 0.
 #[derive(Debug)]
@@ -20,6 +21,17 @@ pub struct BatchInput<'a> {
     /// The batch's shape: the sum of the parts' rows, then the shared dims.
     pub shape: Vec<usize>,
     pub parts: Vec<&'a TensorData>,
+}
+
+/// How long each step of one run took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTimes {
+    /// Concatenating the requests' inputs into the run's tensors.
+    pub assemble: Duration,
+    /// `Session::run`.
+    pub run: Duration,
+    /// Copying the outputs out of ONNX Runtime.
+    pub extract: Duration,
 }
 
 /// One ONNX Runtime session, owned by one instance worker thread.
@@ -61,17 +73,37 @@ impl Instance {
         inputs: &[BatchInput<'_>],
         wanted: &[usize],
     ) -> Result<Vec<RunOutput>, String> {
+        self.run_timed(inputs, wanted).map(|(outputs, _)| outputs)
+    }
+
+    /// [`Instance::run`], with how long assembly, the run and the copy-out
+    /// took (each also a trace span when tracing is on).
+    pub fn run_timed(
+        &mut self,
+        inputs: &[BatchInput<'_>],
+        wanted: &[usize],
+    ) -> Result<(Vec<RunOutput>, RunTimes), String> {
+        use crate::telemetry::{Phase, phase_span};
+        let mut times = RunTimes::default();
+        let started = Instant::now();
         let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let value = assemble(input).map_err(|e| format!("input '{}': {e}", input.name))?;
-            values.push((Cow::Borrowed(input.name), SessionInputValue::from(value)));
-        }
-        let mut outputs = self
-            .session
-            .run(values)
+        phase_span(Phase::ComputeInput).in_scope(|| -> Result<(), String> {
+            for input in inputs {
+                let value = assemble(input).map_err(|e| format!("input '{}': {e}", input.name))?;
+                values.push((Cow::Borrowed(input.name), SessionInputValue::from(value)));
+            }
+            Ok(())
+        })?;
+        let ran = Instant::now();
+        times.assemble = ran - started;
+        let mut outputs = phase_span(Phase::ComputeInfer)
+            .in_scope(|| self.session.run(values))
             .map_err(|e| format!("onnx runtime failed to run the model: {e}"))?;
-        wanted
+        let extracting = Instant::now();
+        times.run = extracting - ran;
+        let _copy_out = phase_span(Phase::ComputeOutput).entered();
+        let extracted = wanted
             .iter()
             .map(|&i| {
                 let name = self
@@ -83,7 +115,9 @@ impl Instance {
                     .ok_or_else(|| format!("output '{name}' missing from the run"))?;
                 extract(&value).map_err(|e| format!("output '{name}': {e}"))
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        times.extract = extracting.elapsed();
+        Ok((extracted, times))
     }
 }
 

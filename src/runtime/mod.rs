@@ -17,7 +17,7 @@ mod session;
 mod signature;
 
 pub use crate::tensor::{ModelSignature, RunOutput, TensorSpec};
-pub use exec::{BatchInput, Instance};
+pub use exec::{BatchInput, Instance, RunTimes};
 pub use library::{FETCHED_DIR, LIB_NAME, LibraryError, init, locate_library};
 pub use provider::{ArenaExtendStrategy, ConvAlgoSearch, ExecutionProvider, ProviderOptions};
 pub use session::{Placement, load_instance};

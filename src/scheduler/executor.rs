@@ -1,6 +1,6 @@
 //! What runs a batch: an ONNX Runtime session, or a test double.
 
-use crate::runtime::BatchInput;
+use crate::runtime::{BatchInput, RunTimes};
 use crate::tensor::RunOutput;
 use std::sync::Arc;
 
@@ -12,6 +12,22 @@ pub trait Executor: Send {
         inputs: &[BatchInput<'_>],
         wanted: &[usize],
     ) -> Result<Vec<RunOutput>, String>;
+
+    /// [`Executor::run`], with how long its steps took; an executor that
+    /// cannot tell counts the whole run as the model run.
+    fn run_timed(
+        &mut self,
+        inputs: &[BatchInput<'_>],
+        wanted: &[usize],
+    ) -> Result<(Vec<RunOutput>, RunTimes), String> {
+        let started = std::time::Instant::now();
+        let outputs = self.run(inputs, wanted)?;
+        let times = RunTimes {
+            run: started.elapsed(),
+            ..RunTimes::default()
+        };
+        Ok((outputs, times))
+    }
 }
 
 impl Executor for crate::runtime::Instance {
@@ -21,6 +37,14 @@ impl Executor for crate::runtime::Instance {
         wanted: &[usize],
     ) -> Result<Vec<RunOutput>, String> {
         crate::runtime::Instance::run(self, inputs, wanted)
+    }
+
+    fn run_timed(
+        &mut self,
+        inputs: &[BatchInput<'_>],
+        wanted: &[usize],
+    ) -> Result<(Vec<RunOutput>, RunTimes), String> {
+        crate::runtime::Instance::run_timed(self, inputs, wanted)
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Job {
     /// Priority level, 1 is the highest.
     pub priority: usize,
     pub deadline: Option<Instant>,
+    /// The request's queue-wait span (`Span::none()` when tracing is off);
+    /// the worker that takes the job closes it.
+    pub trace: tracing::Span,
 }
 
 /// The answer to one job.
@@ -41,6 +44,30 @@ pub struct Completion {
     pub compute_time: Duration,
     /// Rows of the batch the job ran in.
     pub batch_rows: usize,
+    /// The batch's phases: assembly, the run, and copy-out with the split.
+    pub phases: Phases,
+    /// The batch's span, for the request to link to.
+    pub batch_span: crate::telemetry::SpanLink,
+}
+
+/// How long a finished request waited and ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub queue: Duration,
+    /// The whole batch run the request took part in.
+    pub compute: Duration,
+    pub phases: Phases,
+}
+
+/// How one batch's compute time divides, as Triton's statistics report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Assembling the requests' inputs into the run's tensors.
+    pub input: Duration,
+    /// The model run.
+    pub infer: Duration,
+    /// Copying the outputs out and splitting them per request.
+    pub output: Duration,
 }
 
 pub(crate) type Reply = Result<Completion>;

@@ -30,13 +30,13 @@
 //! the scheduler joins them, which frees their sessions.
 
 mod executor;
-mod job;
+pub(crate) mod job;
 mod queue;
 mod shared;
 mod worker;
 
 pub use executor::{Executor, ExecutorFactory};
-pub use job::{BatchKey, Completion, Job};
+pub use job::{BatchKey, Completion, Job, Phases, Timing};
 pub use queue::BatchPolicy;
 pub use shared::SchedulerConfig;
 

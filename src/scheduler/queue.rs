@@ -166,6 +166,7 @@ mod tests {
     ) -> (Entry, tokio::sync::oneshot::Receiver<Reply>) {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
+            trace: tracing::Span::none(),
             inputs: Vec::new(),
             outputs: vec![0],
             rows,

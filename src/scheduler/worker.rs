@@ -2,11 +2,12 @@
 //! batches from its version's queue, runs them, and answers every caller.
 
 use super::executor::{Executor, ExecutorFactory};
-use super::job::{Completion, Entry};
+use super::job::{Completion, Entry, Phases};
 use super::queue::Decision;
 use super::shared::Shared;
 use crate::error::Error;
 use crate::runtime::BatchInput;
+use crate::telemetry;
 use crate::tensor::RunOutput;
 use crate::tensor::{TensorData, element_count};
 use std::collections::VecDeque;
@@ -86,14 +87,27 @@ enum Ran {
 }
 
 /// Runs one batch, answering its callers unless the run failed.
-fn run_batch(shared: &Shared, executor: &mut dyn Executor, batch: Vec<Entry>) -> Ran {
+fn run_batch(shared: &Shared, executor: &mut dyn Executor, mut batch: Vec<Entry>) -> Ran {
     let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| execute(shared, executor, &batch)));
-    let compute_time = started.elapsed();
     let rows: usize = batch.iter().map(|e| e.job.rows).sum();
+    // The batch's span links to each request's queue span; taking the job
+    // ends that wait.
+    let batch_span = telemetry::batch_span(
+        &shared.config.name,
+        rows,
+        batch.iter().map(|e| &e.job.trace),
+    );
+    for entry in &mut batch {
+        entry.job.trace = tracing::Span::none();
+    }
+    let link = telemetry::span_link(&batch_span.span);
+    let result = batch_span
+        .span
+        .in_scope(|| catch_unwind(AssertUnwindSafe(|| execute(shared, executor, &batch))));
+    let compute_time = started.elapsed();
     match result {
-        Ok(Ok(per_job)) => {
-            shared.metrics.record_execution(rows, compute_time);
+        Ok(Ok((per_job, phases))) => {
+            shared.metrics.record_execution(rows, compute_time, phases);
             for (entry, outputs) in batch.into_iter().zip(per_job) {
                 let queue_time = started.saturating_duration_since(entry.enqueued);
                 let _ = entry.reply.send(Ok(Completion {
@@ -101,6 +115,8 @@ fn run_batch(shared: &Shared, executor: &mut dyn Executor, batch: Vec<Entry>) ->
                     queue_time,
                     compute_time,
                     batch_rows: rows,
+                    phases,
+                    batch_span: link.clone(),
                 }));
             }
             Ran::Done
@@ -188,12 +204,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Concatenates the batch's inputs, runs them, and splits the outputs so each
-/// job gets exactly its own rows.
+/// job gets exactly its own rows; also says how long each phase took.
 fn execute(
     shared: &Shared,
     executor: &mut dyn Executor,
     batch: &[Entry],
-) -> Result<Vec<Vec<RunOutput>>, String> {
+) -> Result<(Vec<Vec<RunOutput>>, Phases), String> {
     let first = &batch.first().ok_or("empty batch")?.job;
     let batching = shared.config.policy.max_batch_size > 0;
     let total_rows: usize = batch.iter().map(|e| e.job.rows).sum();
@@ -216,10 +232,17 @@ fn execute(
             }
         })
         .collect();
-    let outputs = executor.run(&inputs, &first.outputs)?;
+    let (outputs, times) = executor.run_timed(&inputs, &first.outputs)?;
+    let mut phases = Phases {
+        input: times.assemble,
+        infer: times.run,
+        output: times.extract,
+    };
     if batch.len() == 1 {
-        return Ok(vec![outputs]);
+        return Ok((vec![outputs], phases));
     }
+    let splitting = Instant::now();
+    let _split = telemetry::phase_span(telemetry::Phase::ComputeOutput).entered();
     let mut per_job: Vec<Vec<RunOutput>> = batch
         .iter()
         .map(|_| Vec::with_capacity(outputs.len()))
@@ -253,5 +276,6 @@ fn execute(
             row += rows;
         }
     }
-    Ok(per_job)
+    phases.output += splitting.elapsed();
+    Ok((per_job, phases))
 }

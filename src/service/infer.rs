@@ -7,7 +7,8 @@ use super::validate::validate;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::registry::{LoadedVersion, Registry};
-use crate::scheduler::Job;
+use crate::scheduler::{Job, Timing};
+use crate::telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,16 +51,19 @@ pub(super) async fn infer(
         Ok(v) => v,
         Err(e) => {
             metrics.record_unrouted(&request.model, protocol.label(), e.outcome());
+            telemetry::record_outcome(e.outcome(), None);
             return Err(e);
         }
     };
     let metrics = version.metrics.clone();
     let outcome = infer_on(registry, limits, &mut version, request, started).await;
-    let (label, times) = match &outcome {
-        Ok((_, queue, compute)) => ("success", Some((*queue, *compute))),
-        Err(e) => (e.outcome(), None),
+    telemetry::record_version(version.version);
+    let (label, timing, rows) = match &outcome {
+        Ok((_, timing, rows)) => ("success", Some(*timing), Some(*rows)),
+        Err(e) => (e.outcome(), None, None),
     };
-    metrics.record_request(protocol.label(), label, started.elapsed(), times);
+    telemetry::record_outcome(label, rows);
+    metrics.record_request(protocol.label(), label, started.elapsed(), timing);
     outcome.map(|(response, _, _)| response)
 }
 
@@ -69,7 +73,7 @@ async fn infer_on(
     version: &mut Arc<LoadedVersion>,
     request: InferRequest,
     started: Instant,
-) -> Result<(InferResponse, Duration, Duration)> {
+) -> Result<(InferResponse, Timing, usize)> {
     let (id, model, wanted_version) = (request.id.clone(), request.model.clone(), request.version);
     let mut job = validate(version, request, limits, started)?;
     let _inflight = {
@@ -79,6 +83,7 @@ async fn infer_on(
     let mut attempts = 0;
     let mut names = output_names(version, &job);
     let pending = loop {
+        job.trace = telemetry::queue_span();
         match version.scheduler.submit(job) {
             Ok(pending) => break pending,
             Err(rejected) => {
@@ -119,13 +124,19 @@ async fn infer_on(
         }
     };
     let completion = pending.wait().await?;
+    telemetry::link_to(&tracing::Span::current(), &completion.batch_span);
+    let timing = Timing {
+        queue: completion.queue_time,
+        compute: completion.compute_time,
+        phases: completion.phases,
+    };
     let response = InferResponse {
         model: version.model.clone(),
         version: version.version,
         id,
         outputs: names.into_iter().zip(completion.outputs).collect(),
     };
-    Ok((response, completion.queue_time, completion.compute_time))
+    Ok((response, timing, completion.batch_rows))
 }
 
 fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! model version, recorded on the hot path with atomics and read as a plain
 //! [`VersionStats`] snapshot that both adapters encode.
 
+use crate::scheduler::job::{Phases, Timing};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,8 +39,10 @@ pub struct VersionStats {
     pub compute_input: StatDuration,
     pub compute_infer: StatDuration,
     pub compute_output: StatDuration,
-    pub cache_hit: StatDuration,
-    pub cache_miss: StatDuration,
+    /// Response-cache lookups that hit and missed; `None` (left out of the
+    /// answer) for a version without the cache, rather than fake zeros.
+    pub cache_hit: Option<StatDuration>,
+    pub cache_miss: Option<StatDuration>,
     pub batches: Vec<BatchStats>,
     /// Requests queued now.
     pub pending_requests: usize,
@@ -75,17 +78,31 @@ pub struct Stats {
     success: Tally,
     fail: Tally,
     queue: Tally,
+    compute_input: Tally,
     compute_infer: Tally,
+    compute_output: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last inference.
     last_inference_ms: AtomicU64,
-    /// Per executed batch size: (count, total compute ns).
-    batches: Mutex<BTreeMap<usize, (u64, u64)>>,
+    /// Per executed batch size: the count and the phases' total ns.
+    batches: Mutex<BTreeMap<usize, BatchTally>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchTally {
+    count: u64,
+    input_ns: u64,
+    infer_ns: u64,
+    output_ns: u64,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Stats {
-    pub(crate) fn record_batch(&self, rows: usize, took: Duration) {
+    pub(crate) fn record_batch(&self, rows: usize, phases: Phases) {
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
@@ -94,21 +111,23 @@ impl Stats {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.last_inference_ms.store(ms, Ordering::Relaxed);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = batches.entry(rows).or_insert((0, 0));
-        slot.0 += 1;
-        slot.1 += u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let slot = batches.entry(rows).or_default();
+        slot.count += 1;
+        slot.input_ns = slot.input_ns.saturating_add(ns(phases.input));
+        slot.infer_ns = slot.infer_ns.saturating_add(ns(phases.infer));
+        slot.output_ns = slot.output_ns.saturating_add(ns(phases.output));
     }
 
-    pub(crate) fn record_request(
-        &self,
-        total: Duration,
-        queue_and_compute: Option<(Duration, Duration)>,
-    ) {
-        match queue_and_compute {
-            Some((queue, compute)) => {
+    /// A request ended; `timing` when it succeeded. Each request counts its
+    /// batch's phases, as Triton does.
+    pub(crate) fn record_request(&self, total: Duration, timing: Option<&Timing>) {
+        match timing {
+            Some(t) => {
                 self.success.add(total);
-                self.queue.add(queue);
-                self.compute_infer.add(compute);
+                self.queue.add(t.queue);
+                self.compute_input.add(t.phases.input);
+                self.compute_infer.add(t.phases.infer);
+                self.compute_output.add(t.phases.output);
             }
             None => self.fail.add(total),
         }
@@ -123,6 +142,7 @@ impl Stats {
         pending_requests: usize,
     ) -> VersionStats {
         let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        let d = |count, ns| StatDuration { count, ns };
         VersionStats {
             name: name.to_string(),
             version,
@@ -132,18 +152,18 @@ impl Stats {
             success: self.success.get(),
             fail: self.fail.get(),
             queue: self.queue.get(),
-            compute_input: StatDuration::default(),
+            compute_input: self.compute_input.get(),
             compute_infer: self.compute_infer.get(),
-            compute_output: StatDuration::default(),
-            cache_hit: StatDuration::default(),
-            cache_miss: StatDuration::default(),
+            compute_output: self.compute_output.get(),
+            cache_hit: None,
+            cache_miss: None,
             batches: batches
                 .iter()
-                .map(|(&size, &(count, ns))| BatchStats {
+                .map(|(&size, b)| BatchStats {
                     batch_size: size as u64,
-                    compute_input: StatDuration::default(),
-                    compute_infer: StatDuration { count, ns },
-                    compute_output: StatDuration::default(),
+                    compute_input: d(b.count, b.input_ns),
+                    compute_infer: d(b.count, b.infer_ns),
+                    compute_output: d(b.count, b.output_ns),
                 })
                 .collect(),
             pending_requests,

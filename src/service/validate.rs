@@ -213,6 +213,7 @@ pub fn validate(
         key: Arc::new(key),
         priority,
         deadline: timeout.map(|t| now + t),
+        trace: tracing::Span::none(),
     })
 }
 

@@ -299,9 +299,18 @@ async fn metrics_cost_against_an_iris_request() {
             let guard = v.inflight.clone();
             v.pending.set(1);
             v.pending.set(0);
-            v.record_execution(1, Duration::from_micros(20));
-            let queue_compute = Some((Duration::from_micros(5), Duration::from_micros(20)));
-            v.record_request("http", "success", black_box(t.elapsed()), queue_compute);
+            let phases = sluice::scheduler::Phases {
+                input: Duration::from_micros(2),
+                infer: Duration::from_micros(16),
+                output: Duration::from_micros(2),
+            };
+            v.record_execution(1, Duration::from_micros(20), phases);
+            let timing = Some(sluice::scheduler::Timing {
+                queue: Duration::from_micros(5),
+                compute: Duration::from_micros(20),
+                phases,
+            });
+            v.record_request("http", "success", black_box(t.elapsed()), timing);
             guard.dec();
         }
         start.elapsed() / n

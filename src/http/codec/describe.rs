@@ -50,22 +50,25 @@ pub fn stats_json(s: &VersionStats) -> Value {
             })
         })
         .collect();
+    let mut inference = json!({
+        "success": duration(s.success),
+        "fail": duration(s.fail),
+        "queue": duration(s.queue),
+        "compute_input": duration(s.compute_input),
+        "compute_infer": duration(s.compute_infer),
+        "compute_output": duration(s.compute_output),
+    });
+    if let (Some(hit), Some(miss)) = (s.cache_hit, s.cache_miss) {
+        inference["cache_hit"] = duration(hit);
+        inference["cache_miss"] = duration(miss);
+    }
     json!({
         "name": s.name,
         "version": s.version.to_string(),
         "last_inference": s.last_inference,
         "inference_count": s.inference_count,
         "execution_count": s.execution_count,
-        "inference_stats": {
-            "success": duration(s.success),
-            "fail": duration(s.fail),
-            "queue": duration(s.queue),
-            "compute_input": duration(s.compute_input),
-            "compute_infer": duration(s.compute_infer),
-            "compute_output": duration(s.compute_output),
-            "cache_hit": duration(s.cache_hit),
-            "cache_miss": duration(s.cache_miss),
-        },
+        "inference_stats": inference,
         "batch_stats": batches,
         "pending_requests": s.pending_requests,
     })
