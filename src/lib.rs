@@ -138,6 +138,7 @@ pub async fn run(
         registry::Defaults {
             cores: config.cores,
             control_mode: config.control_mode,
+            ..registry::Defaults::default()
         },
     ));
     let service = service::Service::new(registry.clone(), metrics, config.limits.clone());

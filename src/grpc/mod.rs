@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 /// The code generated from `proto/` by `build.rs`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
+    pub use crate::repository::pbtxt::pb::*;
     tonic::include_proto!("inference");
 }
 

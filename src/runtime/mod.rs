@@ -15,7 +15,7 @@ pub mod provider;
 pub mod session;
 
 pub use exec::{BatchInput, Instance, RunOutput};
-pub use provider::{ExecutionProvider, ProviderOptions};
+pub use provider::{ExecutionProvider, GraphOptimization, ProviderOptions, SessionOptions};
 pub use session::{ModelSignature, Placement, TensorSpec, load_instance, read_signature};
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,15 @@
 //! - **Deadlines.** A request whose deadline passes while queued is answered
 //!   with a timeout by its waiter and is never run: waiter and worker race on
 //!   one atomic [`Ticket`], and only one of them wins. A request whose caller
-//!   went away (its reply channel closed) is dropped before it runs.
+//!   went away (its reply channel closed) is dropped before it runs. On a
+//!   level whose policy delays instead ([`LevelPolicy::delay_on_timeout`]),
+//!   the deadline moves the request behind every request of its own level
+//!   that has not timed out (and ahead of lower levels); it is never answered
+//!   with a timeout by the queue.
+//! - **Bounds.** `max_queue_size` bounds the whole queue; a level may also
+//!   have its own bound ([`LevelPolicy::max_queue_size`]).
+//! - **Ordering.** With `preserve_ordering`, answers leave in admission order
+//!   ([`order`]); answers held back count against `max_queue_size`.
 //! - **Bad input never harms another request.** A failed run of several
 //!   requests is run again one request at a time, so only the requests that
 //!   fail on their own get 500 (with why). A panic is caught, answers its
@@ -29,6 +37,7 @@
 //! closed and its queue is drained ([`Scheduler::close`], or drop). Dropping
 //! the scheduler joins them, which frees their sessions.
 
+mod order;
 mod queue;
 mod worker;
 
@@ -155,6 +164,35 @@ pub(crate) struct Entry {
     ticket: Arc<Ticket>,
     reply: oneshot::Sender<Reply>,
     enqueued: Instant,
+    /// When a delayed level's request moves behind the others (its deadline,
+    /// which then never times it out).
+    demote_at: Option<Instant>,
+    /// Its place in the answer order, with `preserve_ordering`.
+    order: Option<order::Slot>,
+}
+
+impl Entry {
+    /// Answers the caller (in admission order, with `preserve_ordering`).
+    fn respond(self, reply: Reply) {
+        let Entry {
+            reply: tx, order, ..
+        } = self;
+        match order {
+            Some(slot) => slot.deliver(tx, reply),
+            None => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+/// The queue policy of one priority level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// Requests this level may hold; 0: only `max_queue_size` bounds it.
+    pub max_queue_size: usize,
+    /// A queue deadline delays the request instead of timing it out.
+    pub delay_on_timeout: bool,
 }
 
 /// Scheduler settings of one version.
@@ -165,6 +203,19 @@ pub struct SchedulerConfig {
     pub max_queue_size: usize,
     pub priority_levels: usize,
     pub instances: usize,
+    /// Per level (index 0 is level 1); a level beyond the list has the default.
+    pub levels: Vec<LevelPolicy>,
+    /// Answers leave in the order requests were admitted.
+    pub preserve_ordering: bool,
+}
+
+impl SchedulerConfig {
+    fn level(&self, priority: usize) -> LevelPolicy {
+        self.levels
+            .get(priority.saturating_sub(1))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 struct State {
@@ -175,6 +226,8 @@ struct State {
 
 struct Shared {
     config: SchedulerConfig,
+    /// Present with `preserve_ordering`.
+    gate: Option<Arc<order::Gate>>,
     state: Mutex<State>,
     /// Signalled on every arrival, on close, and when a worker leaves work behind.
     work: Condvar,
@@ -206,6 +259,9 @@ impl Scheduler {
         metrics: Arc<VersionMetrics>,
     ) -> Result<Self, String> {
         let shared = Arc::new(Shared {
+            gate: config
+                .preserve_ordering
+                .then(|| Arc::new(order::Gate::default())),
             state: Mutex::new(State {
                 queue: queue::Queue::new(config.priority_levels),
                 closed: false,
@@ -233,15 +289,25 @@ impl Scheduler {
     /// Queues `job`, or refuses it at once when the queue is full or closed.
     /// A closed scheduler hands the job back, so the caller can take it to
     /// the version that replaced this one.
-    pub fn submit(&self, job: Job) -> Result<Pending, Box<Rejected>> {
+    pub fn submit(&self, mut job: Job) -> Result<Pending, Box<Rejected>> {
         let (reply, rx) = oneshot::channel();
         let ticket = Arc::new(Ticket::new());
+        let level = self.shared.config.level(job.priority);
+        // A delayed level's deadline only reorders the queue; the waiter
+        // then waits for the answer however long it takes.
+        let demote_at = if level.delay_on_timeout {
+            job.deadline.take()
+        } else {
+            None
+        };
         let deadline = job.deadline;
-        let entry = Entry {
+        let mut entry = Entry {
             job,
             ticket: ticket.clone(),
             reply,
             enqueued: Instant::now(),
+            demote_at,
+            order: None,
         };
         {
             let mut state = self.shared.lock();
@@ -257,6 +323,10 @@ impl Scheduler {
             if let Err(error) = self.room(&mut state, entry.enqueued) {
                 return Err(Box::new(Rejected { error, job: None }));
             }
+            if let Err(error) = self.level_room(&mut state, entry.enqueued, entry.job.priority) {
+                return Err(Box::new(Rejected { error, job: None }));
+            }
+            entry.order = self.shared.gate.as_ref().map(|g| g.issue());
             state.queue.push(entry);
             self.shared.metrics.pending.set(state.queue.len() as i64);
         }
@@ -279,16 +349,40 @@ impl Scheduler {
     /// pending gauge follows the purge.
     fn room(&self, state: &mut State, now: Instant) -> Result<(), Error> {
         let max = self.shared.config.max_queue_size;
-        if state.queue.len() >= max {
+        let held = self.shared.gate.as_ref().map_or(0, |g| g.held());
+        if state.queue.len() + held >= max {
             state.queue.purge(now);
             self.shared.metrics.pending.set(state.queue.len() as i64);
         }
-        if state.queue.len() >= max {
+        if state.queue.len() + held >= max {
             return Err(Error::Overloaded {
                 message: format!(
                     "model '{}' queue is full ({} requests queued); retry later",
                     self.shared.config.name,
                     state.queue.len()
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Room on one priority level, when its policy bounds it.
+    fn level_room(&self, state: &mut State, now: Instant, priority: usize) -> Result<(), Error> {
+        let max = self.shared.config.level(priority).max_queue_size;
+        if max == 0 {
+            return Ok(());
+        }
+        if state.queue.level_len(priority) >= max {
+            state.queue.purge(now);
+            self.shared.metrics.pending.set(state.queue.len() as i64);
+        }
+        let queued = state.queue.level_len(priority);
+        if queued >= max {
+            return Err(Error::Overloaded {
+                message: format!(
+                    "model '{}' queue for priority level {priority} is full ({queued} requests queued); retry later",
+                    self.shared.config.name
                 ),
                 retry_after: Duration::from_secs(1),
             });
@@ -377,3 +471,5 @@ fn timeout_error() -> Error {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;

@@ -95,7 +95,7 @@ fn run_batch(shared: &Shared, executor: &mut dyn Executor, batch: Vec<Entry>) ->
             shared.metrics.record_execution(rows, compute_time);
             for (entry, outputs) in batch.into_iter().zip(per_job) {
                 let queue_time = started.saturating_duration_since(entry.enqueued);
-                let _ = entry.reply.send(Ok(Completion {
+                entry.respond(Ok(Completion {
                     outputs,
                     queue_time,
                     compute_time,
@@ -172,7 +172,7 @@ fn leave(shared: &Shared) {
 
 fn fail_all(batch: Vec<Entry>, error: &Error) {
     for entry in batch {
-        let _ = entry.reply.send(Err(error.clone()));
+        entry.respond(Err(error.clone()));
     }
 }
 
