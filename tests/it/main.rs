@@ -15,6 +15,7 @@ mod harness;
 mod lifecycle;
 mod loadgen;
 mod overload;
+mod pbtxt;
 mod protocols;
 mod rest;
 mod security;
