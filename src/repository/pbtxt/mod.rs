@@ -27,6 +27,8 @@ pub(crate) use warmup::split_bytes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_errors;
 
 use super::ModelConfig;
 use super::spec::{ModelFiles, Unsupported};
@@ -84,7 +86,11 @@ pub fn parse_text(text: &str) -> Result<pb::ModelConfig, String> {
 
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
