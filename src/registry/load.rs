@@ -52,16 +52,9 @@ impl LoadedVersion {
     /// request can shorten where the level's policy allows an override.
     pub fn queue_timeout(&self, priority: usize, requested_us: Option<u64>) -> Option<Duration> {
         let level = u32::try_from(priority).unwrap_or(u32::MAX);
-        let policy = self.config.dynamic_batching.queue_policy(level);
-        let default = (policy.default_timeout_us > 0)
-            .then(|| Duration::from_micros(policy.default_timeout_us));
-        let requested = requested_us
-            .filter(|&us| us > 0 && policy.allow_timeout_override)
-            .map(Duration::from_micros);
-        match (requested, default) {
-            (Some(r), Some(d)) => Some(r.min(d)),
-            (r, d) => r.or(d),
-        }
+        self.config
+            .dynamic_batching
+            .queue_timeout(level, requested_us)
     }
 }
 

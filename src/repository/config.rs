@@ -14,6 +14,7 @@ use crate::runtime::{ExecutionProvider, SessionOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Default `max_batch_size` of a batchable model without a config.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 32;
@@ -176,6 +177,22 @@ impl Default for DynamicBatching {
 }
 
 impl DynamicBatching {
+    /// The queue timeout of a request at `level` that asked for
+    /// `requested_us` (0 or None: none): the level's default, which the
+    /// request can shorten where the level's policy allows an override.
+    pub fn queue_timeout(&self, level: u32, requested_us: Option<u64>) -> Option<Duration> {
+        let policy = self.queue_policy(level);
+        let default = (policy.default_timeout_us > 0)
+            .then(|| Duration::from_micros(policy.default_timeout_us));
+        let requested = requested_us
+            .filter(|&us| us > 0 && policy.allow_timeout_override)
+            .map(Duration::from_micros);
+        match (requested, default) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
+    }
+
     /// The queue policy of `level` (1 is the highest).
     pub fn queue_policy(&self, level: u32) -> QueuePolicy {
         self.priority_queue_policy

@@ -133,3 +133,31 @@ fn version_policy_selects() {
     assert_eq!(VersionPolicy::All.select(&disk), vec![1, 2, 3, 5]);
     assert_eq!(VersionPolicy::Specific(vec![2, 4]).select(&disk), vec![2]);
 }
+
+#[test]
+fn queue_timeouts_follow_each_levels_policy() {
+    use crate::repository::spec::{QueuePolicy, TimeoutAction};
+    let us = Duration::from_micros;
+    let mut b = DynamicBatching {
+        default_timeout_us: 100,
+        priority_levels: 2,
+        ..DynamicBatching::default()
+    };
+    // config.toml's default: a request may shorten, never lengthen.
+    assert_eq!(b.queue_timeout(1, None), Some(us(100)));
+    assert_eq!(b.queue_timeout(1, Some(40)), Some(us(40)));
+    assert_eq!(b.queue_timeout(1, Some(400)), Some(us(100)));
+    b.priority_queue_policy.insert(
+        2,
+        QueuePolicy {
+            max_queue_size: 0,
+            default_timeout_us: 0,
+            allow_timeout_override: false,
+            timeout_action: TimeoutAction::Reject,
+        },
+    );
+    // Level 2 allows no override: the request's timeout is ignored.
+    assert_eq!(b.queue_timeout(2, Some(40)), None);
+    b.allow_timeout_override = false;
+    assert_eq!(b.queue_timeout(1, Some(40)), Some(us(100)));
+}
