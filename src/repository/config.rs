@@ -264,16 +264,6 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Reads `<model_dir>/config.toml` if it exists.
-    pub fn load(model_dir: &Path) -> Result<Self, String> {
-        let path = model_dir.join("config.toml");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::from_graph()),
-            Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
-        }
-    }
-
     /// Checks values both front ends can set; messages name the field as
     /// `config.toml` spells it.
     pub(crate) fn check(&self) -> Result<(), String> {
