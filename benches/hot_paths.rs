@@ -234,6 +234,8 @@ fn scheduler(c: &mut Criterion) {
             max_queue_size: 1024,
             priority_levels: 1,
             instances: 1,
+            levels: Vec::new(),
+            preserve_ordering: false,
         },
         vec![Box::new(Echo)],
         factory,
@@ -294,6 +296,8 @@ fn service(c: &mut Criterion) {
         sluice::registry::Defaults {
             cores: 2,
             control_mode: sluice::registry::ControlMode::Explicit,
+            ignore_unsupported_config: false,
+            strict_model_config: false,
         },
     ));
     let service = Service::new(registry.clone(), metrics, Limits::default(), true);

@@ -229,6 +229,21 @@ pub struct ServeArgs {
           action = clap::ArgAction::Set)]
     pub exit_on_error: bool,
 
+    /// Triton's flag: `true` requires every model to have a configuration file
+    /// (`config.pbtxt` or `config.toml`), and a `config.pbtxt` to declare its
+    /// inputs and outputs, nothing completed from the graph. `false` (the
+    /// default): what a configuration leaves out comes from the ONNX graph.
+    #[arg(long, env = "SLUICE_STRICT_MODEL_CONFIG", default_value_t = d::STRICT_MODEL_CONFIG,
+          action = clap::ArgAction::Set)]
+    pub strict_model_config: bool,
+
+    /// Load a model whose `config.pbtxt` uses fields Sluice does not support
+    /// (e.g. `sequence_batching`), without them, logging each as a warning.
+    /// Off (the default): such a model is UNAVAILABLE, with a reason naming
+    /// every such field.
+    #[arg(long, env = "SLUICE_IGNORE_UNSUPPORTED_CONFIG")]
+    pub ignore_unsupported_config: bool,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,sluice=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
     pub log: String,
@@ -360,6 +375,8 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             load_models: args.load_model.clone(),
             strict_readiness: args.strict_readiness,
             exit_on_error: args.exit_on_error,
+            ignore_unsupported_config: args.ignore_unsupported_config,
+            strict_model_config: args.strict_model_config,
             ..defaults
         })
     }

@@ -50,6 +50,8 @@ pub async fn run(
         registry::Defaults {
             cores: config.cores,
             control_mode: config.control_mode,
+            ignore_unsupported_config: config.ignore_unsupported_config,
+            strict_model_config: config.strict_model_config,
         },
     ));
     let service = service::Service::new(

@@ -44,6 +44,9 @@ pub const STRICT_READINESS: bool = true;
 /// whose default is true): with strict readiness the pod stays unready.
 pub const EXIT_ON_ERROR: bool = false;
 
+/// Missing configuration is completed from the graph (as Triton's default).
+pub const STRICT_MODEL_CONFIG: bool = false;
+
 pub const LOG_FILTER: &str = "info,ort=warn";
 
 /// `Some(seconds)`, or `None` for 0 (the flags' "off").

@@ -59,6 +59,12 @@ pub struct ServerConfig {
     pub strict_readiness: bool,
     /// A model that fails its first load stops the start-up.
     pub exit_on_error: bool,
+    /// Load models whose configuration names fields Sluice does not
+    /// support, without them (each logged); else such a model is UNAVAILABLE.
+    pub ignore_unsupported_config: bool,
+    /// Triton's `--strict-model-config`: every model needs a configuration
+    /// file, and nothing is completed from the graph.
+    pub strict_model_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             load_models: Vec::new(),
             strict_readiness: d::STRICT_READINESS,
             exit_on_error: d::EXIT_ON_ERROR,
+            ignore_unsupported_config: false,
+            strict_model_config: d::STRICT_MODEL_CONFIG,
         }
     }
 }

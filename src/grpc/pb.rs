@@ -3,6 +3,9 @@
 //! descriptor set that server reflection serves.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+// Triton's ModelConfig messages are generated once, in the core
+// (repository::pbtxt::pb), and the service's code refers to them there.
+pub use crate::repository::pbtxt::pb::*;
 tonic::include_proto!("inference");
 
 /// The encoded `FileDescriptorSet` of `proto/`, for server reflection.

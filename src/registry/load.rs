@@ -2,10 +2,14 @@
 
 use super::Registry;
 use super::settings::Defaults;
+use super::signature::{self, Mapped};
 use crate::metrics::VersionMetrics;
+use crate::repository::spec::TimeoutAction;
 use crate::repository::{self, Fingerprint, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
 use crate::runtime::{self, Placement, ProviderOptions};
-use crate::scheduler::{BatchPolicy, Executor, ExecutorFactory, Scheduler, SchedulerConfig};
+use crate::scheduler::{
+    BatchPolicy, Executor, ExecutorFactory, LevelPolicy, Scheduler, SchedulerConfig,
+};
 use crate::tensor::ModelSignature;
 use crate::tensor::fmt_shape;
 use std::collections::BTreeMap;
@@ -19,6 +23,8 @@ pub struct LoadedVersion {
     pub model: String,
     pub version: u64,
     pub path: PathBuf,
+    /// What clients send and receive: the graph's signature as the config
+    /// declares it (`registry::signature`).
     pub signature: ModelSignature,
     /// 0 when the model does not batch.
     pub max_batch_size: usize,
@@ -28,7 +34,7 @@ pub struct LoadedVersion {
     pub config: ModelConfig,
     pub scheduler: Scheduler,
     pub metrics: Arc<VersionMetrics>,
-    /// Hashes of (model file, config.toml) this version was loaded from.
+    /// Hashes of (model file, configuration files) this version was loaded from.
     pub fingerprint: (u64, u64),
 }
 
@@ -38,12 +44,19 @@ impl LoadedVersion {
         self.scheduler.close();
     }
 
-    /// The default queue timeout, if the config sets one.
+    /// The default queue timeout of priority level 1's policy, if any.
     pub fn default_timeout(&self) -> Option<Duration> {
-        match self.config.dynamic_batching.default_timeout_us {
-            0 => None,
-            us => Some(Duration::from_micros(us)),
-        }
+        self.queue_timeout(1, None)
+    }
+
+    /// The queue timeout of a request at `priority` that asked for
+    /// `requested_us` (0 or None: none): its level's default, which the
+    /// request can shorten where the level's policy allows an override.
+    pub fn queue_timeout(&self, priority: usize, requested_us: Option<u64>) -> Option<Duration> {
+        let level = u32::try_from(priority).unwrap_or(u32::MAX);
+        self.config
+            .dynamic_batching
+            .queue_timeout(level, requested_us)
     }
 }
 
@@ -84,11 +97,14 @@ impl Registry {
         let fingerprint = model_dir
             .fingerprint()
             .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;
-        let config = ModelConfig::load(&dir).map_err(|reason| LoadFailure {
+        let failure = |reason: String| LoadFailure {
             version: None,
             reason,
             fingerprint: Some(fingerprint.clone()),
-        })?;
+        };
+        let config = repository::load_config(&dir, name, self.defaults.strict_model_config)
+            .map_err(failure)?;
+        self.admit(name, &config).map_err(failure)?;
         let current = self.served.load().get(name).cloned();
         let mut versions = BTreeMap::new();
         let mut fresh = Vec::new();
@@ -128,7 +144,7 @@ impl Registry {
                 reason: format!(
                     "no version to serve in {}: no version directory with a {} that the version policy selects; the versions being served are kept",
                     dir.display(),
-                    repository::MODEL_FILE
+                    model_dir.model_file
                 ),
                 fingerprint: Some(fingerprint),
             });
@@ -138,6 +154,31 @@ impl Registry {
             fingerprint,
             fresh,
         })
+    }
+
+    /// Decides on what the configuration does not support: by default the
+    /// model is refused with every such field named; with
+    /// `ignore_unsupported_config` each is logged and the model loads
+    /// without it. Fields without effect are logged either way.
+    fn admit(&self, name: &str, config: &ModelConfig) -> Result<(), String> {
+        for note in &config.notes {
+            tracing::info!(model = name, %note, "configuration field without effect");
+        }
+        if config.unsupported.is_empty() {
+            return Ok(());
+        }
+        if self.defaults.ignore_unsupported_config {
+            for field in &config.unsupported {
+                tracing::warn!(model = name, %field, "ignoring an unsupported configuration field (ignore_unsupported_config)");
+            }
+            return Ok(());
+        }
+        let fields: Vec<String> = config.unsupported.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "{}: {}; the model is not loaded (start the server with --ignore-unsupported-config to load it without these fields)",
+            repository::pbtxt::FILE_NAME,
+            fields.join("; ")
+        ))
     }
 }
 
@@ -165,6 +206,7 @@ fn load_version(
         providers: config.execution_providers.clone(),
         fallback: config.fallback,
         intra_threads: intra_op_threads,
+        session: config.session.clone(),
     };
 
     // Worker i runs on gpus[i / per_device] when `gpus` is set.
@@ -177,14 +219,14 @@ fn load_version(
     };
     let (first, placement) = runtime::load_instance(&path, &device_options(0), None, 0)
         .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-    let signature = first.signature()?;
-    let batchable = signature.batchable();
+    let graph = first.signature()?;
+    let batchable = graph.batchable();
     let max_batch_size = match config.max_batch_size {
         Some(n) if n > 0 && !batchable => {
-            let fixed = signature
+            let fixed = graph
                 .inputs
                 .iter()
-                .chain(&signature.outputs)
+                .chain(&graph.outputs)
                 .find(|t| t.shape.first() != Some(&-1))
                 .map(|t| format!("'{}' has shape {}", t.name, fmt_shape(&t.shape)))
                 .unwrap_or_default();
@@ -193,20 +235,32 @@ fn load_version(
             ));
         }
         Some(n) => n,
-        None if batchable => DEFAULT_MAX_BATCH_SIZE,
+        None if batchable && config.complete_from_graph => DEFAULT_MAX_BATCH_SIZE,
         None => 0,
+    };
+    let served = signature::served(&graph, config, max_batch_size)?;
+    let signature = served.signature;
+    let mapping = served.mapping;
+    let wrap = move |executor: Box<dyn Executor>| -> Box<dyn Executor> {
+        match &mapping {
+            Some(mapping) => Box::new(Mapped {
+                inner: executor,
+                mapping: mapping.clone(),
+            }),
+            None => executor,
+        }
     };
 
     let factory: ExecutorFactory = {
-        let (path, signature) = (path.clone(), signature.clone());
+        let (path, graph, wrap) = (path.clone(), graph.clone(), wrap.clone());
         Arc::new(move |i| {
-            runtime::load_instance(&path, &device_options(i), Some(&signature), max_batch_size)
-                .map(|(instance, _)| Box::new(instance) as Box<dyn Executor>)
+            runtime::load_instance(&path, &device_options(i), Some(&graph), max_batch_size)
+                .map(|(instance, _)| wrap(Box::new(instance)))
         })
     };
     // Sessions are built one at a time: concurrent builds have crashed
     // TensorRT inside ONNX Runtime.
-    let mut executors: Vec<Box<dyn Executor>> = vec![Box::new(first)];
+    let mut executors: Vec<Box<dyn Executor>> = vec![wrap(Box::new(first))];
     for i in 1..instances {
         executors.push(factory(i)?);
     }
@@ -221,17 +275,31 @@ fn load_version(
     let batching = &config.dynamic_batching;
     let mut preferred = batching.preferred_batch_sizes.clone();
     preferred.sort_unstable();
+    let levels = (1..=batching.priority_levels)
+        .map(|level| {
+            let policy = batching.queue_policy(level);
+            LevelPolicy {
+                max_queue_size: policy.max_queue_size,
+                delay_on_timeout: policy.timeout_action == TimeoutAction::Delay,
+            }
+        })
+        .collect();
     let scheduler = Scheduler::start(
         SchedulerConfig {
             name: format!("{name}/{version}"),
             policy: BatchPolicy {
-                max_batch_size,
+                // Without dynamic batching each request runs alone (with
+                // its own rows); requests are still checked against
+                // `max_batch_size` by the service.
+                max_batch_size: if batching.enabled { max_batch_size } else { 0 },
                 max_queue_delay: Duration::from_micros(batching.max_queue_delay_us),
                 preferred_batch_sizes: preferred,
             },
             max_queue_size: batching.max_queue_size,
             priority_levels: batching.priority_levels as usize,
             instances,
+            levels,
+            preserve_ordering: batching.preserve_ordering,
         },
         executors,
         factory,

@@ -18,6 +18,7 @@
 mod lifecycle;
 mod load;
 mod settings;
+mod signature;
 pub(crate) mod state;
 mod warmup;
 

@@ -20,4 +20,12 @@ pub struct Defaults {
     pub cores: usize,
     /// Whether the repository API may change the model set.
     pub control_mode: ControlMode,
+    /// Load a model whose configuration has fields Sluice does not support,
+    /// without them, logging each as a warning. False (the default): such a
+    /// model is UNAVAILABLE with a reason naming the fields.
+    pub ignore_unsupported_config: bool,
+    /// Triton's `--strict-model-config`: a model needs a configuration file,
+    /// and a `config.pbtxt` must be complete (nothing is derived from the
+    /// graph). False (the default): missing parts come from the graph.
+    pub strict_model_config: bool,
 }

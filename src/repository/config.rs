@@ -1,11 +1,20 @@
-//! A model's optional `config.toml`: the knobs an operator may set per model.
+//! Sluice's [`ModelConfig`], and its `config.toml` front end: the knobs an
+//! operator may set per model.
+//!
+//! `ModelConfig` is the one description of a model that loading uses;
+//! `config.toml` (here) and Triton's `config.pbtxt` ([`super::pbtxt`]) both
+//! parse into it, and the graph fills in what neither says. Fields marked
+//! "config.pbtxt only" cannot be written in `config.toml` (yet).
 //!
 //! Every key is documented in `docs/configuration.md`. Unknown keys and bad
 //! values are load errors that name the file, the key and the problem.
 
-use crate::runtime::ExecutionProvider;
+use super::spec::{ConfigSource, Ensemble, QueuePolicy, TensorDecl, TimeoutAction, Unsupported};
+use crate::runtime::{ExecutionProvider, SessionOptions};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Default `max_batch_size` of a batchable model without a config.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 32;
@@ -46,12 +55,54 @@ pub struct ModelConfig {
     /// failure is only logged; runs listed here must succeed.
     #[serde(default)]
     pub warmup: Option<Vec<WarmupRun>>,
+
+    /// Which front end this came from.
+    #[serde(skip)]
+    pub source: ConfigSource,
+    /// The model file of each version directory. None: `model.onnx`.
+    /// (config.pbtxt only: `default_model_filename`.)
+    #[serde(skip)]
+    pub model_filename: Option<String>,
+    /// Declared inputs, in the order clients see them; empty: the graph's.
+    /// (config.pbtxt only.)
+    #[serde(skip)]
+    pub inputs: Vec<TensorDecl>,
+    /// Declared outputs; empty: the graph's. When some are declared, only
+    /// those are served. (config.pbtxt only.)
+    #[serde(skip)]
+    pub outputs: Vec<TensorDecl>,
+    /// Whether undeclared parts (tensors, `max_batch_size`) are completed
+    /// from the graph. False only for a `config.pbtxt` under strict model
+    /// config, where the file must be complete.
+    #[serde(skip)]
+    pub complete_from_graph: bool,
+    /// ONNX Runtime session settings beyond threads. (config.pbtxt only:
+    /// `parameters` and `optimization.graph`.)
+    #[serde(skip)]
+    pub session: SessionOptions,
+    /// Whether responses of this model may be cached (kept for the response
+    /// cache; no effect until the server has one). (config.pbtxt only.)
+    #[serde(skip)]
+    pub response_cache: bool,
+    /// The pipeline, when the model is an ensemble (not served yet).
+    #[serde(skip)]
+    pub ensemble: Option<Ensemble>,
+    /// Fields Sluice does not support: the model is UNAVAILABLE unless the
+    /// server ignores unsupported configuration.
+    #[serde(skip)]
+    pub unsupported: Vec<Unsupported>,
+    /// Fields accepted without effect in Sluice, with why; logged at load.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// One warmup step: `count` runs of `batch_size` rows.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupRun {
+    /// A name for logs (config.pbtxt's sample name).
+    #[serde(skip)]
+    pub name: String,
     #[serde(default = "one")]
     pub batch_size: usize,
     #[serde(default = "one")]
@@ -61,7 +112,11 @@ pub struct WarmupRun {
     pub random: bool,
     /// Sizes of the dynamic non-batch dims, per input (default 1 each).
     #[serde(default)]
-    pub dims: std::collections::BTreeMap<String, Vec<usize>>,
+    pub dims: BTreeMap<String, Vec<usize>>,
+    /// Every input's datatype, shape and data (config.pbtxt's
+    /// `model_warmup.inputs`). When set, `random` and `dims` are unused.
+    #[serde(skip)]
+    pub inputs: BTreeMap<String, super::spec::WarmupInput>,
 }
 
 fn one() -> usize {
@@ -72,6 +127,9 @@ fn one() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DynamicBatching {
+    /// Whether requests are combined into batches. False: each request runs
+    /// alone, with its own rows (a config.pbtxt without `dynamic_batching`).
+    pub enabled: bool,
     /// How long (µs) a forming batch may wait for more rows. 0 (default) never waits.
     pub max_queue_delay_us: u64,
     /// Batch sizes that dispatch at once, even while a delay is set.
@@ -84,18 +142,68 @@ pub struct DynamicBatching {
     pub priority_levels: u32,
     /// Level of a request that sets no `priority`.
     pub default_priority_level: u32,
+    /// Whether a request may set a queue timeout shorter than the default
+    /// (levels without their own policy).
+    pub allow_timeout_override: bool,
+    /// What a queue timeout does (levels without their own policy).
+    pub timeout_action: TimeoutAction,
+    /// Whether responses leave in the order requests arrived.
+    pub preserve_ordering: bool,
+    /// Requests each level without its own policy may hold; 0: only
+    /// `max_queue_size` bounds it.
+    pub level_queue_size: usize,
+    /// Levels with their own queue policy. (config.pbtxt only.)
+    #[serde(skip)]
+    pub priority_queue_policy: BTreeMap<u32, QueuePolicy>,
 }
 
 impl Default for DynamicBatching {
     fn default() -> Self {
         Self {
+            enabled: true,
             max_queue_delay_us: 0,
             preferred_batch_sizes: Vec::new(),
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
             default_timeout_us: 0,
             priority_levels: 1,
             default_priority_level: 1,
+            allow_timeout_override: true,
+            timeout_action: TimeoutAction::Reject,
+            preserve_ordering: false,
+            level_queue_size: 0,
+            priority_queue_policy: BTreeMap::new(),
         }
+    }
+}
+
+impl DynamicBatching {
+    /// The queue timeout of a request at `level` that asked for
+    /// `requested_us` (0 or None: none): the level's default, which the
+    /// request can shorten where the level's policy allows an override.
+    pub fn queue_timeout(&self, level: u32, requested_us: Option<u64>) -> Option<Duration> {
+        let policy = self.queue_policy(level);
+        let default = (policy.default_timeout_us > 0)
+            .then(|| Duration::from_micros(policy.default_timeout_us));
+        let requested = requested_us
+            .filter(|&us| us > 0 && policy.allow_timeout_override)
+            .map(Duration::from_micros);
+        match (requested, default) {
+            (Some(r), Some(d)) => Some(r.min(d)),
+            (r, d) => r.or(d),
+        }
+    }
+
+    /// The queue policy of `level` (1 is the highest).
+    pub fn queue_policy(&self, level: u32) -> QueuePolicy {
+        self.priority_queue_policy
+            .get(&level)
+            .cloned()
+            .unwrap_or(QueuePolicy {
+                max_queue_size: self.level_queue_size,
+                default_timeout_us: self.default_timeout_us,
+                allow_timeout_override: self.allow_timeout_override,
+                timeout_action: self.timeout_action,
+            })
     }
 }
 
@@ -136,27 +244,29 @@ impl VersionPolicy {
 }
 
 impl ModelConfig {
-    /// Parses and checks `text`, the contents of the file at `path`.
+    /// The configuration of a model with no file: all from the graph.
+    pub fn from_graph() -> Self {
+        Self {
+            complete_from_graph: true,
+            ..Self::default()
+        }
+    }
+
+    /// Parses and checks `text`, the contents of the `config.toml` at `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
-        let config: ModelConfig = toml::from_str(text)
+        let mut config: ModelConfig = toml::from_str(text)
             .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config.source = ConfigSource::Toml;
+        config.complete_from_graph = true;
         config
             .check()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
-    /// Reads `<model_dir>/config.toml` if it exists.
-    pub fn load(model_dir: &Path) -> Result<Self, String> {
-        let path = model_dir.join("config.toml");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
-        }
-    }
-
-    fn check(&self) -> Result<(), String> {
+    /// Checks values both front ends can set; messages name the field as
+    /// `config.toml` spells it.
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Some(n) = self.instances {
             if !(1..=256).contains(&n) {
                 return Err(format!("`instances` must be between 1 and 256. Given: {n}"));
@@ -188,6 +298,16 @@ impl ModelConfig {
             return Err(format!(
                 "`dynamic_batching.default_priority_level` must be between 1 and priority_levels ({}). Given: {}",
                 b.priority_levels, b.default_priority_level
+            ));
+        }
+        if let Some(level) = b
+            .priority_queue_policy
+            .keys()
+            .find(|l| !(1..=b.priority_levels).contains(*l))
+        {
+            return Err(format!(
+                "`dynamic_batching.priority_queue_policy` levels must be between 1 and priority_levels ({}). Given: {level}",
+                b.priority_levels
             ));
         }
         if let Some(&bad) = b.preferred_batch_sizes.iter().find(|&&s| s == 0) {
@@ -241,131 +361,4 @@ impl ModelConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<ModelConfig, String> {
-        ModelConfig::parse(Path::new("m/config.toml"), text)
-    }
-
-    #[test]
-    fn empty_config_has_defaults() {
-        let c = parse("").unwrap();
-        assert_eq!(c, ModelConfig::default());
-        assert_eq!(c.dynamic_batching.max_queue_size, DEFAULT_MAX_QUEUE_SIZE);
-        assert_eq!(c.version_policy, VersionPolicy::Latest(1));
-    }
-
-    #[test]
-    fn full_config_parses() {
-        let c = parse(
-            r#"
-max_batch_size = 16
-instances = 2
-gpus = [0, 1]
-intra_op_threads = 1
-fallback = true
-version_policy = { specific = [1, 3] }
-
-[[warmup]]
-batch_size = 4
-count = 2
-random = true
-dims = { x = [3] }
-
-[dynamic_batching]
-max_queue_delay_us = 500
-preferred_batch_sizes = [4, 8]
-max_queue_size = 10
-default_timeout_us = 1000
-priority_levels = 3
-default_priority_level = 2
-
-[[execution_providers]]
-kind = "tensorrt"
-device_id = 1
-fp16 = true
-engine_cache_path = "/tmp/trt"
-
-[[execution_providers]]
-kind = "cuda"
-device_id = 1
-memory_limit_bytes = 1073741824
-arena_extend_strategy = "same_as_requested"
-cudnn_conv_algo_search = "heuristic"
-
-[[execution_providers]]
-kind = "cpu"
-"#,
-        )
-        .unwrap();
-        assert_eq!(c.max_batch_size, Some(16));
-        assert_eq!(c.gpus, vec![0, 1]);
-        assert_eq!(c.execution_providers.len(), 3);
-        assert_eq!(c.execution_providers[0].name(), "tensorrt");
-        assert_eq!(
-            c.execution_providers[2],
-            ExecutionProvider::Cpu { arena: true }
-        );
-        assert_eq!(c.version_policy, VersionPolicy::Specific(vec![1, 3]));
-        assert_eq!(c.dynamic_batching.preferred_batch_sizes, vec![4, 8]);
-        let warmup = c.warmup.unwrap();
-        assert_eq!(
-            (warmup[0].batch_size, warmup[0].count, warmup[0].random),
-            (4, 2, true)
-        );
-        assert_eq!(warmup[0].dims["x"], vec![3]);
-    }
-
-    #[test]
-    fn unknown_key_names_file_and_key() {
-        let err = parse("max_batch = 3").unwrap_err();
-        assert!(err.starts_with("m/config.toml:"), "{err}");
-        assert!(err.contains("unknown field `max_batch`"), "{err}");
-    }
-
-    #[test]
-    fn unknown_provider_option_is_rejected() {
-        let err = parse("[[execution_providers]]\nkind = \"cuda\"\nfp16 = true\n").unwrap_err();
-        assert!(err.contains("fp16"), "{err}");
-        let err = parse("[[execution_providers]]\nkind = \"rocm\"\n").unwrap_err();
-        assert!(err.contains("rocm"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_rejected() {
-        for (text, needle) in [
-            (
-                "instances = 0",
-                "`instances` must be between 1 and 256. Given: 0",
-            ),
-            ("max_batch_size = -1", "max_batch_size"),
-            ("max_batch_size = \"8\"", "max_batch_size"),
-            ("[dynamic_batching]\nmax_queue_size = 0", "max_queue_size"),
-            (
-                "[dynamic_batching]\npriority_levels = 2\ndefault_priority_level = 3",
-                "default_priority_level",
-            ),
-            (
-                "max_batch_size = 4\n[dynamic_batching]\npreferred_batch_sizes = [8]",
-                "preferred_batch_sizes",
-            ),
-            ("version_policy = { latest = 0 }", "version_policy.latest"),
-            ("version_policy = \"newest\"", "newest"),
-            ("gpus = [0]", "needs a cuda or tensorrt entry"),
-        ] {
-            let err = parse(text).unwrap_err();
-            assert!(err.contains(needle), "{text:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn version_policy_selects() {
-        let disk = [1, 2, 3, 5];
-        assert_eq!(VersionPolicy::Latest(1).select(&disk), vec![5]);
-        assert_eq!(VersionPolicy::Latest(2).select(&disk), vec![3, 5]);
-        assert_eq!(VersionPolicy::Latest(9).select(&disk), vec![1, 2, 3, 5]);
-        assert_eq!(VersionPolicy::All.select(&disk), vec![1, 2, 3, 5]);
-        assert_eq!(VersionPolicy::Specific(vec![2, 4]).select(&disk), vec![2]);
-    }
-}
+mod tests;

@@ -1,21 +1,27 @@
 //! The on-disk model repository, in Triton's layout:
 //!
 //! ```text
-//! <repo>/<model>/config.toml          optional, see docs/configuration.md
+//! <repo>/<model>/config.toml          optional, Sluice's format (docs/configuration.md)
+//! <repo>/<model>/config.pbtxt         or Triton's (at most one of the two)
 //! <repo>/<model>/<version>/model.onnx versions are positive integers
 //! ```
 //!
 //! Directories whose name is not a positive integer are ignored, so a version
 //! can be staged under any other name (`.3.tmp`) and published by an atomic
-//! rename. A version directory without `model.onnx` is not (yet) a version.
+//! rename. A version directory without its model file (`model.onnx`, or
+//! config.pbtxt's `default_model_filename`) is not (yet) a version.
 
 pub mod config;
+pub mod pbtxt;
+mod source;
+pub mod spec;
 
 pub use config::{DynamicBatching, ModelConfig, VersionPolicy, WarmupRun};
+pub use source::load_config;
 
 use std::path::{Path, PathBuf};
 
-/// The file each version directory holds.
+/// The file each version directory holds, unless the config names another.
 pub const MODEL_FILE: &str = "model.onnx";
 
 /// One model directory as found on disk.
@@ -23,13 +29,15 @@ pub const MODEL_FILE: &str = "model.onnx";
 pub struct ModelDir {
     pub name: String,
     pub path: PathBuf,
-    /// Versions with a `model.onnx`, ascending.
+    /// The model file of each version directory.
+    pub model_file: String,
+    /// Versions with their model file, ascending.
     pub versions: Vec<u64>,
 }
 
 impl ModelDir {
     pub fn version_path(&self, version: u64) -> PathBuf {
-        self.path.join(version.to_string()).join(MODEL_FILE)
+        self.path.join(version.to_string()).join(&self.model_file)
     }
 }
 
@@ -62,9 +70,32 @@ pub struct Fingerprint {
 }
 
 impl ModelDir {
-    /// Hashes the config and every version's model file.
+    /// Hashes the config and every version's model file. "The config" is
+    /// every file beside the version directories (config.toml, config.pbtxt,
+    /// label files) and in `warmup/`: a change to any reloads the model.
     pub fn fingerprint(&self) -> std::io::Result<Fingerprint> {
-        let config = content_hash(&self.path.join("config.toml"))?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for dir in [self.path.clone(), self.path.join("warmup")] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && entry.file_type()?.is_file() {
+                    files.push((name, entry.path()));
+                }
+            }
+            files.sort();
+            for (name, path) in files {
+                hasher.update(name.as_bytes());
+                hasher.update(&content_hash(&path)?.to_le_bytes());
+            }
+        }
+        let config = hasher.digest();
         let mut versions = std::collections::BTreeMap::new();
         for &v in &self.versions {
             versions.insert(v, content_hash(&self.version_path(v))?);
@@ -94,6 +125,7 @@ fn parse_version(name: &str) -> Option<u64> {
 /// Reads one model directory.
 pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
     let path = root.join(name);
+    let model_file = pbtxt::model_filename(&path).unwrap_or_else(|| MODEL_FILE.to_string());
     let mut versions = Vec::new();
     for entry in std::fs::read_dir(&path)? {
         let entry = entry?;
@@ -101,7 +133,7 @@ pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
         let Some(version) = file_name.to_str().and_then(parse_version) else {
             continue;
         };
-        if entry.path().join(MODEL_FILE).is_file() {
+        if entry.path().join(&model_file).is_file() {
             versions.push(version);
         }
     }
@@ -109,6 +141,7 @@ pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
     Ok(ModelDir {
         name: name.to_string(),
         path,
+        model_file,
         versions,
     })
 }

@@ -19,6 +19,10 @@ mod signature;
 pub use crate::tensor::{ModelSignature, RunOutput, TensorSpec};
 pub use exec::{BatchInput, Instance, RunTimes};
 pub use library::{FETCHED_DIR, LIB_NAME, LibraryError, init, locate_library};
-pub use provider::{ArenaExtendStrategy, ConvAlgoSearch, ExecutionProvider, ProviderOptions};
+pub use provider::reserved_option;
+pub use provider::{
+    ArenaExtendStrategy, ConvAlgoSearch, ExecutionProvider, GraphOptimization, ProviderOptions,
+    SessionOptions,
+};
 pub use session::{Placement, load_instance};
 pub use signature::read_signature;

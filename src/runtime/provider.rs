@@ -9,6 +9,7 @@
 //! logged.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One execution provider with its options, as written in `config.toml`
@@ -38,6 +39,11 @@ pub enum ExecutionProvider {
         /// Capture the graph with CUDA graphs (only for models with static shapes).
         #[serde(default)]
         cuda_graph: bool,
+        /// Further ONNX Runtime CUDA provider options, by their ONNX Runtime
+        /// name, passed through (ONNX Runtime checks them when the session is
+        /// built). See [`reserved_option`] for the keys Sluice sets itself.
+        #[serde(default)]
+        options: BTreeMap<String, String>,
     },
     /// NVIDIA TensorRT (falls back to CUDA or CPU for unsupported nodes inside ONNX Runtime).
     Tensorrt {
@@ -53,11 +59,29 @@ pub enum ExecutionProvider {
         /// TensorRT builder workspace in bytes.
         #[serde(default)]
         workspace_size_bytes: Option<u64>,
+        /// Further ONNX Runtime TensorRT provider options (`trt_*`), passed
+        /// through. `trt_profile_*` shapes given here replace the derived ones.
+        #[serde(default)]
+        options: BTreeMap<String, String>,
     },
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Provider option keys that Sluice sets itself or that would hand ONNX
+/// Runtime a raw pointer: never accepted in `options`.
+pub fn reserved_option(key: &str) -> bool {
+    matches!(
+        key,
+        "device_id"
+            | "has_user_compute_stream"
+            | "user_compute_stream"
+            | "default_memory_arena_cfg"
+            | "trt_engine_decryption_enable"
+            | "trt_engine_decryption_lib_path"
+    )
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -93,7 +117,7 @@ impl ExecutionProvider {
     /// The ONNX Runtime registration for this provider. GPU providers error on
     /// failure, so the caller learns that the GPU is missing.
     pub(crate) fn dispatch(&self, shapes: &TrtShapes) -> ort::ep::ExecutionProviderDispatch {
-        use ort::ep;
+        use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider};
         match self {
             ExecutionProvider::Cpu { arena } => {
                 ep::CPU::default().with_arena_allocator(*arena).build()
@@ -104,6 +128,7 @@ impl ExecutionProvider {
                 arena_extend_strategy,
                 cudnn_conv_algo_search,
                 cuda_graph,
+                options,
             } => {
                 let mut cuda = ep::CUDA::default()
                     .with_device_id(i32::try_from(*device_id).unwrap_or(i32::MAX))
@@ -124,6 +149,9 @@ impl ExecutionProvider {
                 if let Some(limit) = memory_limit_bytes {
                     cuda = cuda.with_memory_limit(usize::try_from(*limit).unwrap_or(usize::MAX));
                 }
+                for (key, value) in options.iter().filter(|(k, _)| !reserved_option(k)) {
+                    cuda = cuda.with_arbitrary_config(key, value);
+                }
                 cuda.build().error_on_failure()
             }
             ExecutionProvider::Tensorrt {
@@ -132,6 +160,7 @@ impl ExecutionProvider {
                 int8,
                 engine_cache_path,
                 workspace_size_bytes,
+                options,
             } => {
                 let mut trt = ep::TensorRT::default()
                     .with_device_id(i32::try_from(*device_id).unwrap_or(i32::MAX))
@@ -145,11 +174,15 @@ impl ExecutionProvider {
                 if let Some(size) = workspace_size_bytes {
                     trt = trt.with_max_workspace_size(usize::try_from(*size).unwrap_or(usize::MAX));
                 }
-                if !shapes.min.is_empty() {
+                let own_profile = options.keys().any(|k| k.starts_with("trt_profile_"));
+                if !shapes.min.is_empty() && !own_profile {
                     trt = trt
                         .with_profile_min_shapes(&shapes.min)
                         .with_profile_opt_shapes(&shapes.opt)
                         .with_profile_max_shapes(&shapes.max);
+                }
+                for (key, value) in options.iter().filter(|(k, _)| !reserved_option(k)) {
+                    trt = trt.with_arbitrary_config(key, value);
                 }
                 trt.build().error_on_failure()
             }
@@ -175,6 +208,35 @@ pub struct ProviderOptions {
     pub fallback: bool,
     /// ONNX Runtime intra-op threads per session.
     pub intra_threads: usize,
+    /// Session settings beyond threads and providers.
+    pub session: SessionOptions,
+}
+
+/// ONNX Runtime's graph optimisation levels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphOptimization {
+    Disabled,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+/// Session-wide ONNX Runtime settings beyond threads and providers (what
+/// Triton's ONNX Runtime backend reads from a model's `parameters` and
+/// `optimization.graph`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Inter-op threads, used in parallel execution mode. None: 1.
+    pub inter_op_threads: Option<usize>,
+    /// Run independent nodes of the graph in parallel (`ORT_PARALLEL`).
+    pub parallel_execution: bool,
+    pub optimization: GraphOptimization,
+    /// Memory pattern optimisation. None: ONNX Runtime's default (on).
+    pub memory_pattern: Option<bool>,
+    /// Session configuration entries (`session.*` keys), passed through.
+    pub config_entries: BTreeMap<String, String>,
 }
 
 impl ProviderOptions {
@@ -200,6 +262,7 @@ impl Default for ProviderOptions {
             providers: Vec::new(),
             fallback: false,
             intra_threads: 1,
+            session: SessionOptions::default(),
         }
     }
 }

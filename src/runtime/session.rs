@@ -2,7 +2,7 @@
 
 use super::exec::Instance;
 use super::library::environment;
-use super::provider::{ExecutionProvider, ProviderOptions, TrtShapes};
+use super::provider::{ExecutionProvider, GraphOptimization, ProviderOptions, TrtShapes};
 use crate::tensor::ModelSignature;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -68,16 +68,34 @@ fn build_one(
     let fail = |e: ort::Error| e.to_string();
     let fail_b = |e: ort::Error<_>| e.to_string();
     let environment = environment().ok_or("onnx runtime is not initialised")?;
+    let session = &options.session;
+    let level = match session.optimization {
+        GraphOptimization::Disabled => GraphOptimizationLevel::Disable,
+        GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+        GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+        GraphOptimization::All => GraphOptimizationLevel::Level3,
+    };
     let mut builder = Session::builder(environment)
         .map_err(fail)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(level)
         .map_err(fail_b)?
         .with_intra_threads(options.intra_threads.max(1))
         .map_err(fail_b)?
-        .with_inter_threads(1)
+        .with_inter_threads(session.inter_op_threads.unwrap_or(1).max(1))
+        .map_err(fail_b)?
+        .with_parallel_execution(session.parallel_execution)
         .map_err(fail_b)?
         .with_intra_op_spinning(false)
         .map_err(fail_b)?;
+    if session.parallel_execution {
+        builder = builder.with_inter_op_spinning(false).map_err(fail_b)?;
+    }
+    if let Some(enable) = session.memory_pattern {
+        builder = builder.with_memory_pattern(enable).map_err(fail_b)?;
+    }
+    for (key, value) in &session.config_entries {
+        builder = builder.with_config_entry(key, value).map_err(fail_b)?;
+    }
     let providers = match provider {
         Some(p) => vec![p.dispatch(shapes)],
         None => vec![ExecutionProvider::Cpu { arena: true }.dispatch(shapes)],

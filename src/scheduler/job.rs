@@ -6,7 +6,6 @@ use crate::tensor::{DataType, RunOutput, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// What makes two requests batchable together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,12 +117,4 @@ impl Ticket {
             Err(state) => state == Self::CANCELLED,
         }
     }
-}
-
-#[derive(Debug)]
-pub(crate) struct Entry {
-    pub(super) job: Job,
-    pub(super) ticket: Arc<Ticket>,
-    pub(super) reply: oneshot::Sender<Reply>,
-    pub(super) enqueued: Instant,
 }

@@ -17,7 +17,15 @@
 //! - **Deadlines.** A request whose deadline passes while queued is answered
 //!   with a timeout by its waiter and is never run: waiter and worker race on
 //!   one atomic [`Ticket`], and only one of them wins. A request whose caller
-//!   went away (its reply channel closed) is dropped before it runs.
+//!   went away (its reply channel closed) is dropped before it runs. On a
+//!   level whose policy delays instead ([`LevelPolicy::delay_on_timeout`]),
+//!   the deadline moves the request behind every request of its own level
+//!   that has not timed out (and ahead of lower levels); it is never answered
+//!   with a timeout by the queue.
+//! - **Bounds.** `max_queue_size` bounds the whole queue; a level may also
+//!   have its own bound ([`LevelPolicy::max_queue_size`]).
+//! - **Ordering.** With `preserve_ordering`, answers leave in admission order
+//!   (`order`); answers held back count against `max_queue_size`.
 //! - **Bad input never harms another request.** A failed run of several
 //!   requests is run again one request at a time, so only the requests that
 //!   fail on their own get 500 (with why). A panic is caught, answers its
@@ -29,8 +37,10 @@
 //! closed and its queue is drained ([`Scheduler::close`], or drop). Dropping
 //! the scheduler joins them, which frees their sessions.
 
+mod entry;
 mod executor;
 pub(crate) mod job;
+mod order;
 mod queue;
 mod shared;
 mod worker;
@@ -38,11 +48,12 @@ mod worker;
 pub use executor::{Executor, ExecutorFactory};
 pub use job::{BatchKey, Completion, Job, Phases, Timing};
 pub use queue::BatchPolicy;
-pub use shared::SchedulerConfig;
+pub use shared::{LevelPolicy, SchedulerConfig};
 
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
-use job::{Entry, Reply, Ticket};
+use entry::Entry;
+use job::{Reply, Ticket};
 use queue::Queue;
 use shared::{Shared, State};
 use std::sync::{Arc, Condvar, Mutex};
@@ -74,6 +85,9 @@ impl Scheduler {
         metrics: Arc<VersionMetrics>,
     ) -> Result<Self, String> {
         let shared = Arc::new(Shared {
+            gate: config
+                .preserve_ordering
+                .then(|| Arc::new(order::Gate::default())),
             state: Mutex::new(State {
                 queue: Queue::new(config.priority_levels),
                 closed: false,
@@ -100,15 +114,25 @@ impl Scheduler {
     /// Queues `job`, or refuses it at once when the queue is full or closed.
     /// A closed scheduler hands the job back, so the caller can take it to
     /// the version that replaced this one.
-    pub fn submit(&self, job: Job) -> Result<Pending, Box<Rejected>> {
+    pub fn submit(&self, mut job: Job) -> Result<Pending, Box<Rejected>> {
         let (reply, rx) = oneshot::channel();
         let ticket = Arc::new(Ticket::new());
+        let level = self.shared.config.level(job.priority);
+        // A delayed level's deadline only reorders the queue; the waiter
+        // then waits for the answer however long it takes.
+        let demote_at = if level.delay_on_timeout {
+            job.deadline.take()
+        } else {
+            None
+        };
         let deadline = job.deadline;
-        let entry = Entry {
+        let mut entry = Entry {
             job,
             ticket: ticket.clone(),
             reply,
             enqueued: Instant::now(),
+            demote_at,
+            order: None,
         };
         {
             let mut state = self.shared.lock();
@@ -124,6 +148,10 @@ impl Scheduler {
             if let Err(error) = self.room(&mut state, entry.enqueued) {
                 return Err(Box::new(Rejected { error, job: None }));
             }
+            if let Err(error) = self.level_room(&mut state, entry.enqueued, entry.job.priority) {
+                return Err(Box::new(Rejected { error, job: None }));
+            }
+            entry.order = self.shared.gate.as_ref().map(|g| g.issue());
             state.queue.push(entry);
             self.shared.metrics.pending.set(state.queue.len() as i64);
         }
@@ -146,16 +174,40 @@ impl Scheduler {
     /// pending gauge follows the purge.
     fn room(&self, state: &mut State, now: Instant) -> Result<(), Error> {
         let max = self.shared.config.max_queue_size;
-        if state.queue.len() >= max {
+        let held = self.shared.gate.as_ref().map_or(0, |g| g.held());
+        if state.queue.len() + held >= max {
             state.queue.purge(now);
             self.shared.metrics.pending.set(state.queue.len() as i64);
         }
-        if state.queue.len() >= max {
+        if state.queue.len() + held >= max {
             return Err(Error::Overloaded {
                 message: format!(
                     "model '{}' queue is full ({} requests queued); retry later",
                     self.shared.config.name,
                     state.queue.len()
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Room on one priority level, when its policy bounds it.
+    fn level_room(&self, state: &mut State, now: Instant, priority: usize) -> Result<(), Error> {
+        let max = self.shared.config.level(priority).max_queue_size;
+        if max == 0 {
+            return Ok(());
+        }
+        if state.queue.level_len(priority) >= max {
+            state.queue.purge(now);
+            self.shared.metrics.pending.set(state.queue.len() as i64);
+        }
+        let queued = state.queue.level_len(priority);
+        if queued >= max {
+            return Err(Error::Overloaded {
+                message: format!(
+                    "model '{}' queue for priority level {priority} is full ({queued} requests queued); retry later",
+                    self.shared.config.name
                 ),
                 retry_after: Duration::from_secs(1),
             });
@@ -234,3 +286,5 @@ fn timeout_error() -> Error {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;

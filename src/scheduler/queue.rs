@@ -3,7 +3,7 @@
 //! Pure bookkeeping under the scheduler's mutex: no threads, no clocks of its
 //! own (callers pass `now`), so every rule here is unit-tested exactly.
 
-use super::job::Entry;
+use super::entry::Entry;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,10 @@ pub enum Decision {
     Idle,
 }
 
-/// Requests waiting, one FIFO per priority level (index 0 is level 1, the highest).
+/// Requests waiting: two FIFOs per priority level, in the order batches are
+/// formed: level 1's requests, then level 1's delayed ones (past their
+/// deadline on a level that delays), then level 2's, and so on. Index `2l`
+/// is level `l + 1`, `2l + 1` its delayed requests.
 #[derive(Debug)]
 pub struct Queue {
     levels: Vec<VecDeque<Entry>>,
@@ -39,11 +42,22 @@ pub struct Queue {
 impl Queue {
     pub fn new(priority_levels: usize) -> Self {
         Self {
-            levels: (0..priority_levels.max(1))
+            levels: (0..2 * priority_levels.max(1))
                 .map(|_| VecDeque::new())
                 .collect(),
             len: 0,
         }
+    }
+
+    /// The FIFO index of a priority level (clamped to the levels that exist).
+    fn index(&self, priority: usize) -> usize {
+        2 * (priority.clamp(1, self.levels.len() / 2) - 1)
+    }
+
+    /// Requests queued at one priority level, delayed ones included.
+    pub fn level_len(&self, priority: usize) -> usize {
+        let i = self.index(priority);
+        self.levels[i].len() + self.levels[i + 1].len()
     }
 
     pub fn len(&self) -> usize {
@@ -56,18 +70,32 @@ impl Queue {
 
     /// Appends `entry` at its priority level (clamped to the levels that exist).
     pub fn push(&mut self, entry: Entry) {
-        let level = entry.job.priority.clamp(1, self.levels.len()) - 1;
-        self.levels[level].push_back(entry);
+        let index = self.index(entry.job.priority);
+        self.levels[index].push_back(entry);
         self.len += 1;
     }
 
     /// Removes entries that must never run: the caller went away, the waiter
     /// cancelled it, or its deadline passed (answered here with a timeout).
+    /// Entries of a delaying level past their deadline move to the back of
+    /// that level's delayed FIFO.
     pub fn purge(&mut self, now: Instant) {
         for level in &mut self.levels {
             let before = level.len();
             level.retain_mut(|e| !e.is_dead(now));
             self.len -= before - level.len();
+        }
+        for i in (0..self.levels.len()).step_by(2) {
+            if !self.levels[i].iter().any(|e| e.demoted(now)) {
+                continue;
+            }
+            let (keep, demoted): (VecDeque<Entry>, VecDeque<Entry>) =
+                self.levels[i].drain(..).partition(|e| !e.demoted(now));
+            self.levels[i] = keep;
+            for mut entry in demoted {
+                entry.demote_at = None;
+                self.levels[i + 1].push_back(entry);
+            }
         }
     }
 
@@ -136,6 +164,11 @@ impl Queue {
 }
 
 impl Entry {
+    /// Whether a delaying level's deadline has passed.
+    fn demoted(&self, now: Instant) -> bool {
+        self.demote_at.is_some_and(|at| now >= at)
+    }
+
     fn is_dead(&self, now: Instant) -> bool {
         if self.reply.is_closed() || self.ticket.is_cancelled() {
             return true;
@@ -183,6 +216,8 @@ mod tests {
                 ticket: Arc::new(Ticket::new()),
                 reply,
                 enqueued: at,
+                demote_at: None,
+                order: None,
             },
             rx,
         )
@@ -313,5 +348,33 @@ mod tests {
             vec![1]
         );
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn a_delayed_entry_runs_after_its_level_and_before_lower_levels() {
+        let now = Instant::now();
+        let mut q = Queue::new(2);
+        let (mut late, _r1) = entry(1, 1, 1, now);
+        late.demote_at = Some(now);
+        let (on_time, _r2) = entry(2, 1, 1, now);
+        let (low, _r3) = entry(3, 1, 2, now);
+        q.push(late);
+        q.push(on_time);
+        q.push(low);
+        assert_eq!(q.level_len(1), 2);
+        // Max 2 rows: the level-1 entry that has not timed out goes first.
+        assert_eq!(
+            rows_of(q.next_batch(&policy(2, 0, &[]), now, false)),
+            vec![2]
+        );
+        // Then the delayed one (it never times out), before level 2.
+        assert_eq!(
+            rows_of(q.next_batch(&policy(1, 0, &[]), now, false)),
+            vec![1]
+        );
+        assert_eq!(
+            rows_of(q.next_batch(&policy(3, 0, &[]), now, false)),
+            vec![3]
+        );
     }
 }

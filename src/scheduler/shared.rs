@@ -1,8 +1,18 @@
 //! The state one version's scheduler shares with its workers.
 
+use super::order::Gate;
 use super::queue::{BatchPolicy, Queue};
 use crate::metrics::VersionMetrics;
 use std::sync::{Arc, Condvar, Mutex};
+
+/// The queue policy of one priority level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// Requests this level may hold; 0: only `max_queue_size` bounds it.
+    pub max_queue_size: usize,
+    /// A queue deadline delays the request instead of timing it out.
+    pub delay_on_timeout: bool,
+}
 
 /// Scheduler settings of one version.
 #[derive(Debug, Clone)]
@@ -12,6 +22,19 @@ pub struct SchedulerConfig {
     pub max_queue_size: usize,
     pub priority_levels: usize,
     pub instances: usize,
+    /// Per level (index 0 is level 1); a level beyond the list has the default.
+    pub levels: Vec<LevelPolicy>,
+    /// Answers leave in the order requests were admitted.
+    pub preserve_ordering: bool,
+}
+
+impl SchedulerConfig {
+    pub(super) fn level(&self, priority: usize) -> LevelPolicy {
+        self.levels
+            .get(priority.saturating_sub(1))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// What the queue lock guards.
@@ -24,6 +47,8 @@ pub(super) struct State {
 /// What the scheduler handle and its workers share.
 pub(super) struct Shared {
     pub(super) config: SchedulerConfig,
+    /// Present with `preserve_ordering`.
+    pub(super) gate: Option<Arc<Gate>>,
     pub(super) state: Mutex<State>,
     /// Signalled on every arrival, on close, and when a worker leaves work behind.
     pub(super) work: Condvar,

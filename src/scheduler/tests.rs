@@ -53,19 +53,30 @@ impl Executor for Gate {
     }
 }
 
-struct Harness {
-    scheduler: Scheduler,
-    started: mpsc::Receiver<Vec<f32>>,
-    release: mpsc::Sender<()>,
+pub(super) struct Harness {
+    pub scheduler: Scheduler,
+    pub started: mpsc::Receiver<Vec<f32>>,
+    pub release: mpsc::Sender<()>,
 }
 
 fn harness(max_batch: usize, max_queue: usize, levels: usize) -> Harness {
     harness_with(max_batch, max_queue, levels, true)
 }
 
+fn harness_with(max_batch: usize, max_queue: usize, levels: usize, rebuild: bool) -> Harness {
+    harness_config(max_batch, max_queue, levels, rebuild, |_| {})
+}
+
 /// `rebuild: false` makes the executor factory fail (a session that cannot be
 /// rebuilt after a panic).
-fn harness_with(max_batch: usize, max_queue: usize, levels: usize, rebuild: bool) -> Harness {
+/// `tweak` adjusts the scheduler's config (queue policies, ordering).
+pub(super) fn harness_config(
+    max_batch: usize,
+    max_queue: usize,
+    levels: usize,
+    rebuild: bool,
+    tweak: impl FnOnce(&mut SchedulerConfig),
+) -> Harness {
     let (started_tx, started) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let release_rx = Arc::new(Mutex::new(release_rx));
@@ -89,23 +100,21 @@ fn harness_with(max_batch: usize, max_queue: usize, levels: usize, rebuild: bool
         })
     };
     let metrics = Arc::new(Metrics::new().version("gate", 1));
-    let scheduler = Scheduler::start(
-        SchedulerConfig {
-            name: "gate".into(),
-            policy: BatchPolicy {
-                max_batch_size: max_batch,
-                max_queue_delay: Duration::ZERO,
-                preferred_batch_sizes: vec![],
-            },
-            max_queue_size: max_queue,
-            priority_levels: levels,
-            instances: 1,
+    let mut config = SchedulerConfig {
+        name: "gate".into(),
+        policy: BatchPolicy {
+            max_batch_size: max_batch,
+            max_queue_delay: Duration::ZERO,
+            preferred_batch_sizes: vec![],
         },
-        vec![make()],
-        factory,
-        metrics,
-    )
-    .unwrap();
+        max_queue_size: max_queue,
+        priority_levels: levels,
+        instances: 1,
+        levels: Vec::new(),
+        preserve_ordering: false,
+    };
+    tweak(&mut config);
+    let scheduler = Scheduler::start(config, vec![make()], factory, metrics).unwrap();
     Harness {
         scheduler,
         started,
@@ -113,7 +122,7 @@ fn harness_with(max_batch: usize, max_queue: usize, levels: usize, rebuild: bool
     }
 }
 
-fn job(ids: &[f32], priority: usize, deadline: Option<Instant>) -> Job {
+pub(super) fn job(ids: &[f32], priority: usize, deadline: Option<Instant>) -> Job {
     let data: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
     Job {
         trace: tracing::Span::none(),
@@ -134,7 +143,7 @@ fn job(ids: &[f32], priority: usize, deadline: Option<Instant>) -> Job {
     }
 }
 
-fn ids_of(c: &Completion) -> Vec<f32> {
+pub(super) fn ids_of(c: &Completion) -> Vec<f32> {
     let TensorData::Fixed(b) = &c.outputs[0].data else {
         unreachable!()
     };

@@ -1,8 +1,9 @@
 //! An instance worker: an OS thread that owns one executor (session), takes
 //! batches from its version's queue, runs them, and answers every caller.
 
+use super::entry::Entry;
 use super::executor::{Executor, ExecutorFactory};
-use super::job::{Completion, Entry, Phases};
+use super::job::{Completion, Phases};
 use super::queue::Decision;
 use super::shared::Shared;
 use crate::error::Error;
@@ -110,7 +111,7 @@ fn run_batch(shared: &Shared, executor: &mut dyn Executor, mut batch: Vec<Entry>
             shared.metrics.record_execution(rows, compute_time, phases);
             for (entry, outputs) in batch.into_iter().zip(per_job) {
                 let queue_time = started.saturating_duration_since(entry.enqueued);
-                let _ = entry.reply.send(Ok(Completion {
+                entry.respond(Ok(Completion {
                     outputs,
                     queue_time,
                     compute_time,
@@ -189,7 +190,7 @@ fn leave(shared: &Shared) {
 
 fn fail_all(batch: Vec<Entry>, error: &Error) {
     for entry in batch {
-        let _ = entry.reply.send(Err(error.clone()));
+        entry.respond(Err(error.clone()));
     }
 }
 

@@ -9,7 +9,7 @@ use crate::scheduler::{BatchKey, Job};
 use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Checks `request` against the model and turns it into a schedulable job.
 /// Messages name the input, what was expected and what arrived.
@@ -184,14 +184,7 @@ pub fn validate(
             )));
         }
     };
-    let requested = request
-        .timeout_us
-        .filter(|&us| us > 0)
-        .map(Duration::from_micros);
-    let timeout = match (requested, version.default_timeout()) {
-        (Some(r), Some(d)) => Some(r.min(d)),
-        (r, d) => r.or(d),
-    };
+    let timeout = version.queue_timeout(priority, request.timeout_us);
     let key = BatchKey {
         inputs: inputs
             .iter()

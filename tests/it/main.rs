@@ -16,6 +16,7 @@ mod lifecycle;
 mod loadgen;
 mod operator;
 mod overload;
+mod pbtxt;
 mod protocols;
 mod readiness;
 mod rest;
