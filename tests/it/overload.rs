@@ -16,10 +16,9 @@
 //! measured by `scripts/overload.sh` on the release binary
 //! (`docs/overload-results.md`), not here.
 
-use crate::harness::{fixture, ort_lib};
-use crate::shutdown::{Server, free_port};
+use crate::harness::models::{Repo, slow, x_json};
+use crate::harness::process::{Process, Sluice, proc_status};
 use sluice::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -57,31 +56,21 @@ const BIG_LOAD_TIME: Duration = Duration::from_secs(4);
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `slow` with one single-threaded instance, no batching, a queue of `QUEUE`.
-fn slow_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("slow");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    std::fs::copy(fixture("slow.onnx"), model.join("1/model.onnx")).unwrap();
-    std::fs::write(
-        model.join("config.toml"),
-        format!(
+fn slow_repo() -> Repo {
+    Repo::new().with(
+        "slow",
+        &slow(),
+        Some(&format!(
             "instances = 1\nintra_op_threads = 1\nmax_batch_size = 0\n\
              [dynamic_batching]\nmax_queue_size = {QUEUE}\n"
-        ),
+        )),
     )
-    .unwrap();
-    dir
 }
 
 /// Resident set of `pid` now and its high-water mark, in MiB.
 fn rss_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let mib = |key| proc_status(pid, key).map(|kib| kib as f64 / 1024.0);
+    Some((mib("VmRSS:")?, mib("VmHWM:")?))
 }
 
 /// Samples VmRSS every 20 ms while running; `peak()` is the highest sample.
@@ -151,8 +140,7 @@ struct Sample {
 }
 
 fn rest_body(value: f32) -> Vec<u8> {
-    format!(r#"{{"inputs":[{{"name":"x","shape":[1,1],"datatype":"FP32","data":[{value}]}}]}}"#)
-        .into_bytes()
+    x_json(value).into_bytes()
 }
 
 /// A 1 MiB JSON request: one row of `x`, then whitespace up to `BIG_BODY`
@@ -162,7 +150,7 @@ fn rest_body(value: f32) -> Vec<u8> {
 /// rather than a debug build parsing 100 000 floats. Real 1 MiB tensors are
 /// measured on the release binary by `scripts/overload.sh`.
 fn big_body() -> bytes::Bytes {
-    let mut body = rest_body(0.25);
+    let mut body = x_json(0.25).into_bytes();
     let close = body.pop();
     assert_eq!(close, Some(b'}'));
     body.resize(BIG_BODY - 1, b' ');
@@ -253,11 +241,7 @@ fn quantile(xs: &[Duration], q: f64) -> Duration {
 
 /// Value of the gauge `name` of model `slow` in the Prometheus text.
 fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(r#"model="slow""#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    crate::harness::metrics::value(metrics, name, &[("model", "slow")])
 }
 
 /// Counts and latencies of a set of samples; panics on any wrong answer.
@@ -308,44 +292,20 @@ fn ms(d: Duration) -> String {
 
 /// A running server over its own `slow_repo`.
 struct Running {
-    server: Server,
-    pid: u32,
-    base: String,
-    grpc_port: u16,
-    _repo: tempfile::TempDir,
+    server: Process,
+    _repo: Repo,
 }
 
 /// Spawns the binary with `extra` flags and waits until it is ready.
 async fn start(extra: &[&str]) -> Running {
     let repo = slow_repo();
-    let (http_port, grpc_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--host", "127.0.0.1"])
-        .args(["--http-port", &http_port.to_string()])
-        .args(["--grpc-port", &grpc_port.to_string()])
-        .arg("--model-repository")
-        .arg(repo.path())
-        .arg("--onnxruntime-lib")
-        .arg(ort_lib())
+    let server = Sluice::serve(repo.path())
         .args(["--shutdown-grace-secs", "1"])
-        .args(["--log", "warn"])
         .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let base = format!("http://127.0.0.1:{http_port}");
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    server.wait_ready(&probe, &base).await;
+        .start()
+        .await;
     Running {
-        pid: server.0.id(),
         server,
-        base,
-        grpc_port,
         _repo: repo,
     }
 }
@@ -376,13 +336,8 @@ async fn closed_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Running {
-        mut server,
-        pid,
-        base,
-        grpc_port,
-        _repo,
-    } = start(&[]).await;
+    let Running { mut server, _repo } = start(&[]).await;
+    let (pid, base) = (server.pid(), server.base.clone());
     let infer_url = format!("{base}/v2/models/slow/infer");
     let probe = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -402,7 +357,7 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         .timeout(CLIENT_TIMEOUT)
         .build()
         .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -580,7 +535,7 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(server.0.try_wait().unwrap().is_none(), "server died");
+    assert!(server.running(), "server died");
 
     eprintln!(
         "overload: offered {offered:.1} req/s = {:.1}× capacity {capacity:.2} req/s (service {}, {} during the overload); \
@@ -699,13 +654,14 @@ async fn in_flight_cap_answers_every_big_request_and_bounds_memory() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cap = CAP.to_string();
     let mut running = start(&["--max-inflight-requests", &cap]).await;
-    let url = format!("{}/v2/models/slow/infer", running.base);
+    let url = format!("{}/v2/models/slow/infer", running.server.base);
     let rest = reqwest::Client::builder()
         .timeout(CLIENT_TIMEOUT)
         .build()
         .unwrap();
-    let (baseline, _) = rss_mib(running.pid).unwrap();
-    let sampler = RssSampler::start(running.pid);
+    let pid = running.server.pid();
+    let (baseline, _) = rss_mib(pid).unwrap();
+    let sampler = RssSampler::start(pid);
     let samples = closed_loop(&rest, &url, big_body(), BIG_CLIENTS, BIG_LOAD_TIME).await;
     let peak = sampler.peak_mib();
     drop(sampler);
@@ -741,8 +697,5 @@ async fn in_flight_cap_answers_every_big_request_and_bounds_memory() {
         peak < baseline + CAPPED_GROWTH_MIB,
         "peak RSS {peak:.0} MiB: over {baseline:.0} MiB at rest + {CAPPED_GROWTH_MIB}"
     );
-    assert!(
-        running.server.0.try_wait().unwrap().is_none(),
-        "server died"
-    );
+    assert!(running.server.running(), "server died");
 }

@@ -3,7 +3,8 @@
 //! servers on port 0, real clients (reqwest, tonic, hyper over rustls, raw
 //! TCP for what no well-behaved client would send).
 
-use crate::grpc::{client, raw_request, slow_repo};
+use crate::harness::grpc::{client, raw_request};
+use crate::harness::models::slow_repo;
 use crate::harness::{TestServer, test_repo};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -321,7 +322,7 @@ async fn grpc_tls(
     addr: SocketAddr,
     ca_pem: &str,
     identity: Option<(&str, &str)>,
-) -> Result<crate::grpc::Client, tonic::transport::Error> {
+) -> Result<crate::harness::grpc::Client, tonic::transport::Error> {
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))

@@ -1,8 +1,18 @@
 //! An unreadable repository and a full disk during polls.
 
 use super::*;
+use crate::harness::models::infer_x;
 
 const POLL: Duration = Duration::from_millis(50);
+
+/// A server polling `repo` every [`POLL`].
+async fn polling(repo: &Path) -> TestServer {
+    TestServer::start_with(repo, |c| {
+        c.control_mode = ControlMode::Poll;
+        c.poll_interval = POLL;
+    })
+    .await
+}
 
 /// Lets `n` poll intervals pass: used only to show that nothing changes.
 async fn let_polls_run(n: u32) {
@@ -15,12 +25,8 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     let repo = tmp.path().join("repo");
     add_model(&repo, "a", &swap_model(1), None);
     add_model(&repo, "b", &swap_model(2), None);
-    let s = TestServer::start_with(&repo, |c| {
-        c.control_mode = ControlMode::Poll;
-        c.poll_interval = POLL;
-    })
-    .await;
-    let base = format!("http://{}", s.http);
+    let s = polling(&repo).await;
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let (sr, t): (&TestServer, &Tally) = (&s, &tally);
     let mut load = Load::default();
@@ -95,15 +101,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     let c_client = http_client();
     for x in 0..10 {
         tally.sent.fetch_add(1, Ordering::Relaxed);
-        let out: Value = c_client
-            .post(format!("{base}/v2/models/c/infer"))
-            .json(&json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let out = infer_x(&c_client, &base, "c", x as f32).await;
         assert_eq!(
             out["outputs"][0]["data"][0].as_f64(),
             Some(f64::from(x) + 3.0),
@@ -201,12 +199,8 @@ async fn a_partial_write_from_a_full_disk_is_rejected_by_the_poll() {
     let tmpfs = Tmpfs::mount(&repo, "64k");
     let real = tmpfs.is_some();
     add_model(&repo, "a", &swap_model(1), None);
-    let s = TestServer::start_with(&repo, |c| {
-        c.control_mode = ControlMode::Poll;
-        c.poll_interval = POLL;
-    })
-    .await;
-    let base = format!("http://{}", s.http);
+    let s = polling(&repo).await;
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let (sr, t): (&TestServer, &Tally) = (&s, &tally);
     let mut load = Load::default();
