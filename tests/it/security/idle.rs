@@ -1,0 +1,104 @@
+//! Connections idle after serving close after the idle timeout, on every
+//! protocol; a connection in use is never cut.
+
+use super::{SLOW_JSON, raw_exchange, slow_grpc};
+use crate::harness::TestServer;
+use crate::harness::grpc::client;
+use crate::harness::models::slow_repo;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Connections with no request in progress close after the idle timeout on
+/// HTTP/1, HTTP/2 and gRPC; a connection in use for longer (requests, or an
+/// open stream) is not cut, and a gRPC client reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_on_every_protocol() {
+    use hyper::client::conn::http2;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const IDLE: Duration = Duration::from_millis(400);
+    let repo = slow_repo();
+    // No batching: six requests run one after another (≥ 77 ms each).
+    std::fs::write(
+        repo.path().join("slow/config.toml"),
+        "instances = 1\nmax_batch_size = 0\n",
+    )
+    .unwrap();
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.net.idle_timeout = Some(IDLE);
+        // Not the keep-alive timer: only the idle timeout may close these.
+        c.http.header_read_timeout = Some(Duration::from_secs(60));
+    })
+    .await;
+
+    // HTTP/2 (h2c) on the REST port: rounds of six slow requests at once
+    // (one instance, no batching) use the connection for longer than the
+    // timeout and all succeed; then, idle, it closes.
+    let stream = TcpStream::connect(s.http).await.unwrap();
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let started = Instant::now();
+    while started.elapsed() < IDLE * 2 {
+        let calls = (0..6).map(|_| {
+            let mut sender = sender.clone();
+            let url = format!("http://{}/v2/models/slow/infer", s.http);
+            async move {
+                let request = hyper::Request::post(url)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(Bytes::from(SLOW_JSON)))
+                    .unwrap();
+                sender.send_request(request).await.map(|r| r.status())
+            }
+        });
+        for status in futures::future::join_all(calls).await {
+            assert_eq!(status.unwrap(), 200);
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+
+    // HTTP/1 keep-alive and a gRPC connection that never sends a request:
+    // the server closes both.
+    for addr in [s.http, s.grpc] {
+        let first: &[u8] = if addr == s.http {
+            b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+        } else {
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        };
+        let started = Instant::now();
+        let reply = raw_exchange(addr, first, Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        assert!(
+            took >= IDLE - Duration::from_millis(50) && took < Duration::from_secs(5),
+            "{addr}: closed after {took:?}: {reply:?}"
+        );
+    }
+
+    // An open ModelStreamInfer stream keeps its connection busy: a request
+    // sent after twice the timeout is still answered on it.
+    let mut c = client(s.grpc).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut responses = c
+        .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(IDLE * 2).await;
+        }
+        tx.send(slow_grpc()).await.unwrap();
+        let r = responses.message().await.unwrap().unwrap();
+        assert!(r.error_message.is_empty(), "{}", r.error_message);
+    }
+    drop(tx);
+    assert!(responses.message().await.unwrap().is_none());
+
+    // A gRPC client whose connection went idle reconnects on its next call.
+    c.model_infer(slow_grpc()).await.unwrap();
+    tokio::time::sleep(IDLE * 3).await;
+    c.model_infer(slow_grpc()).await.unwrap();
+}
