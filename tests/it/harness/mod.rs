@@ -7,6 +7,7 @@
 //!   and its requests;
 //! - [`metrics`]: reading `/metrics`;
 //! - [`grpc`]: the tonic client and raw `ModelInferRequest`s;
+//! - [`hold`]: requests held open at a known point (admitted, body unsent);
 //! - [`logs`]: the in-process servers' warnings, captured to wait on;
 //! - [`wait`]: bounded polling on a condition, the only way a test waits.
 //!
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod grpc;
+pub mod hold;
 pub mod logs;
 pub mod metrics;
 pub mod models;
