@@ -9,7 +9,7 @@
 
 use crate::harness::models::{Repo, SLOW_SERIAL, slow, x_body};
 use crate::harness::process::{ClientsUntilRefused, Outcome, Sluice, status};
-use crate::harness::wait::{PATIENCE, eventually};
+use crate::harness::wait::{PATIENCE, eventually, until};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,35 +53,40 @@ async fn sigterm_under_load_fails_no_admitted_request() {
     let term_at = t0.elapsed();
     server.sigterm();
 
-    // During the delay: readiness turns 503, liveness stays 200.
-    let deadline = Instant::now() + DELAY;
-    loop {
-        let ready = status(&probe, &format!("{base}/v2/health/ready")).await;
-        let live = status(&probe, &format!("{base}/v2/health/live")).await;
-        assert!(
-            Instant::now() < deadline,
-            "readiness still {ready:?} (liveness {live:?}) at the end of the delay"
-        );
+    // During the delay: readiness turns 503, liveness stays 200. The delay is
+    // the time the listeners stay open after SIGTERM, so readiness must be
+    // seen at 503 before any probe is refused.
+    let probe = &probe;
+    let (ready, live) = until("readiness to turn 503", PATIENCE, || async {
+        let ready = status(probe, &format!("{base}/v2/health/ready")).await;
+        let live = status(probe, &format!("{base}/v2/health/live")).await;
         if ready == Some(503) {
-            assert_eq!(live, Some(200), "liveness must stay 200 while draining");
-            // HTTP/1 keep-alive is off while draining, so no client reuses
-            // a connection the server is about to close.
-            let r = probe
-                .get(format!("{base}/v2/health/live"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                r.headers().get("connection").map(|v| v.as_bytes()),
-                Some(&b"close"[..]),
-                "a response while draining must close its connection: {:?}",
-                r.headers()
-            );
-            break;
+            return Some((ready, live));
         }
-        assert_eq!(ready, Some(200), "readiness: unexpected answer");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        assert_eq!(
+            ready,
+            Some(200),
+            "readiness: unexpected answer (liveness {live:?}); a refused probe means the \
+             listeners closed before readiness turned false"
+        );
+        None
+    })
+    .await;
+    assert_eq!(ready, Some(503));
+    assert_eq!(live, Some(200), "liveness must stay 200 while draining");
+    // HTTP/1 keep-alive is off while draining, so no client reuses a
+    // connection the server is about to close.
+    let r = probe
+        .get(format!("{base}/v2/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a response while draining must close its connection: {:?}",
+        r.headers()
+    );
 
     // The process exits by itself, with status 0, within delay + grace + margin.
     let exit = server.exit(DELAY + GRACE + Duration::from_secs(10)).await;

@@ -6,8 +6,8 @@
 //!
 //! Real ONNX Runtime sessions on real `.onnx` files, real servers on port 0,
 //! real clients (reqwest, the generated tonic client, raw `TcpStream`s).
-//! Waits poll a condition with a deadline; the only fixed waits let a few
-//! poll intervals pass to show that *nothing* changes.
+//! Waits poll a condition with a deadline; where a test shows that nothing
+//! changes over a few repository polls, it counts the polls in the log.
 //!
 //! Each test prints one line: `faults: <name>: N requests, M expected errors,
 //! 0 lost` (`cargo test --test it faults -- --nocapture`); the figures are in

@@ -1,6 +1,7 @@
 //! An unreadable repository and a full disk during polls.
 
 use super::*;
+use crate::harness::logs;
 use crate::harness::models::infer_x;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -14,9 +15,11 @@ async fn polling(repo: &Path) -> TestServer {
     .await
 }
 
-/// Lets `n` poll intervals pass: used only to show that nothing changes.
-async fn let_polls_run(n: u32) {
-    tokio::time::sleep(POLL * n).await;
+/// Waits until `n` polls after `mark` have logged a warning with every one
+/// of `needles`: what a test needs to show that nothing changes while the
+/// polls fail. Only these tests' repositories fail that way.
+async fn failed_polls(mark: logs::Mark, needles: &[&str], n: usize) {
+    logs::wait_for(mark, needles, n, PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,6 +41,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     // The whole repository disappears (a volume unmounted, a directory moved):
     // the scan fails, what is loaded keeps serving, the index API says why.
     let away = tmp.path().join("away");
+    let mark = logs::mark();
     std::fs::rename(&repo, &away).unwrap();
     faults += 1;
     let (status, body) = index(&s).await.unwrap_err();
@@ -49,7 +53,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
             .contains("cannot read the model repository"),
         "{body}"
     );
-    let_polls_run(6).await;
+    failed_polls(mark, &["cannot scan the model repository", "os error 2"], 6).await;
     more_ok(&tally, 30).await;
     // While it is away a new model is staged; when it is back, polling
     // recovers and loads it.
@@ -95,9 +99,10 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
 
     // c's config.toml becomes a directory: unreadable, skipped (and logged)
     // at every poll; c keeps serving.
+    let mark = logs::mark();
     std::fs::create_dir(repo.join("c/config.toml")).unwrap();
     faults += 1;
-    let_polls_run(6).await;
+    failed_polls(mark, &["cannot read the model directory", "model=c"], 6).await;
     let c_client = http_client();
     for x in 0..10 {
         tally.sent.fetch_add(1, Ordering::Relaxed);

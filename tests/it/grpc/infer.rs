@@ -2,7 +2,9 @@
 //! parameters, message size, a full queue and deadlines, streaming.
 
 use super::*;
+use crate::harness::metrics::metric;
 use crate::harness::models::{slow_repo, x_grpc};
+use crate::harness::wait::{PATIENCE, eventually};
 
 #[tokio::test]
 async fn every_dtype_raw_matches_onnxruntime_bit_for_bit() {
@@ -337,13 +339,21 @@ async fn queue_full_is_unavailable_and_a_passed_deadline_is_deadline_exceeded() 
     }
     assert!(results.iter().any(|r| r.is_ok()));
 
-    // While the instance is busy, a 1 µs timeout passes in the queue.
-    let (mut a, mut b) = (c.clone(), c.clone());
+    // While the instance is busy (its request taken from the queue and
+    // running), a 1 µs timeout passes in the queue.
+    let mut a = c.clone();
+    let busy = tokio::spawn(async move { a.model_infer(x_grpc("slow", 1.0)).await });
+    let running = [("model", "slow")];
+    eventually("the busy request to run", PATIENCE, || async {
+        let text = s.metrics().await;
+        metric(&text, "sluice_inflight_requests", &running) == 1.0
+            && metric(&text, "sluice_pending_requests", &running) == 0.0
+    })
+    .await;
     let mut late = x_grpc("slow", 1.0);
     late.parameters.insert("timeout".into(), param_u64(1));
-    let busy = x_grpc("slow", 1.0);
-    let (first, second) = tokio::join!(a.model_infer(busy), async { b.model_infer(late).await });
-    first.unwrap();
+    let second = c.clone().model_infer(late).await;
+    busy.await.unwrap().unwrap();
     let e = second.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
 }

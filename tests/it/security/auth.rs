@@ -1,10 +1,11 @@
 //! Bearer tokens and their scopes on REST and gRPC.
 
 use super::{IRIS, error_of, iris_request, post};
+use crate::harness::TestServer;
 use crate::harness::grpc::client;
-use crate::harness::{TestServer, test_repo};
+use crate::harness::test_repo;
+use crate::harness::wait::{PATIENCE, eventually};
 use sluice::grpc::pb;
-use std::time::{Duration, Instant};
 use tonic::Code;
 
 const INFER: &str = "infer-token-for-tests-0001";
@@ -88,20 +89,16 @@ async fn protected_health_and_metrics_need_a_token() {
         c.auth.protect_metrics = true;
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("ready, asked with a token", PATIENCE, || async {
         let r = s
             .client
             .get(s.url("/v2/health/ready"))
             .bearer_auth(INFER)
             .send()
             .await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     assert_eq!(s.get("/v2/health/live").await.0, 401);
     assert_eq!(s.get("/metrics").await.0, 401);
     let r = s

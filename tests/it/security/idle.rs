@@ -1,13 +1,34 @@
 //! Connections idle after serving close after the idle timeout, on every
 //! protocol; a connection in use is never cut.
 
-use super::{SLOW_JSON, raw_exchange, slow_grpc};
+use super::raw_exchange;
 use crate::harness::TestServer;
 use crate::harness::grpc::client;
-use crate::harness::models::slow_repo;
+use crate::harness::models::{Repo, SLOW_SERIAL, slow, x_grpc, x_json};
+use crate::harness::wait::PATIENCE;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: a gRPC
+/// connection that never sends a request.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Waits until the idle timeout has run out `times` times over, in a row,
+/// from now: each time a witness connection opened then sends the preface
+/// and nothing more, and the server closes it for idleness. Any connection
+/// idle since before the call has then been idle at least that long.
+async fn idle_timeouts_pass(grpc: SocketAddr, times: u32) {
+    for _ in 0..times {
+        let started = Instant::now();
+        raw_exchange(grpc, PREFACE, PATIENCE).await;
+        assert!(
+            started.elapsed() < PATIENCE,
+            "an idle witness connection stayed open"
+        );
+    }
+}
 
 /// Connections with no request in progress close after the idle timeout on
 /// HTTP/1, HTTP/2 and gRPC; a connection in use for longer (requests, or an
@@ -18,13 +39,8 @@ async fn idle_connections_close_on_every_protocol() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     const IDLE: Duration = Duration::from_millis(400);
-    let repo = slow_repo();
-    // No batching: six requests run one after another (≥ 77 ms each).
-    std::fs::write(
-        repo.path().join("slow/config.toml"),
-        "instances = 1\nmax_batch_size = 0\n",
-    )
-    .unwrap();
+    // No batching: six requests run one after another (≥ 66 ms each).
+    let repo = Repo::new().with("slow", &slow(), Some(SLOW_SERIAL));
     let s = TestServer::start_with(repo.path(), |c| {
         c.net.idle_timeout = Some(IDLE);
         // Not the keep-alive timer: only the idle timeout may close these.
@@ -48,7 +64,7 @@ async fn idle_connections_close_on_every_protocol() {
             async move {
                 let request = hyper::Request::post(url)
                     .header("content-type", "application/json")
-                    .body(http_body_util::Full::new(Bytes::from(SLOW_JSON)))
+                    .body(http_body_util::Full::new(Bytes::from(x_json(1.0))))
                     .unwrap();
                 sender.send_request(request).await.map(|r| r.status())
             }
@@ -66,7 +82,7 @@ async fn idle_connections_close_on_every_protocol() {
         let first: &[u8] = if addr == s.http {
             b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"
         } else {
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            PREFACE
         };
         let started = Instant::now();
         let reply = raw_exchange(addr, first, Duration::from_secs(10)).await;
@@ -88,9 +104,9 @@ async fn idle_connections_close_on_every_protocol() {
         .into_inner();
     for round in 0..2 {
         if round > 0 {
-            tokio::time::sleep(IDLE * 2).await;
+            idle_timeouts_pass(s.grpc, 2).await;
         }
-        tx.send(slow_grpc()).await.unwrap();
+        tx.send(x_grpc("slow", 1.0)).await.unwrap();
         let r = responses.message().await.unwrap().unwrap();
         assert!(r.error_message.is_empty(), "{}", r.error_message);
     }
@@ -98,7 +114,7 @@ async fn idle_connections_close_on_every_protocol() {
     assert!(responses.message().await.unwrap().is_none());
 
     // A gRPC client whose connection went idle reconnects on its next call.
-    c.model_infer(slow_grpc()).await.unwrap();
-    tokio::time::sleep(IDLE * 3).await;
-    c.model_infer(slow_grpc()).await.unwrap();
+    c.model_infer(x_grpc("slow", 1.0)).await.unwrap();
+    idle_timeouts_pass(s.grpc, 3).await;
+    c.model_infer(x_grpc("slow", 1.0)).await.unwrap();
 }

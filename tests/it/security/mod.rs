@@ -13,7 +13,6 @@
 //! - [`idle`]: connections idle after serving, on every protocol.
 
 use crate::harness::TestServer;
-use crate::harness::grpc::raw_request;
 use bytes::Bytes;
 use sluice::grpc::pb;
 use sluice::tensor::{DataType, Tensor, TensorData};
@@ -45,26 +44,12 @@ async fn error_of(r: reqwest::Response) -> (u16, String) {
     (status, v["error"].as_str().unwrap().to_string())
 }
 
-const SLOW_JSON: &str = r#"{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[1.0]}]}"#;
-
-fn slow_grpc() -> pb::ModelInferRequest {
-    raw_request(
-        "slow",
-        &[Tensor {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![1, 1],
-            data: TensorData::Fixed(Bytes::from(1f32.to_le_bytes().to_vec())),
-        }],
-    )
-}
-
 fn iris_request() -> pb::ModelInferRequest {
     let x: Vec<u8> = [5.1f32, 3.5, 1.4, 0.2]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    raw_request(
+    crate::harness::grpc::raw_request(
         "iris",
         &[Tensor {
             name: "input".into(),

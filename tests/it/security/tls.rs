@@ -2,7 +2,8 @@
 //! rotation refused), mutual TLS, and a bad certificate at start.
 
 use super::iris_request;
-use crate::harness::{TestServer, test_repo};
+use crate::harness::wait::{PATIENCE, eventually};
+use crate::harness::{TestServer, logs, test_repo};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -11,7 +12,7 @@ use sluice::grpc::pb;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// A throwaway CA that issues server and client certificates.
@@ -112,14 +113,13 @@ async fn https_get(
 }
 
 async fn https_ready(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(
-        https_get(addr, tls.clone(), "/v2/health/ready").await,
-        Ok((200, _))
-    ) {
-        assert!(Instant::now() < deadline, "TLS server not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the TLS server to be ready", PATIENCE, || async {
+        matches!(
+            https_get(addr, tls.clone(), "/v2/health/ready").await,
+            Ok((200, _))
+        )
+    })
+    .await;
 }
 
 async fn grpc_tls(
@@ -184,10 +184,13 @@ async fn tls_serves_both_protocols_and_reloads_the_certificate() {
     .expect("a plaintext client must not hang");
     assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != 200));
 
-    // A bad rotation (a key that does not match) is refused; the old pair serves.
+    // A bad rotation (a key that does not match) is refused; the old pair
+    // serves. The reloader says so in the log, naming the file: wait for it.
     let (other_cert, _) = pki.leaf("mismatched");
+    let mark = logs::mark();
     pki.write("tls.crt", &other_cert);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cert_file = cert_path.display().to_string();
+    logs::wait_for(mark, &["not reloaded", &cert_file], 1, PATIENCE).await;
     let (_, leaf) = https_get(s.http, tls.clone(), "/v2/health/live")
         .await
         .unwrap();
@@ -203,20 +206,13 @@ async fn tls_serves_both_protocols_and_reloads_the_certificate() {
     let second_der = CertificateDer::from_pem_slice(cert2.as_bytes())
         .unwrap()
         .to_vec();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the rotated certificate to be served", PATIENCE, || async {
         let (_, leaf) = https_get(s.http, tls.clone(), "/v2/health/live")
             .await
             .unwrap();
-        if leaf == second_der {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate was not served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        leaf == second_der
+    })
+    .await;
     // The open gRPC connection keeps working across the rotation.
     c.model_infer(iris_request()).await.unwrap();
 }
