@@ -85,7 +85,17 @@ impl ModelDir {
             for entry in entries {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && entry.file_type()?.is_file() {
+                let is_file = entry.file_type()?.is_file();
+                // A configuration that is not a file (a directory, say) is
+                // unreadable, not absent: the poll reports it and keeps
+                // what serves, rather than reload without it.
+                if !is_file && (name == source::TOML_FILE || name == pbtxt::FILE_NAME) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a regular file",
+                        entry.path().display()
+                    )));
+                }
+                if !name.starts_with('.') && is_file {
                     files.push((name, entry.path()));
                 }
             }

@@ -2,7 +2,8 @@
 //! `config.toml`, Triton's `config.pbtxt`, or neither (everything is then
 //! derived from the graph, unless strict model configuration forbids it).
 
-use super::{ModelConfig, pbtxt};
+use super::config::ModelConfig;
+use super::pbtxt;
 use std::path::Path;
 
 /// The file name of Sluice's own format.

@@ -4,7 +4,7 @@
 //! panic, no poisoned state. The counts printed here are the ones
 //! docs/reliability.md reports.
 
-use crate::grpc::client;
+use crate::harness::grpc::client;
 use crate::harness::{TestServer, test_repo};
 use sluice::grpc::pb;
 use sluice::grpc::pb::model_infer_request::InferInputTensor;

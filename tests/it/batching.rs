@@ -1,11 +1,13 @@
 //! Dynamic batching through the real server and real ONNX Runtime sessions.
 
-use crate::harness::{TestServer, fixture, raw_run, test_repo};
+use crate::harness::metrics::metric;
+use crate::harness::models::{Repo, slow, x_body};
+use crate::harness::wait::{PATIENCE, eventually};
+use crate::harness::{TestServer, raw_run, test_repo};
 use bytes::Bytes;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use sluice::tensor::{DataType, Tensor, TensorData};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn f32_tensor(name: &str, shape: Vec<usize>, values: &[f32]) -> Tensor {
@@ -33,16 +35,6 @@ fn floats(out: &sluice::runtime::RunOutput) -> Vec<f32> {
     b.chunks(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-/// Copies `model` into a fresh repository as `name`, with `config`.
-fn repo_with(model: &Path, name: &str, config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let version = dir.path().join(name).join("1");
-    std::fs::create_dir_all(&version).unwrap();
-    std::fs::copy(model, version.join("model.onnx")).unwrap();
-    std::fs::write(dir.path().join(name).join("config.toml"), config).unwrap();
-    dir
 }
 
 #[tokio::test]
@@ -115,10 +107,10 @@ async fn mixed_rows_and_shapes_batch_correctly() {
 #[tokio::test]
 async fn preferred_size_dispatches_without_waiting_for_the_delay() {
     // A 60 s delay: only reaching the preferred size can dispatch in time.
-    let repo = repo_with(
-        &test_repo().join("dynamic2/1/model.onnx"),
+    let repo = Repo::new().with(
         "d2",
-        "max_batch_size = 8\ninstances = 1\n[dynamic_batching]\nmax_queue_delay_us = 60000000\npreferred_batch_sizes = [8]\n",
+        &test_repo().join("dynamic2/1/model.onnx"),
+        Some("max_batch_size = 8\ninstances = 1\n[dynamic_batching]\nmax_queue_delay_us = 60000000\npreferred_batch_sizes = [8]\n"),
     );
     let s = TestServer::start(repo.path()).await;
     let started = Instant::now();
@@ -138,51 +130,47 @@ async fn preferred_size_dispatches_without_waiting_for_the_delay() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let (_, stats) = s.get("/v2/models/d2/stats").await;
     let batches = &stats["model_stats"][0]["batch_stats"];
+    // One batch of 8, its three phases measured separately (issue 19).
+    let ns = |phase: &str| batches[0][phase]["ns"].clone();
     assert_eq!(
         batches,
-        &json!([{"batch_size": 8, "compute_input": {"count": 0, "ns": 0},
-        "compute_infer": {"count": 1, "ns": batches[0]["compute_infer"]["ns"]}, "compute_output": {"count": 0, "ns": 0}}])
+        &json!([{"batch_size": 8, "compute_input": {"count": 1, "ns": ns("compute_input")},
+        "compute_infer": {"count": 1, "ns": ns("compute_infer")},
+        "compute_output": {"count": 1, "ns": ns("compute_output")}}])
     );
+    for phase in ["compute_input", "compute_infer", "compute_output"] {
+        assert!(batches[0][phase]["ns"].as_u64().unwrap() > 0, "{phase}");
+    }
     assert_eq!(stats["model_stats"][0]["execution_count"], 1);
     assert_eq!(stats["model_stats"][0]["inference_count"], 8);
     s.stop().await;
 }
 
-async fn gauge(s: &TestServer, name: &str, model: &str) -> i64 {
-    let (_, text) = s.get("/metrics").await;
-    let prefix = format!("{name}{{model=\"{model}\",version=\"1\"}} ");
-    text.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits (by observing the gauges, not by sleeping a guess) for `model`'s
-/// worker to hold one request and its queue to hold `pending`.
+/// worker to hold `inflight - pending` requests and its queue `pending`.
 async fn wait_for(s: &TestServer, model: &str, inflight: i64, pending: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gauge(s, "sluice_inflight_requests", model).await != inflight
-        || gauge(s, "sluice_pending_requests", model).await != pending
-    {
-        assert!(
-            Instant::now() < deadline,
-            "gauges never reached inflight={inflight} pending={pending}"
-        );
-        tokio::task::yield_now().await;
-    }
+    let labels = [("model", model), ("version", "1")];
+    eventually(
+        format!("gauges inflight={inflight} pending={pending}"),
+        PATIENCE,
+        || async {
+            let text = s.metrics().await;
+            metric(&text, "sluice_inflight_requests", &labels) == inflight as f64
+                && metric(&text, "sluice_pending_requests", &labels) == pending as f64
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn full_queue_503_with_retry_after_and_deadline_504() {
-    let repo = repo_with(
-        &fixture("slow.onnx"),
+    let repo = Repo::new().with(
         "slow",
-        "instances = 1\n[dynamic_batching]\nmax_queue_size = 1\n",
+        &slow(),
+        Some("instances = 1\n[dynamic_batching]\nmax_queue_size = 1\n"),
     );
     let s = TestServer::start(repo.path()).await;
-    let body = |v: f32| json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [v]}]});
+    let body = x_body;
     let url = s.url("/v2/models/slow/infer");
 
     let first = tokio::spawn(s.client.post(&url).json(&body(1.0)).send());

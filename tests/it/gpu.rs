@@ -2,22 +2,16 @@
 //! the configured outcome (fail loudly, or fall back and say so) and the
 //! placement report.
 
+use crate::harness::models::Repo;
 use crate::harness::{TestServer, test_repo};
 use serde_json::json;
 
-fn repo(configs: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, config) in configs {
-        let version = dir.path().join(name).join("1");
-        std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(
-            test_repo().join("iris/1/model.onnx"),
-            version.join("model.onnx"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join(name).join("config.toml"), config).unwrap();
-    }
-    dir
+/// Copies of iris, each with its own `config.toml`.
+fn repo(configs: &[(&str, &str)]) -> Repo {
+    let iris = test_repo().join("iris/1/model.onnx");
+    configs.iter().fold(Repo::new(), |repo, (name, config)| {
+        repo.with(name, &iris, Some(config))
+    })
 }
 
 #[tokio::test]

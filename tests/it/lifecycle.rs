@@ -1,12 +1,15 @@
 //! Hot swap under load: versions published by atomic rename (plus a load call,
 //! or by polling) while clients keep sending; zero errors allowed.
 
-use crate::harness::{TestServer, fixture};
+use crate::harness::TestServer;
+use crate::harness::models::{infer_x, swap_model, x_body};
+use crate::harness::process::{Sluice, proc_status};
+use crate::harness::wait::{PATIENCE, eventually};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Publishes `fixtures/swap/v{k}.onnx` as version `k` of model `m` the
 /// documented way: write under a hidden name, then rename atomically.
@@ -15,10 +18,6 @@ fn publish(repo: &Path, k: u64, file: &Path) {
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::copy(file, staging.join("model.onnx")).unwrap();
     std::fs::rename(&staging, repo.join("m").join(k.to_string())).unwrap();
-}
-
-fn swap_model(k: u64) -> std::path::PathBuf {
-    fixture(&format!("swap/v{k}.onnx"))
 }
 
 struct Load {
@@ -48,14 +47,16 @@ fn start_load(s: &TestServer, clients: usize) -> Load {
             load.ok.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let body = json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]});
+            let body = x_body(0.0);
             while !stop.load(Ordering::Relaxed) {
                 match client.post(&url).json(&body).send().await {
                     Ok(r) => {
                         let status = r.status();
                         let out: Value = r.json().await.unwrap_or(Value::Null);
                         if status == 200 {
-                            seen.lock().unwrap().push(out["outputs"][0]["data"][0].as_f64().unwrap_or(-1.0));
+                            seen.lock()
+                                .unwrap()
+                                .push(out["outputs"][0]["data"][0].as_f64().unwrap_or(-1.0));
                             ok.fetch_add(1, Ordering::Relaxed);
                         } else {
                             errors.lock().unwrap().push(format!("{status}: {out}"));
@@ -82,17 +83,11 @@ impl Load {
 
     /// Waits until a response from version `k` has been seen after `since` responses.
     async fn wait_for_version(&self, k: f64, since: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            {
-                let seen = self.seen.lock().unwrap();
-                if seen[since.min(seen.len())..].contains(&k) {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "version {k} never answered");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(format!("version {k} to answer"), PATIENCE, || async {
+            let seen = self.seen.lock().unwrap();
+            seen[since.min(seen.len())..].contains(&k)
+        })
+        .await;
     }
 }
 
@@ -123,9 +118,7 @@ async fn assert_clean_swaps(load: Load) -> Vec<f64> {
 
 async fn assert_only_version(s: &TestServer, k: f64) {
     for _ in 0..20 {
-        let (status, out) = s
-            .post_json("/v2/models/m/infer", &json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}))
-            .await;
+        let (status, out) = s.post_json("/v2/models/m/infer", &x_body(0.0)).await;
         assert_eq!(status, 200, "{out}");
         assert_eq!(out["outputs"][0]["data"][0].as_f64(), Some(k));
     }
@@ -196,9 +189,10 @@ async fn a_broken_new_version_leaves_the_old_one_serving() {
         "{out}"
     );
     let before = load.ok.load(Ordering::Relaxed);
-    while load.ok.load(Ordering::Relaxed) < before + 50 {
-        tokio::task::yield_now().await;
-    }
+    eventually("50 more answers from version 1", PATIENCE, || async {
+        load.ok.load(Ordering::Relaxed) >= before + 50
+    })
+    .await;
     let (seen, errors) = load.stop().await;
     assert!(errors.is_empty(), "{errors:?}");
     assert!(seen.iter().all(|&y| y == 1.0));
@@ -231,68 +225,23 @@ async fn unload_under_load_finishes_admitted_and_refuses_later_requests_cleanly(
     for e in &errors {
         assert!(e.starts_with("503") || e.starts_with("404"), "{e}");
     }
-    let (status, out) = s
-        .post_json(
-            "/v2/models/m/infer",
-            &json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]}),
-        )
-        .await;
+    let (status, out) = s.post_json("/v2/models/m/infer", &x_body(0.0)).await;
     assert!(status == 503 || status == 404, "{status} {out}");
     assert!(out["error"].as_str().unwrap().contains("'m'"), "{out}");
     s.stop().await;
 }
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_hundred_swaps_free_their_threads_and_memory() {
     let repo = repo_with_v1();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "serve",
-            "--http-port",
-            &port.to_string(),
-            "--grpc-port",
-            "0",
-            "--log",
-            "warn",
-        ])
-        .arg("--model-repository")
-        .arg(repo.path())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let server = Sluice::serve(repo.path()).start().await;
+    let pid = server.pid();
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{base}/v2/health/ready"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let body =
-        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.0]}]});
+    let base = server.base.clone();
     let swap = |i: u64| {
         // Alternate the content of version 1: a changed file reloads it.
         std::fs::copy(swap_model(1 + i % 2), repo.path().join("m/1/model.onnx")).unwrap();
-        let (client, base, body) = (client.clone(), base.clone(), body.clone());
+        let (client, base) = (client.clone(), base.clone());
         async move {
             let r = client
                 .post(format!("{base}/v2/repository/models/m/load"))
@@ -301,15 +250,7 @@ async fn a_hundred_swaps_free_their_threads_and_memory() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
-            let out: Value = client
-                .post(format!("{base}/v2/models/m/infer"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let out = infer_x(&client, &base, "m", 0.0).await;
             assert_eq!(
                 out["outputs"][0]["data"][0].as_f64(),
                 Some((1 + i % 2) as f64)
@@ -319,13 +260,13 @@ async fn a_hundred_swaps_free_their_threads_and_memory() {
     for i in 0..10 {
         swap(i).await;
     }
-    let (threads0, rss0) = (proc_status(pid, "Threads:"), proc_status(pid, "VmRSS:"));
+    let status = |key| proc_status(pid, key).unwrap();
+    let (threads0, rss0) = (status("Threads:"), status("VmRSS:"));
     for i in 10..110 {
         swap(i).await;
     }
-    let (threads1, rss1) = (proc_status(pid, "Threads:"), proc_status(pid, "VmRSS:"));
-    let _ = child.kill();
-    let _ = child.wait();
+    let (threads1, rss1) = (status("Threads:"), status("VmRSS:"));
+    drop(server);
     assert!(
         threads1 <= threads0 + 2,
         "threads grew from {threads0} to {threads1}"

@@ -15,11 +15,19 @@
 //! test holds on a slow, loaded 2-core machine with the debug binary. Speed is
 //! measured by `scripts/overload.sh` on the release binary
 //! (`docs/overload-results.md`), not here.
+//!
+//! One scenario ([`run_overload`]: capacity, 10× open-loop overload,
+//! recovery, then 1 MiB bodies from 10 × (Q + 1) closed-loop clients) runs
+//! once per test process; each property it shows is a test of its own that
+//! reads what the scenario recorded. Running the scenario per property would
+//! multiply a 20-second load on the shared cores.
 
-use crate::harness::{fixture, ort_lib};
-use crate::shutdown::{Server, free_port};
+use crate::harness::metrics::value;
+use crate::harness::models::{Repo, slow, x_json};
+use crate::harness::process::{Process, Sluice, proc_status};
+use crate::harness::wait::until;
+use futures::FutureExt as _;
 use sluice::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,36 +60,27 @@ const BIG_CLIENTS: usize = 10 * (QUEUE + 1);
 const BIG_BODY: usize = 1 << 20;
 const BIG_LOAD_TIME: Duration = Duration::from_secs(4);
 
-/// The two tests of this file run one at a time: each is a load on the same
-/// 2 cores, and the first one's capacity measurement must not see the other.
+/// The scenario and the in-flight cap test run one at a time: each is a
+/// load on the same 2 cores, and the first one's capacity measurement must
+/// not see the other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `slow` with one single-threaded instance, no batching, a queue of `QUEUE`.
-fn slow_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("slow");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    std::fs::copy(fixture("slow.onnx"), model.join("1/model.onnx")).unwrap();
-    std::fs::write(
-        model.join("config.toml"),
-        format!(
+fn slow_repo() -> Repo {
+    Repo::new().with(
+        "slow",
+        &slow(),
+        Some(&format!(
             "instances = 1\nintra_op_threads = 1\nmax_batch_size = 0\n\
              [dynamic_batching]\nmax_queue_size = {QUEUE}\n"
-        ),
+        )),
     )
-    .unwrap();
-    dir
 }
 
 /// Resident set of `pid` now and its high-water mark, in MiB.
 fn rss_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let mib = |key| proc_status(pid, key).map(|kib| kib as f64 / 1024.0);
+    Some((mib("VmRSS:")?, mib("VmHWM:")?))
 }
 
 /// Samples VmRSS every 20 ms while running; `peak()` is the highest sample.
@@ -151,8 +150,7 @@ struct Sample {
 }
 
 fn rest_body(value: f32) -> Vec<u8> {
-    format!(r#"{{"inputs":[{{"name":"x","shape":[1,1],"datatype":"FP32","data":[{value}]}}]}}"#)
-        .into_bytes()
+    x_json(value).into_bytes()
 }
 
 /// A 1 MiB JSON request: one row of `x`, then whitespace up to `BIG_BODY`
@@ -162,7 +160,7 @@ fn rest_body(value: f32) -> Vec<u8> {
 /// rather than a debug build parsing 100 000 floats. Real 1 MiB tensors are
 /// measured on the release binary by `scripts/overload.sh`.
 fn big_body() -> bytes::Bytes {
-    let mut body = rest_body(0.25);
+    let mut body = x_json(0.25).into_bytes();
     let close = body.pop();
     assert_eq!(close, Some(b'}'));
     body.resize(BIG_BODY - 1, b' ');
@@ -253,11 +251,7 @@ fn quantile(xs: &[Duration], q: f64) -> Duration {
 
 /// Value of the gauge `name` of model `slow` in the Prometheus text.
 fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(r#"model="slow""#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    value(metrics, name, &[("model", "slow")])
 }
 
 /// Counts and latencies of a set of samples; panics on any wrong answer.
@@ -308,44 +302,20 @@ fn ms(d: Duration) -> String {
 
 /// A running server over its own `slow_repo`.
 struct Running {
-    server: Server,
-    pid: u32,
-    base: String,
-    grpc_port: u16,
-    _repo: tempfile::TempDir,
+    server: Process,
+    _repo: Repo,
 }
 
 /// Spawns the binary with `extra` flags and waits until it is ready.
 async fn start(extra: &[&str]) -> Running {
     let repo = slow_repo();
-    let (http_port, grpc_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--host", "127.0.0.1"])
-        .args(["--http-port", &http_port.to_string()])
-        .args(["--grpc-port", &grpc_port.to_string()])
-        .arg("--model-repository")
-        .arg(repo.path())
-        .arg("--onnxruntime-lib")
-        .arg(ort_lib())
+    let server = Sluice::serve(repo.path())
         .args(["--shutdown-grace-secs", "1"])
-        .args(["--log", "warn"])
         .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let base = format!("http://127.0.0.1:{http_port}");
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    server.wait_ready(&probe, &base).await;
+        .start()
+        .await;
     Running {
-        pid: server.0.id(),
         server,
-        base,
-        grpc_port,
         _repo: repo,
     }
 }
@@ -373,16 +343,67 @@ async fn closed_loop(
     set.join_all().await.into_iter().flatten().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let Running {
-        mut server,
-        pid,
-        base,
-        grpc_port,
-        _repo,
-    } = start(&[]).await;
+/// What the overload scenario measured, for its cases to check.
+struct Overload {
+    /// Capacity 1 / S, for a service time S measured with a closed loop.
+    capacity: f64,
+    /// Requested and offered open-loop rates, requests/s.
+    rate: f64,
+    offered: f64,
+    /// Every open-loop request's answer.
+    samples: Vec<Sample>,
+    /// The larger of `service` and the service time seen during the overload.
+    svc: Duration,
+    /// Admitted requests per second during the overload.
+    served_rate: f64,
+    /// Highest queue-depth gauge seen, and how many times it was read.
+    max_pending: f64,
+    polls: u32,
+    /// From the last request sent to the first 200 after it.
+    recovery: Duration,
+    /// Readiness right after the overload, and `/metrics` once its gauges
+    /// were idle (or the wait for them gave up).
+    ready_after: u16,
+    metrics_after: (u16, String),
+    /// Every 1 MiB request's answer.
+    big_samples: Vec<Sample>,
+    /// The first request after the 1 MiB load: admitted, or why not.
+    recovered_after_big: Result<(), String>,
+    /// Peak RSS (MiB) over the whole scenario, and whether the server was
+    /// still running at the end.
+    peak: f64,
+    alive: bool,
+}
+
+/// The scenario, run by the first case that asks and shared by the others;
+/// a panic inside it becomes every case's failure, once.
+async fn overload() -> &'static Overload {
+    static RESULT: tokio::sync::OnceCell<Result<Overload, String>> =
+        tokio::sync::OnceCell::const_new();
+    let result = RESULT
+        .get_or_init(|| async {
+            let _one = ONE_AT_A_TIME.lock().await;
+            std::panic::AssertUnwindSafe(run_overload())
+                .catch_unwind()
+                .await
+                .map_err(|panic| {
+                    panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
+                })
+        })
+        .await;
+    match result {
+        Ok(o) => o,
+        Err(why) => panic!("the overload scenario failed: {why}"),
+    }
+}
+
+async fn run_overload() -> Overload {
+    let Running { mut server, _repo } = start(&[]).await;
+    let (pid, base) = (server.pid(), server.base.clone());
     let infer_url = format!("{base}/v2/models/slow/infer");
     let probe = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -402,7 +423,7 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         .timeout(CLIENT_TIMEOUT)
         .build()
         .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -473,6 +494,7 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         if at.duration_since(t0) >= LOAD_TIME {
             break;
         }
+        // Pacing of the open loop: request i leaves at its scheduled time.
         tokio::time::sleep_until(at).await;
         let value = (i % 1000) as f32;
         if i % GRPC_EVERY == GRPC_EVERY - 1 {
@@ -489,7 +511,7 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     let (max_pending, polls) = poller.await.unwrap();
 
     // 3. Recovery, measured while the admitted requests drain: from the last
-    // request sent to the first 200.
+    // request sent to the first 200 (probes 50 ms apart, for 30 s at most).
     let recovery = loop {
         let s = rest_infer(&rest, &infer_url, rest_body(1.0)).await;
         match s.answer {
@@ -504,9 +526,18 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     };
     let samples: Vec<Sample> = load.join_all().await;
     let overload_peak = sampler.peak_mib();
-
-    let all = tally(&samples, "overload");
-    let (adm, rej) = (&all.admitted, &all.rejected);
+    let latencies = |samples: &[Sample], admitted: bool| -> Vec<Duration> {
+        samples
+            .iter()
+            .filter(|s| match s.answer {
+                Answer::Admitted => admitted,
+                Answer::Rejected { .. } => !admitted,
+                Answer::Wrong(_) => false,
+            })
+            .map(|s| s.latency)
+            .collect()
+    };
+    let (adm, rej) = (latencies(&samples, true), latencies(&samples, false));
     let per_proto = |p: Proto| {
         let s: Vec<&Sample> = samples.iter().filter(|s| s.proto == p).collect();
         let rejected = s
@@ -517,8 +548,6 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     };
     let (grpc_sent, grpc_rejected) = per_proto(Proto::Grpc);
     let (rest_sent, rest_rejected) = per_proto(Proto::Rest);
-    let (adm_p50, adm_p99) = (quantile(adm, 0.5), quantile(adm, 0.99));
-    let (rej_p50, rej_p99) = (quantile(rej, 0.5), quantile(rej, 0.99));
     // The service time again, from the overload itself: the instance ran
     // back to back, so admitted / LOAD_TIME ≈ 1 / S. The bounds use the
     // larger estimate, so that other load on a shared machine starting or
@@ -528,30 +557,15 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     let svc = service.max(service_during);
 
     // 4. Afterwards: ready, and the queue and in-flight gauges back to 0
-    // (they are set on the worker's next pass; allow a moment).
-    let (ready, _) = get("/v2/health/ready").await;
-    assert_eq!(ready, 200, "not ready after the load");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let metrics = loop {
+    // (they are set on the worker's next pass: wait for them).
+    let (ready_after, _) = get("/v2/health/ready").await;
+    let metrics_after = until("the gauges to be idle", Duration::from_secs(30), || async {
         let (status, text) = get("/metrics").await;
-        assert_eq!(status, 200);
         let idle = gauge(&text, "sluice_pending_requests") == Some(0.0)
             && gauge(&text, "sluice_inflight_requests") == Some(0.0);
-        if idle || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        gauge(&metrics, "sluice_pending_requests"),
-        Some(0.0),
-        "queue depth after the load"
-    );
-    assert_eq!(
-        gauge(&metrics, "sluice_inflight_requests"),
-        Some(0.0),
-        "in flight after the load"
-    );
+        (status != 200 || idle).then_some((status, text))
+    })
+    .await;
 
     // 5. 1 MiB JSON bodies from 10 × (Q + 1) closed-loop clients: bodies are
     // read and decoded before admission, so memory must stay bounded by the
@@ -561,31 +575,33 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
     let t = Instant::now();
     let big_samples = closed_loop(&rest, &infer_url, big, BIG_CLIENTS, BIG_LOAD_TIME).await;
     let big_time = t.elapsed();
-    let big_tally = tally(&big_samples, "1 MiB bodies");
     let big_peak = sampler.peak_mib();
     drop(sampler);
     let (_, hwm) = rss_mib(pid).unwrap();
     let peak = big_peak.max(hwm);
 
-    // Recovered again.
+    // Recovered again (probes 50 ms apart, for 10 s at most).
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let recovered_after_big = loop {
         let s = rest_infer(&rest, &infer_url, rest_body(2.0)).await;
         if matches!(s.answer, Answer::Admitted) {
-            break;
+            break Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "no 200 after the big load: {s:?}"
-        );
+        if Instant::now() >= deadline {
+            break Err(format!("no 200 after the big load: {s:?}"));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(server.0.try_wait().unwrap().is_none(), "server died");
+    };
+    let alive = server.running();
 
+    let (big_adm, big_rej) = (
+        latencies(&big_samples, true),
+        latencies(&big_samples, false),
+    );
     eprintln!(
         "overload: offered {offered:.1} req/s = {:.1}× capacity {capacity:.2} req/s (service {}, {} during the overload); \
          {} sent ({rest_sent} REST, {grpc_sent} gRPC), admitted {}, rejected {} \
-         ({rest_rejected} REST, {grpc_rejected} gRPC), lost 0; admitted p50 {} p99 {} \
+         ({rest_rejected} REST, {grpc_rejected} gRPC), lost {}; admitted p50 {} p99 {} \
          (bound {}); rejection p50 {} p99 {} (bound {}); recovery {}; \
          RSS baseline {baseline_rss:.0} MiB, peak {overload_peak:.0} MiB under overload, \
          {peak:.0} MiB overall (ceiling {RSS_CEILING_MIB:.0}); queue depth at most {max_pending} \
@@ -598,22 +614,57 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         samples.len(),
         adm.len(),
         rej.len(),
-        ms(adm_p50),
-        ms(adm_p99),
+        samples.len() - adm.len() - rej.len(),
+        ms(quantile(&adm, 0.5)),
+        ms(quantile(&adm, 0.99)),
         ms(svc.mul_f64((QUEUE + 1) as f64 * SLACK)),
-        ms(rej_p50),
-        ms(rej_p99),
+        ms(quantile(&rej, 0.5)),
+        ms(quantile(&rej, 0.99)),
         ms(svc / 2),
         ms(recovery),
         big_samples.len(),
         big_time.as_secs_f64(),
-        big_tally.admitted.len(),
-        big_tally.rejected.len(),
-        ms(quantile(&big_tally.admitted, 0.99)),
-        ms(quantile(&big_tally.rejected, 0.5)),
-        ms(quantile(&big_tally.rejected, 0.99)),
+        big_adm.len(),
+        big_rej.len(),
+        ms(quantile(&big_adm, 0.99)),
+        ms(quantile(&big_rej, 0.5)),
+        ms(quantile(&big_rej, 0.99)),
     );
+    Overload {
+        capacity,
+        rate,
+        offered,
+        samples,
+        svc,
+        served_rate,
+        max_pending,
+        polls,
+        recovery,
+        ready_after,
+        metrics_after,
+        big_samples,
+        recovered_after_big,
+        peak,
+        alive,
+    }
+}
 
+/// Every request got 200 or a refusal with `Retry-After`; the offered load
+/// really was ~10× capacity and much of it was refused, on both protocols,
+/// at once: never behind a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_capacity_is_refused_at_once_with_retry_after_on_both_protocols() {
+    let o = overload().await;
+    let all = tally(&o.samples, "overload");
+    let rej = &all.rejected;
+    let rejected = |p: Proto| {
+        o.samples
+            .iter()
+            .filter(|s| s.proto == p && matches!(s.answer, Answer::Rejected { .. }))
+            .count()
+    };
+    let (rej_p50, rej_p99) = (quantile(rej, 0.5), quantile(rej, 0.99));
+    let (offered, capacity, rate, svc) = (o.offered, o.capacity, o.rate, o.svc);
     // The offered load really was ~10× capacity, and much of it was refused
     // (~90 % when the machine's load is steady; at least a quarter even if
     // the capacity was measured while something else held the cores).
@@ -622,13 +673,34 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         "the generator fell behind: {offered:.1} req/s for {rate:.1}"
     );
     assert!(
-        rej.len() * 4 > samples.len(),
+        rej.len() * 4 > o.samples.len(),
         "at 10× capacity most requests must be refused: {} of {}",
         rej.len(),
-        samples.len()
+        o.samples.len()
     );
-    assert!(grpc_rejected > 0, "no gRPC request was refused");
-    assert!(rest_rejected > 0, "no REST request was refused");
+    assert!(rejected(Proto::Grpc) > 0, "no gRPC request was refused");
+    assert!(rejected(Proto::Rest) > 0, "no REST request was refused");
+    // Refused at once, never behind a run: p99 under half a service time
+    // (measured: 1/20 to 1/4 of it on a loaded 2-core machine with the debug
+    // build), the median under a tenth (measured: ~1/100).
+    assert!(
+        rej_p99 < svc / 2,
+        "rejection p99 {rej_p99:?} is not well under the service time {svc:?}"
+    );
+    assert!(
+        rej_p50 < svc / 10,
+        "rejection p50 {rej_p50:?} is not well under the service time {svc:?}"
+    );
+}
+
+/// The queue never held more than Q, the instance stayed busy, and an
+/// admitted request waited at most for the queue ahead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_capacity_keeps_the_queue_bounded_and_the_instance_busy() {
+    let o = overload().await;
+    let (max_pending, polls, served_rate, capacity, svc) =
+        (o.max_pending, o.polls, o.served_rate, o.capacity, o.svc);
+    let adm_p99 = quantile(&tally(&o.samples, "overload").admitted, 0.99);
     // The queue never held more than Q (sampled every 50 ms).
     assert!(
         polls > 10,
@@ -649,28 +721,56 @@ async fn ten_times_capacity_is_refused_fast_with_bounded_memory_and_recovers() {
         adm_p99 <= svc.mul_f64((QUEUE + 1) as f64 * SLACK),
         "admitted p99 {adm_p99:?} over (Q + 1) × {svc:?} × {SLACK}"
     );
-    // Refused at once, never behind a run: p99 under half a service time
-    // (measured: 1/20 to 1/4 of it on a loaded 2-core machine with the debug
-    // build), the median under a tenth (measured: ~1/100).
-    assert!(
-        rej_p99 < svc / 2,
-        "rejection p99 {rej_p99:?} is not well under the service time {svc:?}"
+}
+
+/// Once the load stops the server is ready, serves again within the drain
+/// of the admitted backlog, and its queue and in-flight gauges are back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_ten_times_capacity_the_server_recovers_and_its_gauges_return_to_zero() {
+    let o = overload().await;
+    assert_eq!(o.ready_after, 200, "not ready after the load");
+    let (status, metrics) = &o.metrics_after;
+    assert_eq!(*status, 200);
+    assert_eq!(
+        gauge(metrics, "sluice_pending_requests"),
+        Some(0.0),
+        "queue depth after the load"
     );
-    assert!(
-        rej_p50 < svc / 10,
-        "rejection p50 {rej_p50:?} is not well under the service time {svc:?}"
+    assert_eq!(
+        gauge(metrics, "sluice_inflight_requests"),
+        Some(0.0),
+        "in flight after the load"
     );
     // Recovery: the admitted backlog drains in (Q + 1) × S; allow 2 s more.
-    let recovery_bound = Duration::from_secs(2) + svc.mul_f64((QUEUE + 1) as f64 * SLACK);
+    let recovery = o.recovery;
+    let recovery_bound = Duration::from_secs(2) + o.svc.mul_f64((QUEUE + 1) as f64 * SLACK);
     assert!(
         recovery < recovery_bound,
         "recovery took {recovery:?} (bound {recovery_bound:?})"
     );
-    // Bounded memory.
+}
+
+/// Memory stays under the ceiling through the overload and the 1 MiB bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_under_the_ceiling_through_overload_and_big_bodies() {
+    let peak = overload().await.peak;
     assert!(
         peak < RSS_CEILING_MIB,
         "peak RSS {peak:.0} MiB over the {RSS_CEILING_MIB} MiB ceiling"
     );
+}
+
+/// 1 MiB bodies from 10 × (Q + 1) clients: every request is answered, some
+/// work is still admitted, the rest is refused with `Retry-After`, and the
+/// server serves again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_from_ten_times_the_clients_are_all_answered() {
+    let o = overload().await;
+    let big_tally = tally(&o.big_samples, "1 MiB bodies");
+    if let Err(why) = &o.recovered_after_big {
+        panic!("{why}");
+    }
+    assert!(o.alive, "server died");
     // Large bodies: some work still admitted, the rest refused with Retry-After.
     assert!(
         !big_tally.admitted.is_empty(),
@@ -699,13 +799,14 @@ async fn in_flight_cap_answers_every_big_request_and_bounds_memory() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cap = CAP.to_string();
     let mut running = start(&["--max-inflight-requests", &cap]).await;
-    let url = format!("{}/v2/models/slow/infer", running.base);
+    let url = format!("{}/v2/models/slow/infer", running.server.base);
     let rest = reqwest::Client::builder()
         .timeout(CLIENT_TIMEOUT)
         .build()
         .unwrap();
-    let (baseline, _) = rss_mib(running.pid).unwrap();
-    let sampler = RssSampler::start(running.pid);
+    let pid = running.server.pid();
+    let (baseline, _) = rss_mib(pid).unwrap();
+    let sampler = RssSampler::start(pid);
     let samples = closed_loop(&rest, &url, big_body(), BIG_CLIENTS, BIG_LOAD_TIME).await;
     let peak = sampler.peak_mib();
     drop(sampler);
@@ -741,8 +842,5 @@ async fn in_flight_cap_answers_every_big_request_and_bounds_memory() {
         peak < baseline + CAPPED_GROWTH_MIB,
         "peak RSS {peak:.0} MiB: over {baseline:.0} MiB at rest + {CAPPED_GROWTH_MIB}"
     );
-    assert!(
-        running.server.0.try_wait().unwrap().is_none(),
-        "server died"
-    );
+    assert!(running.server.running(), "server died");
 }

@@ -3,7 +3,7 @@
 //! REST, and v1 predict.
 
 use crate::binary::{binary_body, binary_header, post_binary};
-use crate::grpc::{client, raw_request};
+use crate::harness::grpc::{client, raw_request};
 use crate::harness::{TestServer, raw_run, test_repo};
 use bytes::Bytes;
 use serde_json::{Value, json};

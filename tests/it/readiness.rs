@@ -47,7 +47,7 @@ async fn settled_readiness(s: &TestServer) -> (u16, serde_json::Value) {
 }
 
 async fn grpc_ready(s: &TestServer) -> bool {
-    let mut client = crate::grpc::client(s.grpc).await;
+    let mut client = crate::harness::grpc::client(s.grpc).await;
     client
         .server_ready(pb::ServerReadyRequest {})
         .await

@@ -393,7 +393,7 @@ async fn corrupt_model_fails_alone() {
 
 #[tokio::test]
 async fn missing_library_is_one_clear_line() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = harness::process::command()
         .args([
             "serve",
             "--onnxruntime-lib",

@@ -7,231 +7,92 @@
 //! off, so eight clients keep a queue of about eight requests: whenever the
 //! listeners close, requests are queued and running, and must still get 200.
 
-use crate::harness::{fixture, ort_lib};
-use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use crate::harness::models::{Repo, SLOW_SERIAL, slow, x_body};
+use crate::harness::process::{ClientsUntilRefused, Outcome, Sluice, status};
+use crate::harness::wait::{PATIENCE, eventually, until};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 8;
 const DELAY: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(10);
 
-/// What happened to one request, with times relative to the start of the test.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// An HTTP answer (any status), sent at `start`, answered at `end`.
-    Answered {
-        status: u16,
-        start: Duration,
-        end: Duration,
-    },
-    /// The connection was refused: the listeners are closed; never admitted.
-    Refused { at: Duration },
-    /// Any other transport error (reset, closed mid-request, timeout).
-    Broken { at: Duration, error: String },
-}
-
-impl Outcome {
-    /// A transport error at `at`: refused (never admitted) or broken.
-    pub(crate) fn failed(e: &reqwest::Error, at: Duration) -> Self {
-        if e.is_connect() {
-            Outcome::Refused { at }
-        } else {
-            Outcome::Broken {
-                at,
-                error: format!("{e:?}"),
-            }
-        }
-    }
-}
-
-/// Kills the server if the test fails before it exits by itself.
-pub(crate) struct Server(pub(crate) Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Server {
-    /// Polls `{base}/v2/health/ready` until 200 (60 s at most), failing at
-    /// once if the process exits meanwhile.
-    pub(crate) async fn wait_ready(&mut self, probe: &reqwest::Client, base: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while status(probe, &format!("{base}/v2/health/ready")).await != Some(200) {
-            assert!(self.0.try_wait().unwrap().is_none(), "server exited early");
-            assert!(Instant::now() < deadline, "not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `slow` with one instance and no batching: requests queue and run one by one.
-fn slow_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("slow");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    std::fs::copy(fixture("slow.onnx"), model.join("1/model.onnx")).unwrap();
-    std::fs::write(
-        model.join("config.toml"),
-        "instances = 1\nmax_batch_size = 0\n",
-    )
-    .unwrap();
-    dir
-}
-
-pub(crate) async fn status(client: &reqwest::Client, url: &str) -> Option<u16> {
-    client
-        .get(url)
-        .send()
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_fails_no_admitted_request() {
-    let repo = slow_repo();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--host", "127.0.0.1", "--grpc-port", "0"])
-        .args(["--http-port", &port.to_string()])
-        .arg("--model-repository")
-        .arg(repo.path())
-        .arg("--onnxruntime-lib")
-        .arg(ort_lib())
-        .args(["--shutdown-delay-secs", &DELAY.as_secs().to_string()])
-        .args(["--shutdown-grace-secs", &GRACE.as_secs().to_string()])
-        .args(["--log", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let pid = server.0.id().to_string();
-    let base = format!("http://127.0.0.1:{port}");
+    let repo = Repo::new().with("slow", &slow(), Some(SLOW_SERIAL));
+    let mut server = Sluice::serve(repo.path())
+        .shutdown(DELAY, GRACE)
+        .start()
+        .await;
+    let base = server.base.clone();
     let probe = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
 
-    server.wait_ready(&probe, &base).await;
-
     // Load: each client sends until its first transport error (like a load
     // balancer that drops an endpoint it cannot reach).
     let t0 = Instant::now();
-    let go = Arc::new(AtomicBool::new(true));
-    let answered = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let client = reqwest::Client::builder()
-            .timeout(DELAY + GRACE + Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let (url, go, answered) = (
-            format!("{base}/v2/models/slow/infer"),
-            go.clone(),
-            answered.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let body = json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [i as f32]}]});
-            let mut outcomes = Vec::new();
-            while go.load(Ordering::Relaxed) {
-                let start = t0.elapsed();
-                match client.post(&url).json(&body).send().await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let _ = r.bytes().await;
-                        let end = t0.elapsed();
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        outcomes.push(Outcome::Answered { status, start, end });
-                    }
-                    Err(e) => {
-                        outcomes.push(Outcome::failed(&e, t0.elapsed()));
-                        break;
-                    }
-                }
-            }
-            outcomes
-        }));
-    }
+    let clients = ClientsUntilRefused::start(
+        CLIENTS,
+        &format!("{base}/v2/models/slow/infer"),
+        DELAY + GRACE + Duration::from_secs(20),
+        t0,
+        |i| x_body(i as f32),
+        |_, _, _| {},
+    );
 
     // Wait for a round of answers: the queue is full and requests are in flight.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while answered.load(Ordering::Relaxed) < CLIENTS {
-        assert!(Instant::now() < deadline, "load never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the load to start", PATIENCE, || async {
+        clients.answered() >= CLIENTS as u64
+    })
+    .await;
 
     // SIGTERM.
     let term_at = t0.elapsed();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success(), "kill -TERM {pid} failed");
-    let exit_deadline = Instant::now() + DELAY + GRACE + Duration::from_secs(10);
+    server.sigterm();
 
-    // During the delay: readiness turns 503, liveness stays 200.
-    let deadline = Instant::now() + DELAY;
-    loop {
-        let ready = status(&probe, &format!("{base}/v2/health/ready")).await;
-        let live = status(&probe, &format!("{base}/v2/health/live")).await;
-        assert!(
-            Instant::now() < deadline,
-            "readiness still {ready:?} (liveness {live:?}) at the end of the delay"
-        );
+    // During the delay: readiness turns 503, liveness stays 200. The delay is
+    // the time the listeners stay open after SIGTERM, so readiness must be
+    // seen at 503 before any probe is refused.
+    let probe = &probe;
+    let (ready, live) = until("readiness to turn 503", PATIENCE, || async {
+        let ready = status(probe, &format!("{base}/v2/health/ready")).await;
+        let live = status(probe, &format!("{base}/v2/health/live")).await;
         if ready == Some(503) {
-            assert_eq!(live, Some(200), "liveness must stay 200 while draining");
-            // HTTP/1 keep-alive is off while draining, so no client reuses
-            // a connection the server is about to close.
-            let r = probe
-                .get(format!("{base}/v2/health/live"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(
-                r.headers().get("connection").map(|v| v.as_bytes()),
-                Some(&b"close"[..]),
-                "a response while draining must close its connection: {:?}",
-                r.headers()
-            );
-            break;
+            return Some((ready, live));
         }
-        assert_eq!(ready, Some(200), "readiness: unexpected answer");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        assert_eq!(
+            ready,
+            Some(200),
+            "readiness: unexpected answer (liveness {live:?}); a refused probe means the \
+             listeners closed before readiness turned false"
+        );
+        None
+    })
+    .await;
+    assert_eq!(ready, Some(503));
+    assert_eq!(live, Some(200), "liveness must stay 200 while draining");
+    // HTTP/1 keep-alive is off while draining, so no client reuses a
+    // connection the server is about to close.
+    let r = probe
+        .get(format!("{base}/v2/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a response while draining must close its connection: {:?}",
+        r.headers()
+    );
 
     // The process exits by itself, with status 0, within delay + grace + margin.
-    let exit = loop {
-        if let Some(exit) = server.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < exit_deadline,
-            "still running after delay + grace"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = server.exit(DELAY + GRACE + Duration::from_secs(10)).await;
     assert!(exit.success(), "exit status {exit}");
-    go.store(false, Ordering::Relaxed);
 
-    let mut outcomes = Vec::new();
-    for c in clients {
-        outcomes.extend(c.await.unwrap());
-    }
+    let outcomes = clients.outcomes().await;
     let listeners_open_until = term_at + DELAY; // at the earliest
     let (mut ok, mut during_delay, mut across_close, mut refused) = (0, 0, 0, 0);
     let first_refusal = outcomes

@@ -9,31 +9,13 @@ fn http_request(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
     )
 }
 
-fn slow_grpc(x: f32) -> sluice::grpc::pb::ModelInferRequest {
-    raw_request(
-        "slow",
-        &[Tensor {
-            name: "x".into(),
-            datatype: DataType::Fp32,
-            shape: vec![1, 1],
-            data: TensorData::Fixed(Bytes::copy_from_slice(&x.to_le_bytes())),
-        }],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(
-        repo.path(),
-        "slow",
-        &fixture("slow.onnx"),
-        Some(SLOW_CONFIG),
-    );
-    add_model(repo.path(), "m", &swap_model(1), None);
+    let repo = Repo::new()
+        .with("slow", &slow(), Some(SLOW_SERIAL))
+        .with("m", &swap_model(1), None);
     let s = TestServer::start(repo.path()).await;
-    let base = format!("http://{}", s.http);
-    let probe = http_client();
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let mut load = Load::default();
     swap_clients(&mut load, &tally, &base, "m", 2, &[1]);
@@ -45,15 +27,7 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
             let mut x = 0f32;
             while !stop.load(Ordering::Relaxed) {
                 x += 1.0;
-                let request = raw_request(
-                    "m",
-                    &[Tensor {
-                        name: "x".into(),
-                        datatype: DataType::Fp32,
-                        shape: vec![1, 1],
-                        data: TensorData::Fixed(Bytes::copy_from_slice(&x.to_le_bytes())),
-                    }],
-                );
+                let request = x_grpc("m", x);
                 tally.sent.fetch_add(1, Ordering::Relaxed);
                 match tokio::time::timeout(REQUEST_LIMIT, client.model_infer(request)).await {
                     Ok(Ok(r))
@@ -77,7 +51,7 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
         } else {
             "/v2/models/slow/infer"
         };
-        let request = http_request(s.http, path, &slow_body(i as f32));
+        let request = http_request(s.http, path, &x_json(i as f32));
         let cut = if i % 4 < 2 { request.len() - 20 } else { 40 };
         let mut socket = tokio::net::TcpStream::connect(s.http).await.unwrap();
         socket.write_all(&request.as_bytes()[..cut]).await.unwrap();
@@ -87,31 +61,23 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
     more_ok(&tally, 30).await;
 
     // (b) Full requests to the slow model; close once they are admitted.
-    let (_, before) = s.get("/metrics").await;
-    let ran_before = metric(
-        before.as_str().unwrap(),
-        "sluice_executions_total",
-        &[("model", "slow")],
-    );
+    let ran_before = s
+        .metric("sluice_executions_total", &[("model", "slow")])
+        .await;
     let mut sockets = Vec::new();
     for i in 0..6 {
         let mut socket = tokio::net::TcpStream::connect(s.http).await.unwrap();
-        let request = http_request(s.http, "/v2/models/slow/infer", &slow_body(i as f32));
+        let request = http_request(s.http, "/v2/models/slow/infer", &x_json(i as f32));
         socket.write_all(request.as_bytes()).await.unwrap();
         sockets.push(socket);
     }
     eventually(
         "the slow requests to be admitted",
         Duration::from_secs(30),
-        || {
-            let (probe, base) = (&probe, &base);
-            async move {
-                metric(
-                    &metrics_text(probe, base).await,
-                    "sluice_inflight_requests",
-                    &[("model", "slow")],
-                ) >= 3.0
-            }
+        || async {
+            s.metric("sluice_inflight_requests", &[("model", "slow")])
+                .await
+                >= 3.0
         },
     )
     .await;
@@ -124,7 +90,7 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
         let mut client = grpc_client(s.grpc).await;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         for i in 0..6 {
-            tx.send(slow_grpc(i as f32)).await.unwrap();
+            tx.send(x_grpc("slow", i as f32)).await.unwrap();
         }
         let mut responses = client
             .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -147,13 +113,13 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
     // Everything admitted is answered or dropped: the slow model's in-flight
     // and queue go to 0 while the other clients go on; then every model's.
     let drained = |model: Option<&'static str>| {
-        let (probe, base) = (&probe, &base);
+        let s = &s;
         async move {
             let labels: &[(&str, &str)] = match &model {
                 Some(m) => &[("model", m)],
                 None => &[],
             };
-            let text = metrics_text(probe, base).await;
+            let text = s.metrics().await;
             metric(&text, "sluice_inflight_requests", labels) == 0.0
                 && metric(&text, "sluice_pending_requests", labels) == 0.0
         }
@@ -162,12 +128,12 @@ async fn clients_that_disconnect_mid_request_and_mid_stream_harm_nobody() {
         drained(Some("slow"))
     })
     .await;
-    let text = metrics_text(&probe, &base).await;
+    let text = s.metrics().await;
     let slow_runs = metric(&text, "sluice_executions_total", &[("model", "slow")]) - ran_before;
     // The server is whole: the slow model answers, and load went on unharmed.
     tally.sent.fetch_add(1, Ordering::Relaxed);
     let (status, out) = s
-        .post_raw("/v2/models/slow/infer", slow_body(42.0).into_bytes())
+        .post_raw("/v2/models/slow/infer", x_json(42.0).into_bytes())
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["outputs"][0]["data"][0].as_f64(), Some(42.0));

@@ -29,11 +29,10 @@ async fn assert_load_fails(s: &TestServer, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_file_deleted_or_truncated_while_loaded_keeps_serving_and_reloads() {
-    let repo = tempfile::tempdir().unwrap();
-    add_model(repo.path(), "m", &swap_model(1), None);
+    let repo = Repo::new().with("m", &swap_model(1), None);
     let file = repo.path().join("m/1/model.onnx");
     let s = TestServer::start(repo.path()).await;
-    let base = format!("http://{}", s.http);
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let mut load = Load::default();
     swap_clients(&mut load, &tally, &base, "m", 4, &[1, 2]);

@@ -6,27 +6,30 @@
 //!
 //! Real ONNX Runtime sessions on real `.onnx` files, real servers on port 0,
 //! real clients (reqwest, the generated tonic client, raw `TcpStream`s).
-//! Waits poll a condition with a deadline; the only fixed waits let a few
-//! poll intervals pass to show that *nothing* changes.
+//! Waits poll a condition with a deadline; where a test shows that nothing
+//! changes over a few repository polls, it counts the polls in the log.
 //!
 //! Each test prints one line: `faults: <name>: N requests, M expected errors,
 //! 0 lost` (`cargo test --test it faults -- --nocapture`); the figures are in
 //! `docs/fault-results.md`.
 
-use crate::grpc::{client as grpc_client, raw_request};
-use crate::harness::{TestServer, bundled_repo, fixture, ort_lib};
-use crate::shutdown::{Outcome, Server, free_port};
+use crate::harness::grpc::{client as grpc_client, raw_request};
+use crate::harness::metrics::metric;
+use crate::harness::models::{
+    Repo, SLOW_SERIAL, add_model, slow, swap_model, x_body, x_grpc, x_json,
+};
+use crate::harness::wait::{PATIENCE, eventually};
+use crate::harness::{TestServer, bundled_repo, fixture};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sluice::registry::ControlMode;
 use sluice::tensor::{DataType, Tensor, TensorData};
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -150,28 +153,12 @@ impl Load {
     }
 }
 
-/// Polls `check` every 5 ms until it holds; fails the test after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Waits until `n` more requests have succeeded: the server keeps serving.
 async fn more_ok(tally: &Tally, n: u64) {
     let target = tally.ok() + n;
     eventually(
-        &format!("{n} more successful requests"),
-        Duration::from_secs(30),
+        format!("{n} more successful requests"),
+        PATIENCE,
         || async move { tally.ok() >= target },
     )
     .await;
@@ -208,7 +195,7 @@ fn swap_clients(
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
                 let x = (offset + k % 100_000) as f32;
-                let body = json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]});
+                let body = x_body(x);
                 tally.sent.fetch_add(1, Ordering::Relaxed);
                 match client.post(&url).json(&body).send().await {
                     Ok(r) => {
@@ -216,7 +203,11 @@ fn swap_clients(
                         let out: Value = r.json().await.unwrap_or(Value::Null);
                         let y = out["outputs"][0]["data"][0].as_f64();
                         match y.map(|y| y - f64::from(x)) {
-                            Some(kk) if status == 200 && allowed.contains(&(kk as u64)) && kk.fract() == 0.0 => {
+                            Some(kk)
+                                if status == 200
+                                    && allowed.contains(&(kk as u64))
+                                    && kk.fract() == 0.0 =>
+                            {
                                 tally.ok.fetch_add(1, Ordering::Relaxed);
                                 tally.saw_k(&model, kk);
                             }
@@ -235,34 +226,6 @@ fn fp32_rows(bytes: &[u8]) -> Vec<f32> {
         .chunks(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-/// Sum of the samples of metric `name` whose labels include `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                && labels
-                    .iter()
-                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
-    client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// The repository index (200), or the status and error of a failed call.
@@ -293,30 +256,9 @@ async fn failed_rows(s: &TestServer, model: &str) -> Vec<(Option<String>, String
         .collect()
 }
 
-/// `<repo>/<name>/1/model.onnx` from `file`, with an optional config.toml.
-fn add_model(repo: &Path, name: &str, file: &Path, config: Option<&str>) {
-    let dir = repo.join(name);
-    std::fs::create_dir_all(dir.join("1")).unwrap();
-    std::fs::copy(file, dir.join("1/model.onnx")).unwrap();
-    if let Some(config) = config {
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-    }
-}
-
 /// Replaces `path` atomically with the content of `file` (write aside, rename).
 fn replace_atomically(path: &Path, file: &Path) {
     let staging = path.with_extension("onnx.tmp");
     std::fs::copy(file, &staging).unwrap();
     std::fs::rename(&staging, path).unwrap();
-}
-
-fn swap_model(k: u64) -> PathBuf {
-    fixture(&format!("swap/v{k}.onnx"))
-}
-
-/// `slow` (~100 ms a run) with one instance and no batching: requests queue.
-const SLOW_CONFIG: &str = "instances = 1\nmax_batch_size = 0\n";
-
-fn slow_body(x: f32) -> String {
-    json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]}).to_string()
 }

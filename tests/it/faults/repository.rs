@@ -1,12 +1,25 @@
 //! An unreadable repository and a full disk during polls.
 
 use super::*;
+use crate::harness::logs;
+use crate::harness::models::infer_x;
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// Lets `n` poll intervals pass: used only to show that nothing changes.
-async fn let_polls_run(n: u32) {
-    tokio::time::sleep(POLL * n).await;
+/// A server polling `repo` every [`POLL`].
+async fn polling(repo: &Path) -> TestServer {
+    TestServer::start_with(repo, |c| {
+        c.control_mode = ControlMode::Poll;
+        c.poll_interval = POLL;
+    })
+    .await
+}
+
+/// Waits until `n` polls after `mark` have logged a warning with every one
+/// of `needles`: what a test needs to show that nothing changes while the
+/// polls fail. Only these tests' repositories fail that way.
+async fn failed_polls(mark: logs::Mark, needles: &[&str], n: usize) {
+    logs::wait_for(mark, needles, n, PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,12 +28,8 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     let repo = tmp.path().join("repo");
     add_model(&repo, "a", &swap_model(1), None);
     add_model(&repo, "b", &swap_model(2), None);
-    let s = TestServer::start_with(&repo, |c| {
-        c.control_mode = ControlMode::Poll;
-        c.poll_interval = POLL;
-    })
-    .await;
-    let base = format!("http://{}", s.http);
+    let s = polling(&repo).await;
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let (sr, t): (&TestServer, &Tally) = (&s, &tally);
     let mut load = Load::default();
@@ -32,6 +41,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
     // The whole repository disappears (a volume unmounted, a directory moved):
     // the scan fails, what is loaded keeps serving, the index API says why.
     let away = tmp.path().join("away");
+    let mark = logs::mark();
     std::fs::rename(&repo, &away).unwrap();
     faults += 1;
     let (status, body) = index(&s).await.unwrap_err();
@@ -43,7 +53,7 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
             .contains("cannot read the model repository"),
         "{body}"
     );
-    let_polls_run(6).await;
+    failed_polls(mark, &["cannot scan the model repository", "os error 2"], 6).await;
     more_ok(&tally, 30).await;
     // While it is away a new model is staged; when it is back, polling
     // recovers and loads it.
@@ -89,21 +99,14 @@ async fn an_unreadable_repository_during_polls_keeps_every_model_serving() {
 
     // c's config.toml becomes a directory: unreadable, skipped (and logged)
     // at every poll; c keeps serving.
+    let mark = logs::mark();
     std::fs::create_dir(repo.join("c/config.toml")).unwrap();
     faults += 1;
-    let_polls_run(6).await;
+    failed_polls(mark, &["cannot read the model directory", "model=c"], 6).await;
     let c_client = http_client();
     for x in 0..10 {
         tally.sent.fetch_add(1, Ordering::Relaxed);
-        let out: Value = c_client
-            .post(format!("{base}/v2/models/c/infer"))
-            .json(&json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [x]}]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let out = infer_x(&c_client, &base, "c", x as f32).await;
         assert_eq!(
             out["outputs"][0]["data"][0].as_f64(),
             Some(f64::from(x) + 3.0),
@@ -201,12 +204,8 @@ async fn a_partial_write_from_a_full_disk_is_rejected_by_the_poll() {
     let tmpfs = Tmpfs::mount(&repo, "64k");
     let real = tmpfs.is_some();
     add_model(&repo, "a", &swap_model(1), None);
-    let s = TestServer::start_with(&repo, |c| {
-        c.control_mode = ControlMode::Poll;
-        c.poll_interval = POLL;
-    })
-    .await;
-    let base = format!("http://{}", s.http);
+    let s = polling(&repo).await;
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let (sr, t): (&TestServer, &Tally) = (&s, &tally);
     let mut load = Load::default();

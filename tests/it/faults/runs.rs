@@ -73,16 +73,11 @@ fn check_lookup_http(tally: &Tally, indices: &[i64], bad: bool, status: u16, out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_for_some_inputs_fails_only_those_requests() {
     const PER_CLIENT: u64 = 60;
-    let repo = tempfile::tempdir().unwrap();
-    add_model(
-        repo.path(),
-        "lookup",
-        &fixture("lookup.onnx"),
-        Some(LOOKUP_CONFIG),
-    );
-    add_model(repo.path(), "other", &swap_model(1), None);
+    let repo = Repo::new()
+        .with("lookup", &fixture("lookup.onnx"), Some(LOOKUP_CONFIG))
+        .with("other", &swap_model(1), None);
     let s = TestServer::start(repo.path()).await;
-    let base = format!("http://{}", s.http);
+    let base = s.base();
     let tally = Arc::new(Tally::default());
     let mut load = Load::default();
 
@@ -197,12 +192,9 @@ async fn a_run_that_fails_for_some_inputs_fails_only_those_requests() {
     assert_eq!(fp32_rows(&r.raw_output_contents[0]), vec![70.5]);
     tally.ok.fetch_add(1, Ordering::Relaxed);
 
-    let (_, m) = s.get("/metrics").await;
-    let executions = metric(
-        m.as_str().unwrap_or_default(),
-        "sluice_executions_total",
-        &[("model", "lookup")],
-    );
+    let executions = s
+        .metric("sluice_executions_total", &[("model", "lookup")])
+        .await;
     // Good lookups: 4 clients x 60, half of 2 x 60, two thirds of 60, 5 after.
     let good = 4 * PER_CLIENT + PER_CLIENT + PER_CLIENT * 2 / 3 + 5;
     tally.finish(

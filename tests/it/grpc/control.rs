@@ -2,6 +2,7 @@
 //! index, load and unload, health and reflection.
 
 use super::*;
+use crate::harness::wait::{PATIENCE, eventually};
 
 #[tokio::test]
 async fn metadata_config_statistics_index_health_and_reflection() {
@@ -199,27 +200,24 @@ async fn metadata_config_statistics_index_health_and_reflection() {
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel.clone());
+    let health = HealthClient::new(channel.clone());
     // Health follows readiness, polled by the server: wait for it to catch up.
     for service in ["", "inference.GRPCInferenceService"] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let r = health
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if r.status() == ServingStatus::Serving {
-                break;
+        let health = &health;
+        eventually(format!("{service:?} to be SERVING"), PATIENCE, || {
+            let mut health = health.clone();
+            async move {
+                let r = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                r.status() == ServingStatus::Serving
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{service:?} not SERVING within 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     // Server reflection lists the inference service.

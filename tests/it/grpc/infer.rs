@@ -2,6 +2,9 @@
 //! parameters, message size, a full queue and deadlines, streaming.
 
 use super::*;
+use crate::harness::metrics::metric;
+use crate::harness::models::{slow_repo, x_grpc};
+use crate::harness::wait::{PATIENCE, eventually};
 
 #[tokio::test]
 async fn every_dtype_raw_matches_onnxruntime_bit_for_bit() {
@@ -319,22 +322,11 @@ async fn message_size_follows_the_body_limit() {
 async fn queue_full_is_unavailable_and_a_passed_deadline_is_deadline_exceeded() {
     let repo = slow_repo();
     let s = TestServer::start(repo.path()).await;
-    let one = |model: &str| {
-        raw_request(
-            model,
-            &[Tensor {
-                name: "x".into(),
-                datatype: DataType::Fp32,
-                shape: vec![1, 1],
-                data: TensorData::Fixed(Bytes::from(1f32.to_le_bytes().to_vec())),
-            }],
-        )
-    };
     // Eight at once on a queue of one, one instance: some must be refused.
     let c = client(s.grpc).await;
     let calls = (0..8).map(|_| {
         let mut c = c.clone();
-        let r = one("slow_q1");
+        let r = x_grpc("slow_q1", 1.0);
         async move { c.model_infer(r).await }
     });
     let results = futures::future::join_all(calls).await;
@@ -347,13 +339,21 @@ async fn queue_full_is_unavailable_and_a_passed_deadline_is_deadline_exceeded() 
     }
     assert!(results.iter().any(|r| r.is_ok()));
 
-    // While the instance is busy, a 1 µs timeout passes in the queue.
-    let (mut a, mut b) = (c.clone(), c.clone());
-    let mut late = one("slow");
+    // While the instance is busy (its request taken from the queue and
+    // running), a 1 µs timeout passes in the queue.
+    let mut a = c.clone();
+    let busy = tokio::spawn(async move { a.model_infer(x_grpc("slow", 1.0)).await });
+    let running = [("model", "slow")];
+    eventually("the busy request to run", PATIENCE, || async {
+        let text = s.metrics().await;
+        metric(&text, "sluice_inflight_requests", &running) == 1.0
+            && metric(&text, "sluice_pending_requests", &running) == 0.0
+    })
+    .await;
+    let mut late = x_grpc("slow", 1.0);
     late.parameters.insert("timeout".into(), param_u64(1));
-    let busy = one("slow");
-    let (first, second) = tokio::join!(a.model_infer(busy), async { b.model_infer(late).await });
-    first.unwrap();
+    let second = c.clone().model_infer(late).await;
+    busy.await.unwrap().unwrap();
     let e = second.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
 }

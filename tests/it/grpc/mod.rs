@@ -2,28 +2,18 @@
 //! generated from the same protos, every dtype against ONNX Runtime's own
 //! results, every error code, streaming, health and reflection.
 
-use crate::harness::{TestServer, fixture, raw_run, test_repo};
+use crate::harness::grpc::{client, raw_request};
+use crate::harness::{TestServer, raw_run, test_repo};
 use bytes::Bytes;
 use half::{bf16, f16};
-use sluice::grpc::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
-use sluice::tensor::encode_raw;
-use sluice::tensor::{DataType, Tensor, TensorData};
+use sluice::grpc::pb;
+use sluice::tensor::{DataType, Tensor, TensorData, encode_raw};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use tonic::Code;
 use tonic::transport::Channel;
 
 mod control;
 mod infer;
-
-pub type Client = GrpcInferenceServiceClient<Channel>;
-
-pub async fn client(addr: SocketAddr) -> Client {
-    GrpcInferenceServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .max_decoding_message_size(usize::MAX)
-}
 
 /// A `[2, 3]` tensor `INPUT0` of `dt` with distinct values.
 pub fn sample(dt: DataType) -> Tensor {
@@ -87,24 +77,6 @@ pub fn model_for(dt: DataType) -> String {
     format!("dtype_{suffix}")
 }
 
-/// A `ModelInferRequest` carrying `inputs` in `raw_input_contents`.
-pub fn raw_request(model: &str, inputs: &[Tensor]) -> pb::ModelInferRequest {
-    pb::ModelInferRequest {
-        model_name: model.into(),
-        inputs: inputs
-            .iter()
-            .map(|t| pb::model_infer_request::InferInputTensor {
-                name: t.name.clone(),
-                datatype: t.datatype.as_str().into(),
-                shape: t.shape.iter().map(|&d| d as i64).collect(),
-                ..Default::default()
-            })
-            .collect(),
-        raw_input_contents: inputs.iter().map(|t| encode_raw(&t.data)).collect(),
-        ..Default::default()
-    }
-}
-
 fn param_u64(v: u64) -> pb::InferParameter {
     pb::InferParameter {
         parameter_choice: Some(pb::infer_parameter::ParameterChoice::Uint64Param(v)),
@@ -113,26 +85,4 @@ fn param_u64(v: u64) -> pb::InferParameter {
 
 fn model_path(name: &str) -> std::path::PathBuf {
     test_repo().join(name).join("1/model.onnx")
-}
-
-/// A repository with `slow.onnx` as two models: `slow` (one instance) and
-/// `slow_q1` (one instance, a queue of one).
-pub fn slow_repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, config) in [
-        ("slow", "instances = 1\n"),
-        (
-            "slow_q1",
-            "instances = 1\n[dynamic_batching]\nmax_queue_size = 1\n",
-        ),
-    ] {
-        std::fs::create_dir_all(dir.path().join(name).join("1")).unwrap();
-        std::fs::copy(
-            fixture("slow.onnx"),
-            dir.path().join(name).join("1/model.onnx"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join(name).join("config.toml"), config).unwrap();
-    }
-    dir
 }

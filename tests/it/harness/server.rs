@@ -1,39 +1,14 @@
-//! Starts real servers on port 0 over a model repository, and runs models
-//! directly through ONNX Runtime for reference results.
-// Each test module uses a different subset of these helpers.
-#![allow(dead_code)]
+//! A server in this process: `sluice::run` on listeners bound to port 0,
+//! with an HTTP client for it.
 
-use sluice::runtime::{self, BatchInput, ProviderOptions, RunOutput};
-use sluice::tensor::Tensor;
+use super::wait::{PATIENCE, eventually};
+use super::{logs, metrics, ort_lib};
 use sluice::{Listeners, ServerConfig};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// The ONNX Runtime library, found as the binary finds it.
-pub fn ort_lib() -> PathBuf {
-    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    runtime::locate_library(None, env.as_deref()).expect("run `make setup` first")
-}
-
-/// The repository of test models (`tests/models`).
-pub fn test_repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
-}
-
-/// The bundled repository (`models`).
-pub fn bundled_repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
-}
-
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// A running server and an HTTP client for it.
 pub struct TestServer {
@@ -60,17 +35,14 @@ impl TestServer {
     /// Starts a server without waiting for readiness (for TLS servers, which
     /// the plain client cannot probe).
     pub async fn spawn(repo: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        if let Some(filter) = std::env::var_os("SLUICE_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter.to_string_lossy().as_ref())
-                .with_test_writer()
-                .try_init();
-        }
+        logs::capture();
         let mut config = ServerConfig::new(repo.to_path_buf(), ort_lib());
         config.cores = 2;
-        // tests/models holds a deliberately corrupt model, which strict
-        // readiness would keep unready for ever; readiness tests set it back.
-        config.strict_readiness = repo != test_repo();
+        // Many tests serve repositories with deliberately broken models (to
+        // prove failure domains), which strict readiness would keep unready
+        // for ever; the harness waits for "started", and tests/it/readiness.rs
+        // turns strict readiness back on.
+        config.strict_readiness = false;
         tweak(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,18 +69,28 @@ impl TestServer {
         format!("http://{}{path}", self.http)
     }
 
+    /// `http://host:port`, for helpers that take a base URL.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
     /// Polls readiness (the server loads models in the background).
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.client.get(self.url("/v2/health/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "server not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the server to be ready", PATIENCE, || async {
+            let ready = self.client.get(self.url("/v2/health/ready")).send().await;
+            ready.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics::scrape(&self.client, &self.base()).await
+    }
+
+    /// The sum of the samples of `name` whose labels include `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metrics::metric(&self.metrics().await, name, labels)
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
@@ -163,40 +145,4 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
-}
-
-/// Runs `model` directly on an ONNX Runtime session (no server), returning
-/// every output in graph order: the reference the server must match.
-pub fn raw_run(model: &Path, inputs: &[Tensor]) -> Vec<RunOutput> {
-    runtime::init(&ort_lib()).unwrap();
-    let (mut instance, _) =
-        runtime::load_instance(model, &ProviderOptions::default(), None, 0).unwrap();
-    let signature = instance.signature().unwrap();
-    let batch: Vec<BatchInput<'_>> = signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let t = inputs
-                .iter()
-                .find(|t| t.name == spec.name)
-                .expect("input given");
-            BatchInput {
-                name: &t.name,
-                datatype: t.datatype,
-                shape: t.shape.clone(),
-                parts: vec![&t.data],
-            }
-        })
-        .collect();
-    let wanted: Vec<usize> = (0..signature.outputs.len()).collect();
-    instance.run(&batch, &wanted).unwrap()
-}
-
-/// The JSON `data` of a tensor, as the server should encode it.
-pub fn data_json(out: &RunOutput) -> serde_json::Value {
-    serde_json::to_value(sluice::http::codec::json::DataJson {
-        datatype: out.datatype,
-        data: &out.data,
-    })
-    .unwrap()
 }
