@@ -889,7 +889,7 @@ def main():
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    ran = len([b for b in selected if not b.skip])
+    ran = runner.count if runner else 0
     say("")
     if skipped:
         say(f"docs-check: {len(skipped)} blocks skipped, each with its reason:")
