@@ -849,6 +849,10 @@ def main():
             report("config.toml examples parse", len(toml_blocks), problems, failures)
 
         runner = Runner(args, scratch, tree, main_server)
+        if not args.only:
+            for block in (b for b in blocks if b.kind == "toml" and b.skip):
+                skipped.append(block)
+                say(f"skip  {block.where} ({block.lang}) — {block.skip}")
         last_file = None
         for block in selected:
             if block.file != last_file:
