@@ -46,10 +46,16 @@ const WORKLOAD_KINDS = new Set(["Deployment", "StatefulSet", "DaemonSet", "Repli
 // place names are defined). A query naming anything else would silently return nothing, so it is an
 // error here. Histograms (built with `histogram(NAME, ...)`) also export _bucket, _sum and _count.
 function sluiceMetrics() {
-  const src = readFileSync(path.join(repoRoot, "src", "metrics.rs"), "utf8");
+  // Every file that names a metric family as a constant (the edge families
+  // live in src/net/metrics.rs, the trace export counters in src/telemetry/).
+  const src = ["src/metrics.rs", "src/net/metrics.rs", "src/telemetry/export.rs"]
+    .map((f) => readFileSync(path.join(repoRoot, f), "utf8"))
+    .join("\n");
   const consts = new Map();
   for (const m of src.matchAll(/pub const ([A-Z0-9_]+): &str = "(sluice_[a-z0-9_]+)";/g)) consts.set(m[1], m[2]);
   const names = new Set(consts.values());
+  // Families created inline (the trace export counters).
+  for (const m of src.matchAll(/IntCounter::new\(\s*"(sluice_[a-z0-9_]+)"/g)) names.add(m[1]);
   for (const m of src.matchAll(/\bhistogram\(\s*([A-Z0-9_]+)\s*,/g)) {
     const h = consts.get(m[1]);
     if (h) for (const suffix of ["_bucket", "_sum", "_count"]) names.add(h + suffix);
