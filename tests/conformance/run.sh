@@ -65,8 +65,11 @@ printf '# conformance tokens\ninfer %s\ninfer,admin %s\n' "$INFER_TOKEN" "$ADMIN
 
 LOG=$(mktemp -t sluice-conformance.XXXXXX.log)
 SECURE_LOG=$(mktemp -t sluice-conformance-secure.XXXXXX.log)
+# tests/models holds a deliberately corrupt model, so readiness is not strict
+# here (strict readiness would keep this server unready for ever).
 "$BIN" serve --model-repository tests/models --host 127.0.0.1 \
-    --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --log warn >"$LOG" 2>&1 &
+    --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --log warn \
+    --strict-readiness false >"$LOG" 2>&1 &
 PID=$!
 "$BIN" serve --model-repository tests/models --host 127.0.0.1 \
     --http-port "$HTTPS_PORT" --grpc-port "$GRPCS_PORT" --log warn \
