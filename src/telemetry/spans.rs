@@ -117,7 +117,7 @@ pub fn batch_span<'a>(
         parent: None,
         "batch",
         model,
-        batch_size = rows,
+        batch_size = i64::try_from(rows).unwrap_or(i64::MAX),
     );
     for link in links {
         link_to(&span, &link);
@@ -128,7 +128,8 @@ pub fn batch_span<'a>(
 /// Records the version that answered on the current request span.
 pub fn record_version(version: u64) {
     if enabled() {
-        Span::current().record("version", version);
+        // As i64: tracing-opentelemetry exports u64 values as strings.
+        Span::current().record("version", i64::try_from(version).unwrap_or(i64::MAX));
     }
 }
 
@@ -140,7 +141,7 @@ pub fn record_outcome(outcome: &'static str, batch_size: Option<usize>) {
     let span = Span::current();
     span.record("outcome", outcome);
     if let Some(rows) = batch_size {
-        span.record("batch_size", rows);
+        span.record("batch_size", i64::try_from(rows).unwrap_or(i64::MAX));
     }
     if outcome != "success" {
         span.record("otel.status_code", "ERROR");

@@ -22,3 +22,4 @@ mod readiness;
 mod rest;
 mod security;
 mod shutdown;
+mod traces;

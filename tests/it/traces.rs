@@ -8,8 +8,8 @@ use crate::harness::grpc::client;
 use crate::harness::metrics::{metric, scrape};
 use crate::harness::models::Repo;
 use crate::harness::process::Sluice;
-use crate::harness::wait::{PATIENCE, eventually, until};
 use crate::harness::test_repo;
+use crate::harness::wait::{PATIENCE, eventually, until};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -92,7 +92,10 @@ fn hex(bytes: &[u8]) -> String {
 /// The spans of one request's trace and of the batch it ran in, once
 /// every one has arrived: (request span, its children, batch span, the
 /// batch's children).
-async fn request_and_batch(received: &Received, trace_id: &str) -> (Span, Vec<Span>, Span, Vec<Span>) {
+async fn request_and_batch(
+    received: &Received,
+    trace_id: &str,
+) -> (Span, Vec<Span>, Span, Vec<Span>) {
     until(
         format!("the spans of trace {trace_id} and of its batch"),
         PATIENCE,
@@ -110,8 +113,7 @@ async fn request_and_batch(received: &Received, trace_id: &str) -> (Span, Vec<Sp
             let batch = spans
                 .iter()
                 .find(|s| {
-                    s.name == "batch"
-                        && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
+                    s.name == "batch" && s.links.iter().any(|l| hex(&l.trace_id) == trace_id)
                 })?
                 .clone();
             let phases: Vec<Span> = spans
@@ -195,7 +197,9 @@ async fn a_request_continues_the_callers_trace_and_links_to_its_batch() {
     ));
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{trace_id}-b7ad6b7169203331-01").parse().unwrap(),
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
     );
     grpc.model_infer(request).await.unwrap();
     let (request, children, _, _) = request_and_batch(&received, trace_id).await;
@@ -205,7 +209,10 @@ async fn a_request_continues_the_callers_trace_and_links_to_its_batch() {
 
     // Nothing was dropped on the way.
     let metrics = scrape(&http, &process.base).await;
-    assert_eq!(metric(&metrics, "sluice_trace_spans_dropped_total", &[]), 0.0);
+    assert_eq!(
+        metric(&metrics, "sluice_trace_spans_dropped_total", &[]),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -236,7 +243,11 @@ async fn a_collector_that_is_down_changes_nothing_for_requests() {
     eventually("the failed export to be counted", PATIENCE, || {
         let (http, base) = (&http, &process.base);
         async move {
-            metric(&scrape(http, base).await, "sluice_trace_spans_dropped_total", &[]) > 0.0
+            metric(
+                &scrape(http, base).await,
+                "sluice_trace_spans_dropped_total",
+                &[],
+            ) > 0.0
         }
     })
     .await;
