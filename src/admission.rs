@@ -21,7 +21,7 @@ const UNIT: usize = 1024;
 
 /// Cloneable handle to the caps; a cap of 0 is off.
 #[derive(Debug, Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     requests: Option<Arc<Semaphore>>,
     max_requests: usize,
     body: Option<Arc<Semaphore>>,
@@ -30,14 +30,14 @@ pub struct Admission {
 
 /// Held for the life of an admitted request.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     _request: Option<OwnedSemaphorePermit>,
     _body: Option<OwnedSemaphorePermit>,
 }
 
 impl Admitted {
     /// Holds no permit: for requests the caps do not apply to.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self {
             _request: None,
             _body: None,
@@ -62,7 +62,7 @@ impl Admission {
 
     /// Admits a request whose body will be at most `body_bytes` (`None`: not
     /// known yet, see [`Admission::reserve_body`]), or refuses it at once.
-    pub fn try_admit(&self, body_bytes: Option<usize>) -> Result<Admitted, Error> {
+    pub(crate) fn try_admit(&self, body_bytes: Option<usize>) -> Result<Admitted, Error> {
         let request = match &self.requests {
             None => None,
             Some(permits) => Some(permits.clone().try_acquire_owned().map_err(|_| {
@@ -86,7 +86,7 @@ impl Admission {
     /// (gRPC, whose message length is known only from its first frame), or
     /// refuses it at once. A body larger than the whole budget may still
     /// pass alone.
-    pub fn reserve_body(&self, admitted: &mut Admitted, bytes: usize) -> Result<(), Error> {
+    pub(crate) fn reserve_body(&self, admitted: &mut Admitted, bytes: usize) -> Result<(), Error> {
         let Some(budget) = &self.body else {
             return Ok(());
         };
@@ -106,7 +106,8 @@ impl Admission {
     }
 
     /// Requests admitted and not yet answered.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.requests
             .as_ref()
             .map_or(0, |p| self.max_requests - p.available_permits())

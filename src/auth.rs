@@ -30,7 +30,7 @@ use subtle::ConstantTimeEq;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -56,13 +56,13 @@ impl std::fmt::Display for Secret {
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scopes {
-    pub infer: bool,
-    pub admin: bool,
+pub(crate) struct Scopes {
+    pub(crate) infer: bool,
+    pub(crate) admin: bool,
 }
 
 impl Scopes {
-    pub const INFER: Scopes = Scopes {
+    pub(crate) const INFER: Scopes = Scopes {
         infer: true,
         admin: false,
     };
@@ -88,7 +88,7 @@ pub enum Access {
 /// Why a request was refused. Messages say what is missing and nothing about
 /// which tokens exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No token, a malformed header, or a token that matches none (401).
     Unauthenticated,
     /// A valid token without the scope this request needs (403).
@@ -97,14 +97,14 @@ pub enum Denied {
 
 impl Denied {
     /// The `reason` label of `sluice_refused_requests_total`.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Denied::Unauthenticated => "unauthenticated",
             Denied::Forbidden(_) => "forbidden",
         }
     }
 
-    pub fn message(self) -> String {
+    pub(crate) fn message(self) -> String {
         match self {
             Denied::Unauthenticated => {
                 "authentication required: send 'authorization: Bearer <token>'".into()
@@ -131,13 +131,13 @@ pub struct AuthConfig {
     /// Tokens with both scopes.
     pub admin_tokens: Vec<Secret>,
     /// A file of `<scopes> <token>` lines, re-read on change.
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     pub protect_health: bool,
     pub protect_metrics: bool,
 }
 
 impl AuthConfig {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.infer_tokens.is_empty() || !self.admin_tokens.is_empty() || self.token_file.is_some()
     }
 }
@@ -150,7 +150,7 @@ fn digest(token: &[u8]) -> Digest32 {
 
 /// The live token set; cheap to clone (`Arc`).
 #[derive(Debug, Clone)]
-pub struct Auth {
+pub(crate) struct Auth {
     inner: Arc<Inner>,
 }
 
@@ -206,7 +206,7 @@ impl Auth {
 
     /// Re-reads the token file if its content changed. On a parse error the
     /// previous tokens stay in force and the error is returned for logging.
-    pub fn reload(&self) -> anyhow::Result<bool> {
+    pub(crate) fn reload(&self) -> anyhow::Result<bool> {
         let Some(path) = &self.inner.config.token_file else {
             return Ok(false);
         };
@@ -228,7 +228,7 @@ impl Auth {
     }
 
     /// Checks the raw `authorization` header value against what `access` needs.
-    pub fn check(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Denied> {
+    pub(crate) fn check(&self, authorization: Option<&[u8]>, access: Access) -> Result<(), Denied> {
         let open = match access {
             Access::Health => !self.inner.config.protect_health,
             Access::Metrics => !self.inner.config.protect_metrics,

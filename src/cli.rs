@@ -36,7 +36,7 @@ pub enum Command {
 pub struct ServeArgs {
     /// Model repository: <dir>/<model>/<version>/model.onnx, with an optional <dir>/<model>/config.toml.
     #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = d::MODEL_REPOSITORY)]
-    pub model_repository: PathBuf,
+    pub(crate) model_repository: PathBuf,
 
     /// Address to listen on.
     #[arg(long, env = "SLUICE_HOST", default_value = d::HOST)]
@@ -57,52 +57,52 @@ pub struct ServeArgs {
     /// Path to libonnxruntime.so (or its folder). Default: ORT_DYLIB_PATH, then
     /// .onnxruntime/lib fetched by `make setup`, then the executable's folder.
     #[arg(long, env = "SLUICE_ONNXRUNTIME_LIB")]
-    pub onnxruntime_lib: Option<PathBuf>,
+    pub(crate) onnxruntime_lib: Option<PathBuf>,
 
     /// Largest request body in bytes; larger bodies get 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = d::MAX_BODY_BYTES)]
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 
     /// Most elements one input tensor may declare; larger shapes get 413 before any allocation.
     #[arg(long, env = "SLUICE_MAX_TENSOR_ELEMENTS", default_value_t = d::MAX_TENSOR_ELEMENTS)]
-    pub max_tensor_elements: usize,
+    pub(crate) max_tensor_elements: usize,
 
     /// Most bytes in all of one request's input tensors together, after decoding; more gets 413.
     #[arg(long, env = "SLUICE_MAX_REQUEST_TENSOR_BYTES", default_value_t = d::MAX_REQUEST_TENSOR_BYTES)]
-    pub max_request_tensor_bytes: usize,
+    pub(crate) max_request_tensor_bytes: usize,
 
     /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
     #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = d::MAX_BYTES_ELEMENT)]
-    pub max_bytes_element: usize,
+    pub(crate) max_bytes_element: usize,
 
     /// Largest request head (request line plus headers, HTTP/1) or header list
     /// (HTTP/2, gRPC metadata), in bytes; larger gets 431. At least 8192.
     #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = d::MAX_HEADER_BYTES,
           value_parser = clap::value_parser!(u32).range(i64::from(d::MIN_HEADER_BYTES)..))]
-    pub max_header_bytes: u32,
+    pub(crate) max_header_bytes: u32,
 
     /// Deepest nesting of JSON arrays and objects in a request; deeper gets 400 before parsing.
     #[arg(long, env = "SLUICE_MAX_JSON_DEPTH", default_value_t = d::MAX_JSON_DEPTH)]
-    pub max_json_depth: usize,
+    pub(crate) max_json_depth: usize,
 
     /// Largest gRPC request message in bytes (default: --max-body-bytes); larger gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "SLUICE_GRPC_MAX_MESSAGE_BYTES")]
-    pub grpc_max_message_bytes: Option<usize>,
+    pub(crate) grpc_max_message_bytes: Option<usize>,
 
     /// Most connections open at once over all listeners. Over it, a plain HTTP
     /// client gets one 503 with Retry-After; TLS and gRPC connections are closed.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = d::MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 
     /// Most concurrent streams on one HTTP/2 connection (REST over h2 and gRPC).
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = d::MAX_CONCURRENT_STREAMS)]
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
 
     /// Most requests in flight over both protocols (including those still
     /// sending their body); over it, 503 + Retry-After (gRPC UNAVAILABLE) at
     /// once. Bounds memory: at most this many bodies are held. 0 = no cap.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = d::MAX_INFLIGHT_REQUESTS)]
-    pub max_inflight_requests: usize,
+    pub(crate) max_inflight_requests: usize,
 
     /// Most request bytes in flight over both protocols, reserved before the
     /// body is read: a REST request reserves its Content-Length (the body
@@ -110,53 +110,53 @@ pub struct ServeArgs {
     /// declares (ModelStreamInfer messages are not counted). Over it, 503 +
     /// Retry-After (gRPC UNAVAILABLE) at once. Bounds the memory bodies hold. 0 = no cap.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_BYTES", default_value_t = d::MAX_INFLIGHT_BODY_BYTES)]
-    pub max_inflight_body_bytes: usize,
+    pub(crate) max_inflight_body_bytes: usize,
 
     /// Seconds a request may take from its head to its answer; over it, 504
     /// (gRPC DEADLINE_EXCEEDED). 0 = no limit.
     #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = d::REQUEST_TIMEOUT_SECS)]
-    pub request_timeout_secs: u64,
+    pub(crate) request_timeout_secs: u64,
 
     /// Seconds a request head may take to arrive, and an HTTP/1 keep-alive
     /// connection may stay idle; then the connection is closed (slow-loris).
     #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECS", default_value_t = d::HEADER_READ_TIMEOUT_SECS)]
-    pub header_read_timeout_secs: u64,
+    pub(crate) header_read_timeout_secs: u64,
 
     /// Seconds a REST request body may take to arrive in full; over it, 408.
     #[arg(long, env = "SLUICE_BODY_READ_TIMEOUT_SECS", default_value_t = d::BODY_READ_TIMEOUT_SECS)]
-    pub body_read_timeout_secs: u64,
+    pub(crate) body_read_timeout_secs: u64,
 
     /// HTTP/2 keep-alive ping interval in seconds (REST h2 and gRPC); a peer that
     /// does not answer a ping within as long is dropped. 0 = no pings.
     #[arg(long, env = "SLUICE_HTTP2_KEEPALIVE_SECS", default_value_t = d::HTTP2_KEEPALIVE_SECS)]
-    pub http2_keepalive_secs: u64,
+    pub(crate) http2_keepalive_secs: u64,
 
     /// PEM certificate chain: turns on TLS for the HTTP and gRPC ports (needs --tls-key).
     #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// PEM CA bundle: clients must present a certificate that chains to it (mutual TLS).
     #[arg(long, env = "SLUICE_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+    pub(crate) tls_client_ca: Option<PathBuf>,
 
     /// Seconds from connect until the TLS handshake (if any) is done and the
     /// client's first bytes arrive; then the connection is closed (slow-loris).
     #[arg(long, env = "SLUICE_HANDSHAKE_TIMEOUT_SECS", default_value_t = d::HANDSHAKE_TIMEOUT_SECS)]
-    pub handshake_timeout_secs: u64,
+    pub(crate) handshake_timeout_secs: u64,
 
     /// Seconds a connection (HTTP/1, HTTP/2 or gRPC) may stay open with no
     /// request in progress; then it is closed. 0 = never.
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_SECS", default_value_t = d::IDLE_TIMEOUT_SECS)]
-    pub idle_timeout_secs: u64,
+    pub(crate) idle_timeout_secs: u64,
 
     /// Seconds between checks of the TLS files and the token file; changed
     /// files are reloaded without a restart. 0 = never reload.
     #[arg(long, env = "SLUICE_SECRETS_RELOAD_SECS", default_value_t = d::SECRETS_RELOAD_SECS)]
-    pub secrets_reload_secs: u64,
+    pub(crate) secrets_reload_secs: u64,
 
     /// A bearer token with the `infer` scope (repeatable or comma-separated).
     /// Setting any token turns authentication on.
@@ -166,7 +166,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub auth_infer_tokens: Vec<Secret>,
+    pub(crate) auth_infer_tokens: Vec<Secret>,
 
     /// A bearer token with the `admin` and `infer` scopes (repeatable or comma-separated).
     #[arg(
@@ -175,29 +175,29 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub auth_admin_tokens: Vec<Secret>,
+    pub(crate) auth_admin_tokens: Vec<Secret>,
 
     /// A file of `<scopes> <token>` lines (scopes: `infer`, `admin` or
     /// `infer,admin`; `#` comments), re-read on change. Turns authentication on.
     #[arg(long, env = "SLUICE_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
+    pub(crate) auth_token_file: Option<PathBuf>,
 
     /// With authentication on, require a valid token for /v2/health/* and gRPC health too.
     #[arg(long, env = "SLUICE_AUTH_PROTECT_HEALTH")]
-    pub auth_protect_health: bool,
+    pub(crate) auth_protect_health: bool,
 
     /// With authentication on, require a valid token for /metrics too.
     #[arg(long, env = "SLUICE_AUTH_PROTECT_METRICS")]
-    pub auth_protect_metrics: bool,
+    pub(crate) auth_protect_metrics: bool,
 
     /// After SIGTERM/SIGINT: seconds to keep accepting while readiness is
     /// already false, so load balancers stop sending first.
     #[arg(long, env = "SLUICE_SHUTDOWN_DELAY_SECS", default_value_t = d::SHUTDOWN_DELAY_SECS)]
-    pub shutdown_delay_secs: u64,
+    pub(crate) shutdown_delay_secs: u64,
 
     /// After the delay: seconds admitted requests get to finish before exit.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECS", default_value_t = d::SHUTDOWN_GRACE_SECS)]
-    pub shutdown_grace_secs: u64,
+    pub(crate) shutdown_grace_secs: u64,
 
     /// How the model set changes while serving, as Triton's `--model-control-mode`:
     /// `none` loads every model at start and refuses the repository load/unload API;
@@ -205,15 +205,15 @@ pub struct ServeArgs {
     /// --load-model) and accepts the API; `poll` also rescans the repository every
     /// --repository-poll-secs and loads new or changed models (by content).
     #[arg(long, env = "SLUICE_MODEL_CONTROL_MODE", value_enum)]
-    pub model_control_mode: Option<ControlModeArg>,
+    pub(crate) model_control_mode: Option<ControlModeArg>,
 
     /// Seconds between repository scans; setting it (> 0) implies `poll` mode. 0 turns polling off.
     #[arg(long, env = "SLUICE_REPOSITORY_POLL_SECS", default_value_t = d::REPOSITORY_POLL_SECS)]
-    pub repository_poll_secs: u64,
+    pub(crate) repository_poll_secs: u64,
 
     /// In explicit mode, the models to load at start (repeatable or comma-separated; `*` = all).
     #[arg(long = "load-model", env = "SLUICE_LOAD_MODEL", value_delimiter = ',')]
-    pub load_model: Vec<String>,
+    pub(crate) load_model: Vec<String>,
 
     /// Readiness (`/v2/health/ready`, gRPC ServerReady) is true only while
     /// every model this server is meant to serve (the --load-model set, or the
@@ -222,14 +222,14 @@ pub struct ServeArgs {
     /// the start-up load is done, until shutdown.
     #[arg(long, env = "SLUICE_STRICT_READINESS", default_value_t = d::STRICT_READINESS,
           action = clap::ArgAction::Set)]
-    pub strict_readiness: bool,
+    pub(crate) strict_readiness: bool,
 
     /// Exit with an error when a model fails its first load at start
     /// (Triton's flag; Triton defaults to true). `false` (the default): the
     /// other models serve, and with strict readiness the server stays unready.
     #[arg(long, env = "SLUICE_EXIT_ON_ERROR", default_value_t = d::EXIT_ON_ERROR,
           action = clap::ArgAction::Set)]
-    pub exit_on_error: bool,
+    pub(crate) exit_on_error: bool,
 
     /// Triton's flag: `true` requires every model to have a configuration file
     /// (`config.pbtxt` or `config.toml`), and a `config.pbtxt` to declare its
@@ -237,14 +237,14 @@ pub struct ServeArgs {
     /// default): what a configuration leaves out comes from the ONNX graph.
     #[arg(long, env = "SLUICE_STRICT_MODEL_CONFIG", default_value_t = d::STRICT_MODEL_CONFIG,
           action = clap::ArgAction::Set)]
-    pub strict_model_config: bool,
+    pub(crate) strict_model_config: bool,
 
     /// Load a model whose `config.pbtxt` uses fields Sluice does not support
     /// (e.g. `sequence_batching`), without them, logging each as a warning.
     /// Off (the default): such a model is UNAVAILABLE, with a reason naming
     /// every such field.
     #[arg(long, env = "SLUICE_IGNORE_UNSUPPORTED_CONFIG")]
-    pub ignore_unsupported_config: bool,
+    pub(crate) ignore_unsupported_config: bool,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,sluice=debug`).
     #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
@@ -262,12 +262,12 @@ pub struct ServeArgs {
     /// Sampling follows `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
     /// (default: parent-based, always on), the service name `OTEL_SERVICE_NAME`.
     #[arg(long, env = "SLUICE_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
+    pub(crate) otlp_endpoint: Option<String>,
 
     /// OTLP transport: `grpc` (port 4317) or `http/protobuf` (port 4318; the
     /// `/v1/traces` path is added). Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else grpc.
     #[arg(long, env = "SLUICE_OTLP_PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
-    pub otlp_protocol: Option<String>,
+    pub(crate) otlp_protocol: Option<String>,
 
     /// ANSI colours in text logs: `auto` only when stderr is a terminal (never
     /// in a file, a pipe or a container log), `always`, or `never`.
@@ -277,7 +277,7 @@ pub struct ServeArgs {
 
 /// The values of `--model-control-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ControlModeArg {
+pub(crate) enum ControlModeArg {
     None,
     Poll,
     Explicit,
@@ -295,7 +295,7 @@ impl From<ControlModeArg> for ControlMode {
 
 impl ServeArgs {
     /// The control mode and poll interval these flags mean together.
-    pub fn control(&self) -> (ControlMode, Duration) {
+    pub(crate) fn control(&self) -> (ControlMode, Duration) {
         let mode = match self.model_control_mode {
             Some(arg) => arg.into(),
             None if self.repository_poll_secs > 0 => ControlMode::Poll,

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 /// The policy's configuration and state; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Edge {
-    pub auth: Option<Auth>,
-    pub admission: Admission,
+pub(crate) struct Edge {
+    pub(crate) auth: Option<Auth>,
+    pub(crate) admission: Admission,
     /// A request must be answered within this; `None` = no limit.
-    pub request_timeout: Option<Duration>,
-    pub metrics: EdgeMetrics,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) metrics: EdgeMetrics,
 }
 
 impl Default for Edge {
@@ -48,14 +48,14 @@ impl Default for Edge {
 /// A request that passed auth and admission: the permit it holds, and the
 /// deadline its handler runs under.
 #[derive(Debug)]
-pub struct Pass {
-    pub admitted: Admitted,
-    pub deadline: Deadline,
+pub(crate) struct Pass {
+    pub(crate) admitted: Admitted,
+    pub(crate) deadline: Deadline,
 }
 
 /// The request deadline of one admitted request.
 #[derive(Debug)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     limit: Option<Duration>,
     protocol: Protocol,
     metrics: EdgeMetrics,
@@ -65,7 +65,7 @@ impl Edge {
     /// Steps 1 and 2 for a request that wants `access`, carrying
     /// `authorization` (the header's bytes) and, when known before its body
     /// is read, at most `body_bytes` of body.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         protocol: Protocol,
         access: Access,
@@ -104,7 +104,7 @@ impl Edge {
 
     /// Reserves `bytes` more of the body budget for a request already
     /// admitted (a gRPC message, whose length is known from its first frame).
-    pub fn reserve_body(
+    pub(crate) fn reserve_body(
         &self,
         protocol: Protocol,
         admitted: &mut Admitted,

@@ -46,16 +46,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidArgument(message.into())
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::Internal(message.into())
     }
 
     /// The label this error carries in `sluice_requests_total{outcome}`.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             Error::InvalidArgument(_) | Error::TooLarge(_) => "invalid",
             Error::NotFound(_) => "not_found",
@@ -68,4 +68,4 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

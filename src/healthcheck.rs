@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// How long the whole probe may take.
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Probes `url` (`http://` or `https://`, whose certificate is not checked,
 /// as the kubelet's HTTPS probes do not check it) with a GET. `Ok` on a 2xx

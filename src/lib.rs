@@ -23,12 +23,12 @@
 //! [`run`] takes a config, already-bound listeners and a shutdown future, so
 //! tests start real servers on port 0.
 
-pub mod admission;
-pub mod auth;
+pub(crate) mod admission;
+pub(crate) mod auth;
 pub mod cli;
-pub mod config;
-pub mod edge;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod edge;
+pub(crate) mod error;
 pub mod grpc;
 pub mod healthcheck;
 pub mod http;

@@ -17,20 +17,20 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
-pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
-pub const QUEUE_DURATION: &str = "sluice_queue_duration_seconds";
-pub const COMPUTE_DURATION: &str = "sluice_compute_duration_seconds";
-pub const BATCH_SIZE: &str = "sluice_batch_size";
-pub const COMPUTE_PHASE_DURATION: &str = "sluice_compute_phase_duration_seconds";
-pub const INFERENCES_TOTAL: &str = "sluice_inferences_total";
-pub const EXECUTIONS_TOTAL: &str = "sluice_executions_total";
-pub const PENDING_REQUESTS: &str = "sluice_pending_requests";
-pub const INFLIGHT_REQUESTS: &str = "sluice_inflight_requests";
-pub const MODEL_STATE: &str = "sluice_model_state";
-pub const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
-pub const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
-pub const MODEL_INFO: &str = "sluice_model_info";
+pub(crate) const REQUESTS_TOTAL: &str = "sluice_requests_total";
+pub(crate) const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub(crate) const QUEUE_DURATION: &str = "sluice_queue_duration_seconds";
+pub(crate) const COMPUTE_DURATION: &str = "sluice_compute_duration_seconds";
+pub(crate) const BATCH_SIZE: &str = "sluice_batch_size";
+pub(crate) const COMPUTE_PHASE_DURATION: &str = "sluice_compute_phase_duration_seconds";
+pub(crate) const INFERENCES_TOTAL: &str = "sluice_inferences_total";
+pub(crate) const EXECUTIONS_TOTAL: &str = "sluice_executions_total";
+pub(crate) const PENDING_REQUESTS: &str = "sluice_pending_requests";
+pub(crate) const INFLIGHT_REQUESTS: &str = "sluice_inflight_requests";
+pub(crate) const MODEL_STATE: &str = "sluice_model_state";
+pub(crate) const MODEL_LOAD_DURATION: &str = "sluice_model_load_duration_seconds";
+pub(crate) const MODEL_LOAD_FAILURES: &str = "sluice_model_load_failures_total";
+pub(crate) const MODEL_INFO: &str = "sluice_model_info";
 
 /// Latency buckets from 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -46,8 +46,8 @@ const LOAD_BUCKETS: &[f64] = &[
 
 /// The protocols and outcomes `sluice_requests_total` is labelled with; each
 /// version caches one handle per pair so the hot path never hashes labels.
-pub const PROTOCOLS: [&str; 2] = ["http", "grpc"];
-pub const OUTCOMES: [&str; 8] = [
+pub(crate) const PROTOCOLS: [&str; 2] = ["http", "grpc"];
+pub(crate) const OUTCOMES: [&str; 8] = [
     "success",
     "invalid",
     "not_found",
@@ -77,7 +77,7 @@ pub struct Metrics {
     load_failures: IntCounterVec,
     model_info: IntGaugeVec,
     /// Server-wide refusals before a request reaches a model.
-    pub edge: crate::net::metrics::EdgeMetrics,
+    pub(crate) edge: crate::net::metrics::EdgeMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -258,7 +258,7 @@ impl Metrics {
     }
 
     /// Sets the state gauge of a version: 1 for `state`, 0 for the others.
-    pub fn set_state(&self, model: &str, version: u64, state: ModelState) {
+    pub(crate) fn set_state(&self, model: &str, version: u64, state: ModelState) {
         let v = version.to_string();
         for s in ModelState::ALL {
             self.model_state
@@ -268,7 +268,7 @@ impl Metrics {
     }
 
     /// Records where a version's sessions run (`cpu`, `cuda:0`, ...).
-    pub fn set_provider(&self, model: &str, version: u64, provider: &str) {
+    pub(crate) fn set_provider(&self, model: &str, version: u64, provider: &str) {
         let v = version.to_string();
         let mut providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = providers.insert((model.to_string(), v.clone()), provider.to_string()) {
@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// Removes a version's series once it is no longer served.
-    pub fn forget_version(&self, model: &str, version: u64) {
+    pub(crate) fn forget_version(&self, model: &str, version: u64) {
         let v = version.to_string();
         let old = self
             .providers
@@ -310,7 +310,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_load(&self, model: &str, took: Duration, ok: bool) {
+    pub(crate) fn record_load(&self, model: &str, took: Duration, ok: bool) {
         self.load_duration
             .with_label_values(&[model])
             .observe(took.as_secs_f64());
@@ -321,14 +321,14 @@ impl Metrics {
 
     /// Requests that failed before reaching a model version (unknown model,
     /// undecodable body): labelled with the version asked for, or "".
-    pub fn record_unrouted(&self, model: &str, protocol: &str, outcome: &str) {
+    pub(crate) fn record_unrouted(&self, model: &str, protocol: &str, outcome: &str) {
         self.requests
             .with_label_values(&[model, "", protocol, outcome])
             .inc();
     }
 
     /// Prometheus text exposition of every family.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
@@ -337,8 +337,8 @@ impl Metrics {
 
 /// The handles and statistics of one model version.
 pub struct VersionMetrics {
-    pub model: String,
-    pub version: String,
+    pub(crate) model: String,
+    pub(crate) version: String,
     /// Queued now.
     pub pending: IntGauge,
     /// Admitted, not yet answered.
@@ -356,7 +356,7 @@ pub struct VersionMetrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     /// Triton-style statistics for `GET /v2/models/{m}/stats`.
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 impl std::fmt::Debug for VersionMetrics {

@@ -3,9 +3,9 @@
 //! converts its flags into it in one `TryFrom` step; tests and embedders
 //! start from [`ServerConfig::default`] and change what they need.
 
-pub mod defaults;
+pub(crate) mod defaults;
 
-pub use defaults::nonzero_secs;
+pub(crate) use defaults::nonzero_secs;
 
 use crate::registry::ControlMode;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Everything [`crate::run`] needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub model_repository: PathBuf,
+    pub(crate) model_repository: PathBuf,
     /// The ONNX Runtime library to load; `None` finds it the usual way
     /// (`ORT_DYLIB_PATH`, then `make setup`'s folder, then the executable's).
     pub onnxruntime_lib: Option<PathBuf>,
@@ -23,7 +23,7 @@ pub struct ServerConfig {
     /// Body read timeout and JSON nesting depth of REST requests.
     pub body: crate::http::BodyLimits,
     /// Largest gRPC request message; `None` = `http.max_body_bytes`.
-    pub grpc_max_message_bytes: Option<usize>,
+    pub(crate) grpc_max_message_bytes: Option<usize>,
     /// Connection cap and TLS handshake deadline, over every listener.
     pub net: crate::net::NetConfig,
     /// Requests in flight over both protocols; over it, 503 at once (0 = no cap).
@@ -43,9 +43,9 @@ pub struct ServerConfig {
     /// Log settings that `/v2/logging` and gRPC `LogSettings` read and change.
     pub logging: crate::logging::LogControl,
     /// Readiness is false this long before listeners stop accepting.
-    pub shutdown_delay: Duration,
+    pub(crate) shutdown_delay: Duration,
     /// Admitted requests get this long to finish.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// Cores the process may use (instance and thread defaults derive from it).
     pub cores: usize,
     /// How the model set changes while serving.
@@ -64,7 +64,7 @@ pub struct ServerConfig {
     pub ignore_unsupported_config: bool,
     /// Triton's `--strict-model-config`: every model needs a configuration
     /// file, and nothing is completed from the graph.
-    pub strict_model_config: bool,
+    pub(crate) strict_model_config: bool,
 }
 
 impl Default for ServerConfig {

@@ -32,15 +32,15 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Most a message may grow on decoding, as a factor of its wire size...
-pub const GROWTH: usize = 16;
+pub(crate) const GROWTH: usize = 16;
 /// ... plus this, so that small requests with a few inputs always pass.
-pub const GROWTH_FLOOR: usize = 1 << 20;
+pub(crate) const GROWTH_FLOOR: usize = 1 << 20;
 
 /// The largest decoded size of a request; 0 until a server sets it.
 static DECODED_LIMIT: AtomicUsize = AtomicUsize::new(0);
 
 /// Raises the process-wide bound to at least `bytes`.
-pub fn allow_decoded_bytes(bytes: usize) {
+pub(crate) fn allow_decoded_bytes(bytes: usize) {
     DECODED_LIMIT.fetch_max(bytes, Ordering::Relaxed);
 }
 
@@ -53,7 +53,7 @@ fn decoded_limit() -> usize {
 
 /// `tonic_prost::ProstCodec`, with [`BoundedDecoder`] for requests.
 #[derive(Debug, Clone)]
-pub struct BoundedCodec<T, U>(ProstCodec<T, U>);
+pub(crate) struct BoundedCodec<T, U>(ProstCodec<T, U>);
 
 impl<T, U> Default for BoundedCodec<T, U> {
     fn default() -> Self {
@@ -82,7 +82,7 @@ where
 
 /// Checks a `ModelInferRequest`'s decoded size before prost decodes it.
 #[derive(Debug)]
-pub struct BoundedDecoder<U>(ProstDecoder<U>);
+pub(crate) struct BoundedDecoder<U>(ProstDecoder<U>);
 
 impl<U: prost::Message + Default + 'static> Decoder for BoundedDecoder<U> {
     type Item = U;

@@ -3,9 +3,9 @@
 /// What tonic puts in every request's extensions: the addresses, and the
 /// connection's request tracker for its idle timeout.
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub tcp: tonic::transport::server::TcpConnectInfo,
-    pub activity: std::sync::Arc<crate::net::Activity>,
+pub(crate) struct ConnInfo {
+    pub(crate) tcp: tonic::transport::server::TcpConnectInfo,
+    pub(crate) activity: std::sync::Arc<crate::net::Activity>,
 }
 
 /// A connection [`crate::net`] admitted, as tonic sees it.

@@ -171,7 +171,7 @@ fn typed_contents(
 }
 
 /// Encodes a response; outputs always leave in `raw_output_contents`.
-pub fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
+pub(crate) fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
     let mut outputs = Vec::with_capacity(response.outputs.len());
     let mut raw: Vec<Bytes> = Vec::with_capacity(response.outputs.len());
     for (name, out) in response.outputs {
@@ -195,7 +195,7 @@ pub fn infer_response(response: InferResponse) -> pb::ModelInferResponse {
 }
 
 /// KServe v2 model metadata.
-pub fn metadata(m: ModelMetadata) -> pb::ModelMetadataResponse {
+pub(crate) fn metadata(m: ModelMetadata) -> pb::ModelMetadataResponse {
     let tensors = |specs: Vec<crate::tensor::TensorSpec>| {
         specs
             .into_iter()
@@ -234,7 +234,7 @@ fn config_datatype(dt: DataType) -> pb::DataType {
     }
 }
 
-pub fn config(c: &ModelConfigView) -> pb::ModelConfig {
+pub(crate) fn config(c: &ModelConfigView) -> pb::ModelConfig {
     let b = &c.dynamic_batching;
     let policy = match &c.version_policy {
         VersionPolicy::Latest(n) => {
@@ -330,7 +330,7 @@ fn duration(d: StatDuration) -> Option<pb::StatisticDuration> {
 }
 
 /// Triton's statistics of one version (the same figures as REST `stats`).
-pub fn statistics(s: VersionStats) -> pb::ModelStatistics {
+pub(crate) fn statistics(s: VersionStats) -> pb::ModelStatistics {
     pb::ModelStatistics {
         name: s.name,
         version: s.version.to_string(),
@@ -362,7 +362,7 @@ pub fn statistics(s: VersionStats) -> pb::ModelStatistics {
     }
 }
 
-pub fn index(rows: Vec<IndexRow>) -> pb::RepositoryIndexResponse {
+pub(crate) fn index(rows: Vec<IndexRow>) -> pb::RepositoryIndexResponse {
     pb::RepositoryIndexResponse {
         models: rows
             .into_iter()

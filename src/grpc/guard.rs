@@ -35,11 +35,11 @@ use tonic::{Code, Status};
 
 /// What the layer enforces.
 #[derive(Debug, Clone)]
-pub struct GrpcGuard {
-    pub edge: Edge,
-    pub max_message_bytes: usize,
+pub(crate) struct GrpcGuard {
+    pub(crate) edge: Edge,
+    pub(crate) max_message_bytes: usize,
     /// For the queue check before a `ModelInfer` message is read.
-    pub service: Service,
+    pub(crate) service: Service,
 }
 
 const INFERENCE: &str = "/inference.GRPCInferenceService/";
@@ -50,7 +50,7 @@ const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 /// and the liveness and readiness calls are probes; the repository and log
 /// settings are administration; everything else (inference, metadata,
 /// statistics, configuration, reflection) needs `infer`.
-pub fn access(path: &str) -> Access {
+pub(crate) fn access(path: &str) -> Access {
     match path {
         "/grpc.health.v1.Health/Check"
         | "/grpc.health.v1.Health/Watch"
@@ -65,7 +65,7 @@ pub fn access(path: &str) -> Access {
 }
 
 #[derive(Debug, Clone)]
-pub struct GuardLayer(pub Arc<GrpcGuard>);
+pub(crate) struct GuardLayer(pub Arc<GrpcGuard>);
 
 impl<S> tower::Layer<S> for GuardLayer {
     type Service = Guarded<S>;
@@ -78,7 +78,7 @@ impl<S> tower::Layer<S> for GuardLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct Guarded<S> {
+pub(crate) struct Guarded<S> {
     inner: S,
     guard: Arc<GrpcGuard>,
 }

@@ -11,13 +11,11 @@
 pub mod codec;
 mod conn;
 pub mod convert;
-pub mod guard;
+pub(crate) mod guard;
 pub mod pb;
 mod serve;
 mod service;
 mod status;
 
-pub use conn::ConnInfo;
 pub use pb::FILE_DESCRIPTOR_SET;
-pub use serve::{GrpcConfig, serve};
-pub use status::status;
+pub(crate) use serve::{GrpcConfig, serve};

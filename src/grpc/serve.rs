@@ -15,16 +15,16 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Settings of the gRPC adapter.
 #[derive(Debug, Clone)]
-pub struct GrpcConfig {
+pub(crate) struct GrpcConfig {
     /// Largest accepted request message; larger gets `RESOURCE_EXHAUSTED`.
     /// Responses are not limited.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Concurrent streams (calls) on one HTTP/2 connection.
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// Largest header list (metadata) of a call.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Keep-alive ping interval; a peer that does not answer is dropped.
-    pub keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_interval: Option<Duration>,
 }
 
 /// Serves gRPC on the connections from `incoming` until it ends (the accept
@@ -33,7 +33,7 @@ pub struct GrpcConfig {
 /// unserved); then every connection gets GOAWAY and is waited for.
 /// Health follows the server's readiness: `SERVING` once started,
 /// `NOT_SERVING` while draining.
-pub async fn serve(
+pub(crate) async fn serve(
     service: Service,
     logging: crate::logging::LogControl,
     incoming: tokio::sync::mpsc::Receiver<crate::net::Conn>,

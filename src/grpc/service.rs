@@ -24,7 +24,7 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 /// The `GRPCInferenceService` implementation: a thin shell around [`Service`].
 #[derive(Debug, Clone)]
-pub struct Inference {
+pub(crate) struct Inference {
     service: Service,
     logging: LogControl,
     /// For the stream's oversize message (see [`oversize`]).

@@ -6,7 +6,7 @@ use crate::error::Error;
 use tonic::{Code, Status};
 
 /// Domain error → gRPC status, exhaustively (mirrors `http::error`).
-pub fn status(error: Error) -> Status {
+pub(crate) fn status(error: Error) -> Status {
     let code = match &error {
         Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
         Error::TooLarge(_) => tonic::Code::ResourceExhausted,
@@ -30,7 +30,7 @@ pub fn status(error: Error) -> Status {
 }
 
 /// Rewrites tonic's decode-limit status into ours; other statuses pass.
-pub fn oversize(s: Status, max_message_bytes: usize) -> Status {
+pub(crate) fn oversize(s: Status, max_message_bytes: usize) -> Status {
     if s.code() == Code::OutOfRange && s.message().contains("message length too large") {
         return status(Error::TooLarge(format!(
             "request message is larger than the server's limit of {max_message_bytes} bytes (--grpc-max-message-bytes)"

@@ -13,7 +13,7 @@ use bytes::Bytes;
 /// The raw request body, with oversize, slow, too deeply nested and
 /// unreadable bodies answered in our error format (413, 408, 400, 400).
 #[derive(Debug)]
-pub struct Body(pub Bytes);
+pub(crate) struct Body(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
@@ -61,7 +61,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 /// Refuses JSON nested deeper than `max` arrays/objects, in one pass and
 /// before any parsing, so no parser recursion depends on the client.
-pub fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
+pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {

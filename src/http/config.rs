@@ -13,9 +13,9 @@ pub struct HttpConfig {
     /// A request head must arrive within this; also the keep-alive idle limit.
     pub header_read_timeout: Option<Duration>,
     /// Concurrent streams on one HTTP/2 connection.
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// HTTP/2 keep-alive ping interval; a peer that does not answer is dropped.
-    pub keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_interval: Option<Duration>,
 }
 
 impl Default for HttpConfig {

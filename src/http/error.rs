@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 /// An error on its way out as an HTTP response.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub(crate) struct ApiError(pub Error);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -19,7 +19,7 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match &self.0 {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 /// What the middleware of one route enforces; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Guard {
-    pub edge: Edge,
-    pub body: BodyLimits,
+pub(crate) struct Guard {
+    pub(crate) edge: Edge,
+    pub(crate) body: BodyLimits,
     /// The body limit, which also bounds how much of a refused body is drained.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 }
 
 /// The middleware: `guard.0` with the route's scope `guard.1`.

@@ -19,11 +19,11 @@ mod parse_errors;
 mod repository;
 mod router;
 mod routes;
-pub mod serve;
+pub(crate) mod serve;
 mod state;
 mod v1;
 
-pub use body::check_json_depth;
 pub use config::{BodyLimits, HttpConfig};
-pub use guard::Guard;
-pub use router::{metrics_router, paths, router};
+pub(crate) use guard::Guard;
+pub use router::paths;
+pub(crate) use router::{metrics_router, router};

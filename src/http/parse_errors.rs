@@ -63,7 +63,7 @@ fn reply(status: u16, max_header_bytes: usize) -> Bytes {
 }
 
 /// An HTTP/1 connection whose parse-error replies carry a JSON body.
-pub struct JsonParseErrors<T> {
+pub(crate) struct JsonParseErrors<T> {
     inner: T,
     max_header_bytes: usize,
     activity: std::sync::Arc<crate::net::Activity>,

@@ -108,7 +108,7 @@ fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: u
 }
 
 /// The whole REST API, each route behind the edge policy.
-pub fn router(service: Service, guard: Guard, logging: LogControl) -> Router {
+pub(crate) fn router(service: Service, guard: Guard, logging: LogControl) -> Router {
     let limit = guard.max_body_bytes;
     let state = AppState {
         service,
@@ -119,7 +119,7 @@ pub fn router(service: Service, guard: Guard, logging: LogControl) -> Router {
 }
 
 /// `/metrics` alone, for `--metrics-port` (behind the same policy).
-pub fn metrics_router(service: Service, guard: Guard) -> Router {
+pub(crate) fn metrics_router(service: Service, guard: Guard) -> Router {
     let state = AppState {
         service,
         logging: LogControl::detached(),

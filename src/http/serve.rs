@@ -35,7 +35,7 @@ const MIN_HEADER_BYTES: usize = crate::config::defaults::MIN_HEADER_BYTES as usi
 /// Serves `app` on every connection from `incoming` until `shutdown`
 /// resolves, then waits for the open connections to finish. Once `draining`
 /// turns true, HTTP/1 connections close after their next response.
-pub async fn serve(
+pub(crate) async fn serve(
     mut incoming: mpsc::Receiver<Conn>,
     app: Router,
     config: &HttpConfig,

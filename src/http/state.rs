@@ -5,8 +5,8 @@ use crate::service::Service;
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    pub service: Service,
-    pub logging: LogControl,
+    pub(crate) service: Service,
+    pub(crate) logging: LogControl,
     /// The body limit (also how much of a refused body is drained).
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
 }

@@ -23,14 +23,14 @@ use std::sync::{Arc, Mutex};
 
 /// One setting's value, as both protocols carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+pub(crate) enum Value {
     Bool(bool),
     Uint(u32),
     String(String),
 }
 
 /// Swaps the process's log filter; `Err` names what is wrong with it.
-pub type ApplyFilter = Arc<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
+pub(crate) type ApplyFilter = Arc<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Settings {
@@ -75,7 +75,7 @@ impl LogControl {
     }
 
     /// A control that reports settings and changes nothing (no subscriber).
-    pub fn detached() -> Self {
+    pub(crate) fn detached() -> Self {
         Self::new("info", "default", None)
     }
 
@@ -86,7 +86,7 @@ impl LogControl {
     }
 
     /// The settings in force, Triton's names plus `log_filter`.
-    pub fn get(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn get(&self) -> BTreeMap<String, Value> {
         let s = self.lock().clone();
         let filter = effective_filter(&s);
         BTreeMap::from([
@@ -102,7 +102,10 @@ impl LogControl {
 
     /// Applies `changes` all or nothing; errors name the setting, what it
     /// takes and what arrived.
-    pub fn update(&self, changes: BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>> {
+    pub(crate) fn update(
+        &self,
+        changes: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, Value>> {
         let mut next = self.lock().clone();
         let mut switches_changed = false;
         for (key, value) in changes {

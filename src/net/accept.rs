@@ -15,12 +15,12 @@ use tokio::sync::mpsc;
 
 /// What the accept loop of one listener needs.
 #[derive(Debug, Clone)]
-pub struct Acceptor {
-    pub kind: Kind,
-    pub limit: ConnectionLimit,
-    pub tls: Option<tls::TlsConfigs>,
-    pub handshake_timeout: Duration,
-    pub idle_timeout: Option<Duration>,
+pub(crate) struct Acceptor {
+    pub(crate) kind: Kind,
+    pub(crate) limit: ConnectionLimit,
+    pub(crate) tls: Option<tls::TlsConfigs>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// The reply a plain HTTP client gets when the server is at its connection cap.
@@ -30,7 +30,7 @@ content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent
 
 /// Starts accepting on `listener`; ready connections arrive on the returned
 /// channel until `stop` resolves (or the receiver is dropped).
-pub fn incoming(
+pub(crate) fn incoming(
     listener: TcpListener,
     acceptor: Acceptor,
     stop: impl std::future::Future<Output = ()> + Send + 'static,

@@ -16,9 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The process-wide connection cap, reported in `sluice_open_connections`
 /// and `sluice_refused_connections_total`.
 #[derive(Debug, Clone)]
-pub struct ConnectionLimit {
+pub(crate) struct ConnectionLimit {
     permits: Arc<Semaphore>,
-    max: usize,
     metrics: EdgeMetrics,
 }
 
@@ -27,14 +26,8 @@ impl ConnectionLimit {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(Semaphore::new(max)),
-            max,
             metrics,
         }
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.max - self.permits.available_permits()
     }
 
     pub(super) fn refuse(&self, reason: &str) {
@@ -64,12 +57,12 @@ impl Drop for Slot {
 }
 
 /// An accepted connection, plain or TLS, holding its slot under the cap.
-pub struct Conn {
+pub(crate) struct Conn {
     io: Io,
     /// Bytes read while waiting for the client to speak, replayed first.
     prefix: bytes::Bytes,
-    pub remote: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
     activity: Arc<Activity>,
     idle: Option<IdleTimer>,
     /// Bytes handed to the protocol so far, and whether they could still be
@@ -105,7 +98,7 @@ impl Conn {
     }
 
     /// The connection's request tracker, for the protocol adapters.
-    pub fn activity(&self) -> Arc<Activity> {
+    pub(crate) fn activity(&self) -> Arc<Activity> {
         self.activity.clone()
     }
 }

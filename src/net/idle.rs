@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// The requests in progress on one connection, and since when it has had
 /// none; shared by the connection's IO and its requests.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     /// Until the protocol has read the client's first bytes (see [`Conn`]).
     unread_prefix: AtomicBool,
     active: AtomicUsize,
@@ -36,7 +36,7 @@ impl Activity {
 
     /// Whether the protocol has not yet read the client's first bytes: a
     /// connection told to shut down then would close without answering them.
-    pub fn unread_prefix(&self) -> bool {
+    pub(crate) fn unread_prefix(&self) -> bool {
         self.unread_prefix.load(Ordering::Acquire)
     }
 
@@ -51,18 +51,18 @@ impl Activity {
     }
 
     /// Whether a request is in progress.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         self.active.load(Ordering::Acquire) > 0
     }
 
     /// A tracker of its own, for tests.
     #[cfg(test)]
-    pub fn idle() -> Arc<Self> {
+    pub(crate) fn idle() -> Arc<Self> {
         Arc::new(Self::new())
     }
 
     /// Marks a request in progress until the returned guard drops.
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.active.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
@@ -78,11 +78,11 @@ impl Activity {
 
 /// A request in progress on a connection (see [`Activity::begin`]).
 #[derive(Debug)]
-pub struct Busy(Arc<Activity>);
+pub(crate) struct Busy(Arc<Activity>);
 
 impl Busy {
     /// Keeps the connection busy until `body` (a response) is dropped.
-    pub fn hold<B>(self, body: B) -> BusyBody<B> {
+    pub(crate) fn hold<B>(self, body: B) -> BusyBody<B> {
         BusyBody {
             inner: body,
             _busy: self,
@@ -94,7 +94,7 @@ impl Busy {
 /// Frames, the end of stream and the size hint pass through untouched
 /// (hyper takes `Content-Length` from the hint).
 #[derive(Debug)]
-pub struct BusyBody<B> {
+pub(crate) struct BusyBody<B> {
     inner: B,
     _busy: Busy,
 }

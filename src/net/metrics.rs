@@ -6,13 +6,13 @@
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
 
-pub const OPEN_CONNECTIONS: &str = "sluice_open_connections";
-pub const REFUSED_CONNECTIONS: &str = "sluice_refused_connections_total";
-pub const REFUSED_REQUESTS: &str = "sluice_refused_requests_total";
+pub(crate) const OPEN_CONNECTIONS: &str = "sluice_open_connections";
+pub(crate) const REFUSED_CONNECTIONS: &str = "sluice_refused_connections_total";
+pub(crate) const REFUSED_REQUESTS: &str = "sluice_refused_requests_total";
 
 /// Cloneable handles to the edge's families.
 #[derive(Debug, Clone)]
-pub struct EdgeMetrics {
+pub(crate) struct EdgeMetrics {
     pub(crate) open_connections: IntGauge,
     refused_connections: IntCounterVec,
     refused_requests: IntCounterVec,
@@ -60,11 +60,11 @@ impl EdgeMetrics {
         ]
     }
 
-    pub fn refuse_connection(&self, reason: &str) {
+    pub(crate) fn refuse_connection(&self, reason: &str) {
         self.refused_connections.with_label_values(&[reason]).inc();
     }
 
-    pub fn refuse_request(&self, protocol: &str, reason: &str) {
+    pub(crate) fn refuse_request(&self, protocol: &str, reason: &str) {
         self.refused_requests
             .with_label_values(&[protocol, reason])
             .inc();

@@ -34,7 +34,7 @@ pub mod metrics;
 mod ratelimit;
 pub mod tls;
 
-pub use accept::{Acceptor, incoming};
+pub(crate) use accept::{Acceptor, incoming};
 pub use config::{Kind, NetConfig};
-pub use conn::{Conn, ConnectionLimit};
-pub use idle::{Activity, Busy, BusyBody};
+pub(crate) use conn::{Conn, ConnectionLimit};
+pub(crate) use idle::Activity;

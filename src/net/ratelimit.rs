@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 /// Lets one event through per `every`; counts the ones it holds back.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     every: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl RateLimit {
-    pub const fn new(every: Duration) -> Self {
+    pub(crate) const fn new(every: Duration) -> Self {
         Self {
             every,
             state: Mutex::new((None, 0)),
@@ -21,7 +21,7 @@ impl RateLimit {
 
     /// `Some(n)` when this event may be logged, `n` being how many were held
     /// back since the last one that was; `None` to stay quiet.
-    pub fn check(&self) -> Option<u64> {
+    pub(crate) fn check(&self) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         match state.0 {

@@ -62,7 +62,7 @@ impl TlsConfigs {
     }
 
     /// The config for new handshakes on a `kind` listener.
-    pub fn current(&self, kind: Kind) -> Arc<ServerConfig> {
+    pub(crate) fn current(&self, kind: Kind) -> Arc<ServerConfig> {
         match kind {
             Kind::Http => self.inner.http.load_full(),
             Kind::Grpc => self.inner.grpc.load_full(),
@@ -71,7 +71,7 @@ impl TlsConfigs {
 
     /// Re-reads the files; swaps the configs when their content changed and
     /// still makes a valid config. `Ok(true)` when it swapped.
-    pub fn reload(&self) -> anyhow::Result<bool> {
+    pub(crate) fn reload(&self) -> anyhow::Result<bool> {
         let (contents, hash) = read_all(&self.inner.files)?;
         let mut loaded = self
             .inner
@@ -188,7 +188,7 @@ fn build(files: &TlsFiles, c: &Contents) -> anyhow::Result<(ServerConfig, Server
 /// probe asks a server on the same host whether it is up; it sends no
 /// secret and trusts nothing it reads except the status code. Handshake
 /// signatures are still checked.
-pub fn probe_client_config() -> Arc<rustls::ClientConfig> {
+pub(crate) fn probe_client_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(AnyServerCertificate(provider.clone()));
     let config = rustls::ClientConfig::builder_with_provider(provider)

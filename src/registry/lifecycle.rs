@@ -11,7 +11,7 @@ use tokio::sync::watch;
 /// those named by `load_models`), each in its own failure domain. Returns
 /// the models that failed, with why; a repository that cannot be read is
 /// an error.
-pub async fn load_at_start(
+pub(crate) async fn load_at_start(
     registry: &Arc<Registry>,
     mode: ControlMode,
     load_models: &[String],
@@ -49,7 +49,11 @@ pub async fn load_at_start(
 
 /// Rescans the repository every `interval` until `stop` turns true (see
 /// [`Registry::poll_once`]). A scan that fails keeps what is served.
-pub fn spawn_polling(registry: Arc<Registry>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub(crate) fn spawn_polling(
+    registry: Arc<Registry>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     if interval.is_zero() {
         return;
     }

@@ -20,39 +20,36 @@ use std::time::Duration;
 /// A version that is loaded and serving (or draining after a swap).
 #[derive(Debug)]
 pub struct LoadedVersion {
-    pub model: String,
-    pub version: u64,
-    pub path: PathBuf,
+    pub(crate) model: String,
+    pub(crate) version: u64,
     /// What clients send and receive: the graph's signature as the config
     /// declares it (`registry::signature`).
-    pub signature: ModelSignature,
+    pub(crate) signature: ModelSignature,
     /// 0 when the model does not batch.
-    pub max_batch_size: usize,
-    pub instances: usize,
-    pub intra_op_threads: usize,
-    pub placement: Placement,
-    pub config: ModelConfig,
-    pub scheduler: Scheduler,
-    pub metrics: Arc<VersionMetrics>,
+    pub(crate) max_batch_size: usize,
+    pub(crate) instances: usize,
+    pub(crate) placement: Placement,
+    pub(crate) config: ModelConfig,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) metrics: Arc<VersionMetrics>,
     /// Hashes of (model file, configuration files) this version was loaded from.
-    pub fingerprint: (u64, u64),
+    pub(crate) fingerprint: (u64, u64),
 }
 
 impl LoadedVersion {
     /// Stops admitting; queued work drains.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.scheduler.close();
-    }
-
-    /// The default queue timeout of priority level 1's policy, if any.
-    pub fn default_timeout(&self) -> Option<Duration> {
-        self.queue_timeout(1, None)
     }
 
     /// The queue timeout of a request at `priority` that asked for
     /// `requested_us` (0 or None: none): its level's default, which the
     /// request can shorten where the level's policy allows an override.
-    pub fn queue_timeout(&self, priority: usize, requested_us: Option<u64>) -> Option<Duration> {
+    pub(crate) fn queue_timeout(
+        &self,
+        priority: usize,
+        requested_us: Option<u64>,
+    ) -> Option<Duration> {
         let level = u32::try_from(priority).unwrap_or(u32::MAX);
         self.config
             .dynamic_batching
@@ -63,19 +60,19 @@ impl LoadedVersion {
 /// Why a load failed, and which version (None: the whole model).
 #[derive(Debug)]
 pub(super) struct LoadFailure {
-    pub version: Option<u64>,
-    pub reason: String,
+    pub(crate) version: Option<u64>,
+    pub(crate) reason: String,
     /// What was on disk when the load was tried (None if unreadable).
-    pub fingerprint: Option<Fingerprint>,
+    pub(crate) fingerprint: Option<Fingerprint>,
 }
 
 /// The result of a successful load: the versions to publish.
 #[derive(Debug)]
 pub(super) struct Loaded {
-    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
-    pub fingerprint: Fingerprint,
+    pub(crate) versions: BTreeMap<u64, Arc<LoadedVersion>>,
+    pub(crate) fingerprint: Fingerprint,
     /// Versions that were loaded anew (the rest were unchanged and kept).
-    pub fresh: Vec<u64>,
+    pub(crate) fresh: Vec<u64>,
 }
 
 fn model_failure(reason: String) -> LoadFailure {
@@ -308,11 +305,9 @@ fn load_version(
     Ok(LoadedVersion {
         model: name.to_string(),
         version,
-        path,
         signature,
         max_batch_size,
         instances,
-        intra_op_threads,
         placement,
         config: config.clone(),
         scheduler,

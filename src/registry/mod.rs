@@ -22,10 +22,10 @@ mod signature;
 pub(crate) mod state;
 mod warmup;
 
-pub use lifecycle::{load_at_start, spawn_polling};
+pub(crate) use lifecycle::{load_at_start, spawn_polling};
 pub use load::LoadedVersion;
 pub use settings::{ControlMode, Defaults};
-pub use state::{ModelState, VersionState};
+pub(crate) use state::{ModelState, VersionState};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -38,17 +38,17 @@ use std::time::Instant;
 
 /// The served versions of one model, highest last.
 #[derive(Debug, Default)]
-pub struct Model {
-    pub versions: BTreeMap<u64, Arc<LoadedVersion>>,
+pub(crate) struct Model {
+    pub(crate) versions: BTreeMap<u64, Arc<LoadedVersion>>,
 }
 
 /// One row of the repository index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexEntry {
-    pub name: String,
+pub(crate) struct IndexEntry {
+    pub(crate) name: String,
     /// `None` when the failure concerns the whole model (e.g. its config).
-    pub version: Option<u64>,
-    pub state: VersionState,
+    pub(crate) version: Option<u64>,
+    pub(crate) state: VersionState,
 }
 
 pub struct Registry {
@@ -86,7 +86,7 @@ impl Registry {
     }
 
     /// Names of every model directory in the repository.
-    pub fn discover(&self) -> std::io::Result<Vec<String>> {
+    pub(crate) fn discover(&self) -> std::io::Result<Vec<String>> {
         Ok(repository::scan(&self.root)?
             .into_iter()
             .map(|m| m.name)
@@ -220,7 +220,7 @@ impl Registry {
     /// directory is gone. Version directories appear atomically by rename;
     /// anything else (a hidden or non-numeric name, a version without its
     /// model.onnx yet) is ignored until complete.
-    pub async fn poll_once(self: &Arc<Self>) {
+    pub(crate) async fn poll_once(self: &Arc<Self>) {
         let root = self.root.clone();
         let scanned = tokio::task::spawn_blocking(move || {
             repository::scan(&root).map(|models| {
@@ -281,7 +281,7 @@ impl Registry {
     }
 
     /// Stops serving every version of `name`. In-flight requests complete.
-    pub async fn unload(&self, name: &str) -> Result<()> {
+    pub(crate) async fn unload(&self, name: &str) -> Result<()> {
         self.check_api()?;
         self.unload_internal(name).await
     }
@@ -309,7 +309,7 @@ impl Registry {
     }
 
     /// Resolves a request's model version: the exact one, or the highest served.
-    pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
+    pub(crate) fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
         let snapshot = self.served.load();
         let found = snapshot.get(name).and_then(|model| match version {
             Some(v) => model.versions.get(&v).cloned(),
@@ -354,7 +354,7 @@ impl Registry {
     }
 
     /// Every model of the index, with its versions' states.
-    pub fn index(&self) -> Vec<IndexEntry> {
+    pub(crate) fn index(&self) -> Vec<IndexEntry> {
         self.index_lock()
             .iter()
             .flat_map(|(name, states)| {
@@ -370,7 +370,7 @@ impl Registry {
     /// The models this server is meant to serve (every model it was asked
     /// to load and did not unload) that have no version serving now, each
     /// with its state and reason: what strict readiness waits for.
-    pub fn not_ready(&self) -> Vec<String> {
+    pub(crate) fn not_ready(&self) -> Vec<String> {
         let index = self.index_lock();
         let mut missing = Vec::new();
         for (name, states) in index.iter() {
@@ -405,7 +405,7 @@ impl Registry {
     }
 
     /// Versions being served, per model.
-    pub fn served(&self) -> Arc<HashMap<String, Arc<Model>>> {
+    pub(crate) fn served(&self) -> Arc<HashMap<String, Arc<Model>>> {
         self.served.load_full()
     }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 /// graph's own signature is served).
 #[derive(Debug)]
 pub(super) struct Served {
-    pub signature: ModelSignature,
-    pub mapping: Option<Arc<Mapping>>,
+    pub(crate) signature: ModelSignature,
+    pub(crate) mapping: Option<Arc<Mapping>>,
 }
 
 /// How client-side tensors map onto the graph's.
@@ -226,8 +226,8 @@ fn declared(
 
 /// An executor that serves the declared signature on top of the graph's.
 pub(super) struct Mapped {
-    pub inner: Box<dyn Executor>,
-    pub mapping: Arc<Mapping>,
+    pub(crate) inner: Box<dyn Executor>,
+    pub(crate) mapping: Arc<Mapping>,
 }
 
 impl Mapped {

@@ -4,7 +4,7 @@
 
 /// Where a model version stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelState {
+pub(crate) enum ModelState {
     Loading,
     Ready,
     Unavailable,
@@ -27,7 +27,7 @@ impl ModelState {
     }
 
     /// The `state` label of `sluice_model_state`.
-    pub fn metric_label(self) -> &'static str {
+    pub(crate) fn metric_label(self) -> &'static str {
         match self {
             ModelState::Loading => "loading",
             ModelState::Ready => "ready",
@@ -38,7 +38,7 @@ impl ModelState {
 
 /// A version's state as the repository index reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VersionState {
+pub(crate) enum VersionState {
     Loading,
     Ready,
     /// Serving the session loaded earlier; the last reload of this version
@@ -52,7 +52,7 @@ pub enum VersionState {
 
 impl VersionState {
     /// The state without its reason.
-    pub fn state(&self) -> ModelState {
+    pub(crate) fn state(&self) -> ModelState {
         match self {
             VersionState::Loading => ModelState::Loading,
             VersionState::Ready | VersionState::ReloadFailed(_) => ModelState::Ready,
@@ -60,7 +60,7 @@ impl VersionState {
         }
     }
 
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             VersionState::Unavailable(r) | VersionState::ReloadFailed(r) => r,
             VersionState::Unloaded => "unloaded",
@@ -69,7 +69,7 @@ impl VersionState {
     }
 
     /// Whether a session of this version is serving.
-    pub fn is_serving(&self) -> bool {
+    pub(crate) fn is_serving(&self) -> bool {
         matches!(self, VersionState::Ready | VersionState::ReloadFailed(_))
     }
 }

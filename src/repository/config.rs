@@ -17,9 +17,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Default `max_batch_size` of a batchable model without a config.
-pub const DEFAULT_MAX_BATCH_SIZE: usize = 32;
+pub(crate) const DEFAULT_MAX_BATCH_SIZE: usize = 32;
 /// Default bound of each version's queue, in requests.
-pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
+pub(crate) const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
 
 /// The contents of `<repo>/<model>/config.toml`. All keys are optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -27,26 +27,26 @@ pub const DEFAULT_MAX_QUEUE_SIZE: usize = 1024;
 pub struct ModelConfig {
     /// Most rows in one batch; 0 turns batching off. Default: 32 when every
     /// input and output has a dynamic first dim, else 0.
-    pub max_batch_size: Option<usize>,
+    pub(crate) max_batch_size: Option<usize>,
     /// Instance workers (one ONNX Runtime session each). Default: the core
     /// count on the CPU, 1 per GPU. With `gpus`, this many on each GPU.
-    pub instances: Option<usize>,
+    pub(crate) instances: Option<usize>,
     /// GPUs to place instances on, as Triton's `instance_group.gpus`: each
     /// GPU gets `instances` workers, and the GPU providers' `device_id` is
     /// replaced by that GPU. Empty (default): the providers' own device_id.
     #[serde(default)]
-    pub gpus: Vec<u32>,
+    pub(crate) gpus: Vec<u32>,
     /// ONNX Runtime intra-op threads per instance. Default: cores / instances, at least 1.
-    pub intra_op_threads: Option<usize>,
+    pub(crate) intra_op_threads: Option<usize>,
     /// Execution providers in order of preference. Default: the CPU.
     #[serde(default)]
     pub execution_providers: Vec<ExecutionProvider>,
     /// Whether a provider that cannot be registered falls through to the next
     /// one (true) or fails the load with its reason (false, the default).
     #[serde(default)]
-    pub fallback: bool,
+    pub(crate) fallback: bool,
     #[serde(default)]
-    pub dynamic_batching: DynamicBatching,
+    pub(crate) dynamic_batching: DynamicBatching,
     /// Which versions to serve. Default: the latest one.
     #[serde(default)]
     pub version_policy: VersionPolicy,
@@ -54,46 +54,46 @@ pub struct ModelConfig {
     /// one run at batch 1 and one at `max_batch_size`, with zeros, whose
     /// failure is only logged; runs listed here must succeed.
     #[serde(default)]
-    pub warmup: Option<Vec<WarmupRun>>,
+    pub(crate) warmup: Option<Vec<WarmupRun>>,
 
     /// Which front end this came from.
     #[serde(skip)]
-    pub source: ConfigSource,
+    pub(crate) source: ConfigSource,
     /// The model file of each version directory. None: `model.onnx`.
     /// (config.pbtxt only: `default_model_filename`.)
     #[serde(skip)]
-    pub model_filename: Option<String>,
+    pub(crate) model_filename: Option<String>,
     /// Declared inputs, in the order clients see them; empty: the graph's.
     /// (config.pbtxt only.)
     #[serde(skip)]
-    pub inputs: Vec<TensorDecl>,
+    pub(crate) inputs: Vec<TensorDecl>,
     /// Declared outputs; empty: the graph's. When some are declared, only
     /// those are served. (config.pbtxt only.)
     #[serde(skip)]
-    pub outputs: Vec<TensorDecl>,
+    pub(crate) outputs: Vec<TensorDecl>,
     /// Whether undeclared parts (tensors, `max_batch_size`) are completed
     /// from the graph. False only for a `config.pbtxt` under strict model
     /// config, where the file must be complete.
     #[serde(skip)]
-    pub complete_from_graph: bool,
+    pub(crate) complete_from_graph: bool,
     /// ONNX Runtime session settings beyond threads. (config.pbtxt only:
     /// `parameters` and `optimization.graph`.)
     #[serde(skip)]
-    pub session: SessionOptions,
+    pub(crate) session: SessionOptions,
     /// Whether responses of this model may be cached (kept for the response
     /// cache; no effect until the server has one). (config.pbtxt only.)
     #[serde(skip)]
-    pub response_cache: bool,
+    pub(crate) response_cache: bool,
     /// The pipeline, when the model is an ensemble (not served yet).
     #[serde(skip)]
-    pub ensemble: Option<Ensemble>,
+    pub(crate) ensemble: Option<Ensemble>,
     /// Fields Sluice does not support: the model is UNAVAILABLE unless the
     /// server ignores unsupported configuration.
     #[serde(skip)]
-    pub unsupported: Vec<Unsupported>,
+    pub(crate) unsupported: Vec<Unsupported>,
     /// Fields accepted without effect in Sluice, with why; logged at load.
     #[serde(skip)]
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// One warmup step: `count` runs of `batch_size` rows.
@@ -102,21 +102,21 @@ pub struct ModelConfig {
 pub struct WarmupRun {
     /// A name for logs (config.pbtxt's sample name).
     #[serde(skip)]
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default = "one")]
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     #[serde(default = "one")]
-    pub count: usize,
+    pub(crate) count: usize,
     /// Random data instead of zeros.
     #[serde(default)]
-    pub random: bool,
+    pub(crate) random: bool,
     /// Sizes of the dynamic non-batch dims, per input (default 1 each).
     #[serde(default)]
-    pub dims: BTreeMap<String, Vec<usize>>,
+    pub(crate) dims: BTreeMap<String, Vec<usize>>,
     /// Every input's datatype, shape and data (config.pbtxt's
     /// `model_warmup.inputs`). When set, `random` and `dims` are unused.
     #[serde(skip)]
-    pub inputs: BTreeMap<String, super::spec::WarmupInput>,
+    pub(crate) inputs: BTreeMap<String, super::spec::WarmupInput>,
 }
 
 fn one() -> usize {
@@ -129,32 +129,32 @@ fn one() -> usize {
 pub struct DynamicBatching {
     /// Whether requests are combined into batches. False: each request runs
     /// alone, with its own rows (a config.pbtxt without `dynamic_batching`).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// How long (µs) a forming batch may wait for more rows. 0 (default) never waits.
-    pub max_queue_delay_us: u64,
+    pub(crate) max_queue_delay_us: u64,
     /// Batch sizes that dispatch at once, even while a delay is set.
-    pub preferred_batch_sizes: Vec<usize>,
+    pub(crate) preferred_batch_sizes: Vec<usize>,
     /// Requests queued per version before admission answers 503.
-    pub max_queue_size: usize,
+    pub(crate) max_queue_size: usize,
     /// Queue timeout (µs) of a request that sets none; 0 means none.
-    pub default_timeout_us: u64,
+    pub(crate) default_timeout_us: u64,
     /// Number of priority levels; level 1 is the highest.
-    pub priority_levels: u32,
+    pub(crate) priority_levels: u32,
     /// Level of a request that sets no `priority`.
-    pub default_priority_level: u32,
+    pub(crate) default_priority_level: u32,
     /// Whether a request may set a queue timeout shorter than the default
     /// (levels without their own policy).
-    pub allow_timeout_override: bool,
+    pub(crate) allow_timeout_override: bool,
     /// What a queue timeout does (levels without their own policy).
-    pub timeout_action: TimeoutAction,
+    pub(crate) timeout_action: TimeoutAction,
     /// Whether responses leave in the order requests arrived.
-    pub preserve_ordering: bool,
+    pub(crate) preserve_ordering: bool,
     /// Requests each level without its own policy may hold; 0: only
     /// `max_queue_size` bounds it.
-    pub level_queue_size: usize,
+    pub(crate) level_queue_size: usize,
     /// Levels with their own queue policy. (config.pbtxt only.)
     #[serde(skip)]
-    pub priority_queue_policy: BTreeMap<u32, QueuePolicy>,
+    pub(crate) priority_queue_policy: BTreeMap<u32, QueuePolicy>,
 }
 
 impl Default for DynamicBatching {
@@ -180,7 +180,7 @@ impl DynamicBatching {
     /// The queue timeout of a request at `level` that asked for
     /// `requested_us` (0 or None: none): the level's default, which the
     /// request can shorten where the level's policy allows an override.
-    pub fn queue_timeout(&self, level: u32, requested_us: Option<u64>) -> Option<Duration> {
+    pub(crate) fn queue_timeout(&self, level: u32, requested_us: Option<u64>) -> Option<Duration> {
         let policy = self.queue_policy(level);
         let default = (policy.default_timeout_us > 0)
             .then(|| Duration::from_micros(policy.default_timeout_us));
@@ -194,7 +194,7 @@ impl DynamicBatching {
     }
 
     /// The queue policy of `level` (1 is the highest).
-    pub fn queue_policy(&self, level: u32) -> QueuePolicy {
+    pub(crate) fn queue_policy(&self, level: u32) -> QueuePolicy {
         self.priority_queue_policy
             .get(&level)
             .cloned()
@@ -245,7 +245,7 @@ impl VersionPolicy {
 
 impl ModelConfig {
     /// The configuration of a model with no file: all from the graph.
-    pub fn from_graph() -> Self {
+    pub(crate) fn from_graph() -> Self {
         Self {
             complete_from_graph: true,
             ..Self::default()

@@ -11,39 +11,39 @@
 //! rename. A version directory without its model file (`model.onnx`, or
 //! config.pbtxt's `default_model_filename`) is not (yet) a version.
 
-pub mod config;
-pub mod pbtxt;
+pub(crate) mod config;
+pub(crate) mod pbtxt;
 mod source;
-pub mod spec;
+pub(crate) mod spec;
 
 pub use config::{DynamicBatching, ModelConfig, VersionPolicy, WarmupRun};
-pub use source::load_config;
+pub(crate) use source::load_config;
 
 use std::path::{Path, PathBuf};
 
 /// The file each version directory holds, unless the config names another.
-pub const MODEL_FILE: &str = "model.onnx";
+pub(crate) const MODEL_FILE: &str = "model.onnx";
 
 /// One model directory as found on disk.
 #[derive(Debug, Clone)]
-pub struct ModelDir {
-    pub name: String,
-    pub path: PathBuf,
+pub(crate) struct ModelDir {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
     /// The model file of each version directory.
-    pub model_file: String,
+    pub(crate) model_file: String,
     /// Versions with their model file, ascending.
-    pub versions: Vec<u64>,
+    pub(crate) versions: Vec<u64>,
 }
 
 impl ModelDir {
-    pub fn version_path(&self, version: u64) -> PathBuf {
+    pub(crate) fn version_path(&self, version: u64) -> PathBuf {
         self.path.join(version.to_string()).join(&self.model_file)
     }
 }
 
 /// A hash of a file's content (0 when it does not exist). Changes are found
 /// by content, not by modification time.
-pub fn content_hash(path: &Path) -> std::io::Result<u64> {
+pub(crate) fn content_hash(path: &Path) -> std::io::Result<u64> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -64,16 +64,16 @@ pub fn content_hash(path: &Path) -> std::io::Result<u64> {
 /// What a model directory holds now: its config's hash and each version's
 /// model hash. Two equal fingerprints mean nothing to reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fingerprint {
-    pub config: u64,
-    pub versions: std::collections::BTreeMap<u64, u64>,
+pub(crate) struct Fingerprint {
+    pub(crate) config: u64,
+    pub(crate) versions: std::collections::BTreeMap<u64, u64>,
 }
 
 impl ModelDir {
     /// Hashes the config and every version's model file. "The config" is
     /// every file beside the version directories (config.toml, config.pbtxt,
     /// label files) and in `warmup/`: a change to any reloads the model.
-    pub fn fingerprint(&self) -> std::io::Result<Fingerprint> {
+    pub(crate) fn fingerprint(&self) -> std::io::Result<Fingerprint> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         for dir in [self.path.clone(), self.path.join("warmup")] {
             let entries = match std::fs::read_dir(&dir) {
@@ -116,7 +116,7 @@ impl ModelDir {
 
 /// Whether `name` can name a model: no path separators, no `..`, nothing hidden.
 /// Model names in API calls can never reach outside the repository.
-pub fn valid_model_name(name: &str) -> bool {
+pub(crate) fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
@@ -133,7 +133,7 @@ fn parse_version(name: &str) -> Option<u64> {
 }
 
 /// Reads one model directory.
-pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
+pub(crate) fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
     let path = root.join(name);
     let model_file = pbtxt::model_filename(&path).unwrap_or_else(|| MODEL_FILE.to_string());
     let mut versions = Vec::new();
@@ -157,7 +157,7 @@ pub fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
 }
 
 /// Lists every model directory of the repository, by name.
-pub fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
+pub(crate) fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
     let mut models = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;

@@ -7,12 +7,12 @@ use super::pbtxt;
 use std::path::Path;
 
 /// The file name of Sluice's own format.
-pub const TOML_FILE: &str = "config.toml";
+pub(crate) const TOML_FILE: &str = "config.toml";
 
 /// Reads the configuration of the model `name` in `dir`. A directory with
 /// both files is an error; so, with `strict` (Triton's
 /// `--strict-model-config`), is one with neither.
-pub fn load_config(dir: &Path, name: &str, strict: bool) -> Result<ModelConfig, String> {
+pub(crate) fn load_config(dir: &Path, name: &str, strict: bool) -> Result<ModelConfig, String> {
     let toml_path = dir.join(TOML_FILE);
     let pbtxt_path = dir.join(pbtxt::FILE_NAME);
     match (read(&toml_path)?, read(&pbtxt_path)?) {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Which front end a model's configuration came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ConfigSource {
+pub(crate) enum ConfigSource {
     /// Neither file: everything derived from the ONNX graph.
     #[default]
     Graph,
@@ -27,38 +27,38 @@ pub enum ConfigSource {
 
 /// A tensor the configuration declares (Triton's `input` / `output`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorDecl {
-    pub name: String,
-    pub datatype: DataType,
+pub(crate) struct TensorDecl {
+    pub(crate) name: String,
+    pub(crate) datatype: DataType,
     /// The shape clients send or receive, without the batch dimension when
     /// the model batches; -1 is any size.
-    pub dims: Vec<i64>,
+    pub(crate) dims: Vec<i64>,
     /// The shape the model sees, when it differs from `dims` (Triton's
     /// `reshape`, same element count; without the batch dimension).
-    pub reshape: Option<Vec<i64>>,
+    pub(crate) reshape: Option<Vec<i64>>,
     /// Class labels of an output, one per line of its label file.
-    pub labels: Option<Labels>,
+    pub(crate) labels: Option<Labels>,
 }
 
 impl TensorDecl {
     /// The shape the graph sees, without the batch dimension.
-    pub fn model_dims(&self) -> &[i64] {
+    pub(crate) fn model_dims(&self) -> &[i64] {
         self.reshape.as_deref().unwrap_or(&self.dims)
     }
 }
 
 /// An output's label file, read when the configuration is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Labels {
+pub(crate) struct Labels {
     /// As written in the configuration, relative to the model directory.
-    pub file: String,
-    pub labels: Arc<Vec<String>>,
+    pub(crate) file: String,
+    pub(crate) labels: Arc<Vec<String>>,
 }
 
 /// What happens to a request whose queue timeout passes before it runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TimeoutAction {
+pub(crate) enum TimeoutAction {
     /// Answer it with a timeout; it never runs.
     #[default]
     Reject,
@@ -69,28 +69,28 @@ pub enum TimeoutAction {
 
 /// The queue policy of one priority level (Triton's `ModelQueuePolicy`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuePolicy {
+pub(crate) struct QueuePolicy {
     /// Requests this level may hold; 0: only the version's `max_queue_size`.
-    pub max_queue_size: usize,
+    pub(crate) max_queue_size: usize,
     /// Queue timeout (µs) of a request that sets none; 0: none.
-    pub default_timeout_us: u64,
+    pub(crate) default_timeout_us: u64,
     /// Whether a request may set a shorter timeout than the default.
-    pub allow_timeout_override: bool,
-    pub timeout_action: TimeoutAction,
+    pub(crate) allow_timeout_override: bool,
+    pub(crate) timeout_action: TimeoutAction,
 }
 
 /// One warmup input of a Triton `model_warmup` sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WarmupInput {
-    pub datatype: DataType,
+pub(crate) struct WarmupInput {
+    pub(crate) datatype: DataType,
     /// Without the batch dimension.
-    pub dims: Vec<usize>,
-    pub data: WarmupData,
+    pub(crate) dims: Vec<usize>,
+    pub(crate) data: WarmupData,
 }
 
 /// Where a warmup input's values come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WarmupData {
+pub(crate) enum WarmupData {
     Zero,
     Random,
     /// The content of a file under `<model>/warmup/`, read at configuration
@@ -105,31 +105,31 @@ pub enum WarmupData {
 /// An ensemble: a pipeline of models run inside the server (kept from
 /// `ensemble_scheduling`; not served yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ensemble {
-    pub steps: Vec<EnsembleStep>,
+pub(crate) struct Ensemble {
+    pub(crate) steps: Vec<EnsembleStep>,
 }
 
 /// One model of an ensemble's pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnsembleStep {
-    pub model_name: String,
+pub(crate) struct EnsembleStep {
+    pub(crate) model_name: String,
     /// None: the latest version served.
-    pub model_version: Option<u64>,
+    pub(crate) model_version: Option<u64>,
     /// Step input name -> ensemble tensor name.
-    pub input_map: BTreeMap<String, String>,
+    pub(crate) input_map: BTreeMap<String, String>,
     /// Step output name -> ensemble tensor name.
-    pub output_map: BTreeMap<String, String>,
+    pub(crate) output_map: BTreeMap<String, String>,
 }
 
 /// A configuration field Sluice does not support. By default the model is
 /// UNAVAILABLE with this as its reason; with `ignore_unsupported_config` the
 /// field is logged as a warning and the model loads without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unsupported {
+pub(crate) struct Unsupported {
     /// The field's path in the configuration, e.g. `sequence_batching`.
-    pub field: String,
+    pub(crate) field: String,
     /// Why Sluice cannot honour it.
-    pub why: String,
+    pub(crate) why: String,
 }
 
 impl std::fmt::Display for Unsupported {
@@ -141,14 +141,14 @@ impl std::fmt::Display for Unsupported {
 /// Paths a configuration may name, resolved inside the model directory.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelFiles {
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl ModelFiles {
     /// Resolves `relative` under `sub` (a folder of the model directory),
     /// refusing anything that could leave it: absolute paths, `..`, and
     /// links that point outside.
-    pub fn resolve(&self, sub: &str, relative: &str) -> Result<PathBuf, String> {
+    pub(crate) fn resolve(&self, sub: &str, relative: &str) -> Result<PathBuf, String> {
         use std::path::Component;
         let path = std::path::Path::new(relative);
         if relative.is_empty()

@@ -27,11 +27,11 @@ pub struct BatchInput<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTimes {
     /// Concatenating the requests' inputs into the run's tensors.
-    pub assemble: Duration,
+    pub(crate) assemble: Duration,
     /// `Session::run`.
-    pub run: Duration,
+    pub(crate) run: Duration,
     /// Copying the outputs out of ONNX Runtime.
-    pub extract: Duration,
+    pub(crate) extract: Duration,
 }
 
 /// One ONNX Runtime session, owned by one instance worker thread.
@@ -49,7 +49,7 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    pub(crate) fn new(session: Session) -> Result<Self, String> {
+    pub fn new(session: Session) -> Result<Self, String> {
         let output_names = session
             .outputs()
             .iter()
@@ -78,7 +78,7 @@ impl Instance {
 
     /// [`Instance::run`], with how long assembly, the run and the copy-out
     /// took (each also a trace span when tracing is on).
-    pub fn run_timed(
+    pub(crate) fn run_timed(
         &mut self,
         inputs: &[BatchInput<'_>],
         wanted: &[usize],

@@ -19,7 +19,7 @@ mod signature;
 pub use crate::tensor::{ModelSignature, RunOutput, TensorSpec};
 pub use exec::{BatchInput, Instance, RunTimes};
 pub use library::{FETCHED_DIR, LIB_NAME, LibraryError, init, locate_library};
-pub use provider::reserved_option;
+pub(crate) use provider::reserved_option;
 pub use provider::{
     ArenaExtendStrategy, ConvAlgoSearch, ExecutionProvider, GraphOptimization, ProviderOptions,
     SessionOptions,

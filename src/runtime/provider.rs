@@ -72,7 +72,7 @@ fn yes() -> bool {
 
 /// Provider option keys that Sluice sets itself or that would hand ONNX
 /// Runtime a raw pointer: never accepted in `options`.
-pub fn reserved_option(key: &str) -> bool {
+pub(crate) fn reserved_option(key: &str) -> bool {
     matches!(
         key,
         "device_id"
@@ -110,7 +110,7 @@ impl ExecutionProvider {
         }
     }
 
-    pub fn is_gpu(&self) -> bool {
+    pub(crate) fn is_gpu(&self) -> bool {
         !matches!(self, ExecutionProvider::Cpu { .. })
     }
 
@@ -193,23 +193,23 @@ impl ExecutionProvider {
 /// TensorRT optimisation profile shapes, in its `name:1x3,name2:1x4` form,
 /// derived from the model's inputs and `max_batch_size`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrtShapes {
-    pub min: String,
-    pub opt: String,
-    pub max: String,
+pub(crate) struct TrtShapes {
+    pub(crate) min: String,
+    pub(crate) opt: String,
+    pub(crate) max: String,
 }
 
 /// How a model's sessions are built.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderOptions {
     /// Providers in order of preference; empty means the CPU.
-    pub providers: Vec<ExecutionProvider>,
+    pub(crate) providers: Vec<ExecutionProvider>,
     /// Whether a provider that cannot be registered falls through to the next one.
-    pub fallback: bool,
+    pub(crate) fallback: bool,
     /// ONNX Runtime intra-op threads per session.
-    pub intra_threads: usize,
+    pub(crate) intra_threads: usize,
     /// Session settings beyond threads and providers.
-    pub session: SessionOptions,
+    pub(crate) session: SessionOptions,
 }
 
 /// ONNX Runtime's graph optimisation levels.
@@ -229,19 +229,19 @@ pub enum GraphOptimization {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Inter-op threads, used in parallel execution mode. None: 1.
-    pub inter_op_threads: Option<usize>,
+    pub(crate) inter_op_threads: Option<usize>,
     /// Run independent nodes of the graph in parallel (`ORT_PARALLEL`).
-    pub parallel_execution: bool,
-    pub optimization: GraphOptimization,
+    pub(crate) parallel_execution: bool,
+    pub(crate) optimization: GraphOptimization,
     /// Memory pattern optimisation. None: ONNX Runtime's default (on).
-    pub memory_pattern: Option<bool>,
+    pub(crate) memory_pattern: Option<bool>,
     /// Session configuration entries (`session.*` keys), passed through.
-    pub config_entries: BTreeMap<String, String>,
+    pub(crate) config_entries: BTreeMap<String, String>,
 }
 
 impl ProviderOptions {
     /// The same options with every GPU provider placed on `device`.
-    pub fn on_device(&self, device: u32) -> Self {
+    pub(crate) fn on_device(&self, device: u32) -> Self {
         let mut options = self.clone();
         for p in &mut options.providers {
             match p {

@@ -12,10 +12,10 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// `cpu`, `cuda` or `tensorrt`.
-    pub provider: &'static str,
-    pub device_id: u32,
+    pub(crate) provider: &'static str,
+    pub(crate) device_id: u32,
     /// Providers that were asked for first and could not be used, with why.
-    pub fell_back_from: Vec<String>,
+    pub(crate) fell_back_from: Vec<String>,
 }
 
 impl std::fmt::Display for Placement {

@@ -38,15 +38,15 @@ pub struct Job {
 #[derive(Debug)]
 pub struct Completion {
     /// The job's own rows of each requested output.
-    pub outputs: Vec<RunOutput>,
-    pub queue_time: Duration,
-    pub compute_time: Duration,
+    pub(crate) outputs: Vec<RunOutput>,
+    pub(crate) queue_time: Duration,
+    pub(crate) compute_time: Duration,
     /// Rows of the batch the job ran in.
-    pub batch_rows: usize,
+    pub(crate) batch_rows: usize,
     /// The batch's phases: assembly, the run, and copy-out with the split.
-    pub phases: Phases,
+    pub(crate) phases: Phases,
     /// The batch's span, for the request to link to.
-    pub batch_span: crate::telemetry::SpanLink,
+    pub(crate) batch_span: crate::telemetry::SpanLink,
 }
 
 /// How long a finished request waited and ran.

@@ -165,7 +165,7 @@ impl Scheduler {
 
     /// Whether a request would be queued now, checked before its body is
     /// read so a full queue refuses at once (`submit` checks again).
-    pub fn check_room(&self) -> Result<(), Error> {
+    pub(crate) fn check_room(&self) -> Result<(), Error> {
         let mut state = self.shared.lock();
         self.room(&mut state, Instant::now())
     }
@@ -216,12 +216,12 @@ impl Scheduler {
     }
 
     /// Requests queued now.
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.shared.lock().queue.len()
     }
 
     /// Stops admitting; workers finish what is queued, then exit.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_all();
     }
@@ -239,9 +239,9 @@ impl Drop for Scheduler {
 /// Why [`Scheduler::submit`] refused a job.
 #[derive(Debug)]
 pub struct Rejected {
-    pub error: Error,
+    pub(crate) error: Error,
     /// The job, when the scheduler was closed (its version is being replaced).
-    pub job: Option<Box<Job>>,
+    pub(crate) job: Option<Box<Job>>,
 }
 
 /// A queued job's future answer.

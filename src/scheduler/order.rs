@@ -41,7 +41,7 @@ impl Gate {
     }
 
     /// A slot for the next admitted entry. Call under the queue lock.
-    pub fn issue(self: &Arc<Self>) -> Slot {
+    pub(crate) fn issue(self: &Arc<Self>) -> Slot {
         let mut state = self.lock();
         let seq = state.issued;
         state.issued += 1;
@@ -52,7 +52,7 @@ impl Gate {
     }
 
     /// Answers settled but held back behind an earlier request.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.lock().ready.len()
     }
 
@@ -80,7 +80,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Sends `reply` once every earlier entry has been settled.
-    pub fn deliver(mut self, tx: oneshot::Sender<Reply>, reply: Reply) {
+    pub(crate) fn deliver(mut self, tx: oneshot::Sender<Reply>, reply: Reply) {
         if let Some(gate) = self.gate.take() {
             gate.settle(self.seq, Some((tx, reply)));
         }

@@ -20,7 +20,7 @@ pub struct BatchPolicy {
 
 /// What the worker should do next.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Run these entries as one batch (removed from the queue, in batch order).
     Run(Vec<Entry>),
     /// A batch is forming: wait until this instant (or a new arrival) and decide again.
@@ -34,7 +34,7 @@ pub enum Decision {
 /// deadline on a level that delays), then level 2's, and so on. Index `2l`
 /// is level `l + 1`, `2l + 1` its delayed requests.
 #[derive(Debug)]
-pub struct Queue {
+pub(crate) struct Queue {
     levels: Vec<VecDeque<Entry>>,
     len: usize,
 }
@@ -55,21 +55,21 @@ impl Queue {
     }
 
     /// Requests queued at one priority level, delayed ones included.
-    pub fn level_len(&self, priority: usize) -> usize {
+    pub(crate) fn level_len(&self, priority: usize) -> usize {
         let i = self.index(priority);
         self.levels[i].len() + self.levels[i + 1].len()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Appends `entry` at its priority level (clamped to the levels that exist).
-    pub fn push(&mut self, entry: Entry) {
+    pub(crate) fn push(&mut self, entry: Entry) {
         let index = self.index(entry.job.priority);
         self.levels[index].push_back(entry);
         self.len += 1;
@@ -79,7 +79,7 @@ impl Queue {
     /// cancelled it, or its deadline passed (answered here with a timeout).
     /// Entries of a delaying level past their deadline move to the back of
     /// that level's delayed FIFO.
-    pub fn purge(&mut self, now: Instant) {
+    pub(crate) fn purge(&mut self, now: Instant) {
         for level in &mut self.levels {
             let before = level.len();
             level.retain_mut(|e| !e.is_dead(now));
@@ -100,7 +100,7 @@ impl Queue {
     }
 
     /// Removes and returns every entry (shutdown of a broken scheduler).
-    pub fn drain(&mut self) -> Vec<Entry> {
+    pub(crate) fn drain(&mut self) -> Vec<Entry> {
         self.len = 0;
         self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
     }
@@ -108,7 +108,12 @@ impl Queue {
     /// Forms the next batch: the oldest entry of the highest non-empty level,
     /// plus every compatible entry behind it (in priority, then arrival order),
     /// up to `max_batch_size` rows. `force` dispatches without waiting (shutdown).
-    pub fn next_batch(&mut self, policy: &BatchPolicy, now: Instant, force: bool) -> Decision {
+    pub(crate) fn next_batch(
+        &mut self,
+        policy: &BatchPolicy,
+        now: Instant,
+        force: bool,
+    ) -> Decision {
         self.purge(now);
         let Some((head_level, head)) = self
             .levels

@@ -9,9 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LevelPolicy {
     /// Requests this level may hold; 0: only `max_queue_size` bounds it.
-    pub max_queue_size: usize,
+    pub(crate) max_queue_size: usize,
     /// A queue deadline delays the request instead of timing it out.
-    pub delay_on_timeout: bool,
+    pub(crate) delay_on_timeout: bool,
 }
 
 /// Scheduler settings of one version.

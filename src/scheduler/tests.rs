@@ -54,9 +54,9 @@ impl Executor for Gate {
 }
 
 pub(super) struct Harness {
-    pub scheduler: Scheduler,
-    pub started: mpsc::Receiver<Vec<f32>>,
-    pub release: mpsc::Sender<()>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) started: mpsc::Receiver<Vec<f32>>,
+    pub(crate) release: mpsc::Sender<()>,
 }
 
 fn harness(max_batch: usize, max_queue: usize, levels: usize) -> Harness {

@@ -12,7 +12,7 @@ pub(crate) mod stats;
 mod types;
 mod validate;
 
-pub use stats::{BatchStats, StatDuration, VersionStats};
+pub(crate) use stats::{StatDuration, VersionStats};
 pub use types::{
     ConfigTensor, EXTENSIONS, IndexRow, InferRequest, InferResponse, Limits, ModelConfigView,
     ModelMetadata, Protocol, ServerMetadata,
@@ -64,7 +64,7 @@ impl Service {
 
     /// What one request may ask for; the decoders check element counts
     /// against it before allocating.
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.inner.limits
     }
 
@@ -76,18 +76,18 @@ impl Service {
     }
 
     /// Turns readiness false (SIGTERM); liveness stays true.
-    pub fn begin_drain(&self) {
+    pub(crate) fn begin_drain(&self) {
         self.inner.draining.store(true, Ordering::Release);
     }
 
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         true
     }
 
     /// Ready once the start-up load is done and, with strict readiness,
     /// while every model meant to be served has a version serving; never
     /// while draining. `Err` says why not.
-    pub fn readiness(&self) -> std::result::Result<(), String> {
+    pub(crate) fn readiness(&self) -> std::result::Result<(), String> {
         if self.inner.draining.load(Ordering::Acquire) {
             return Err("the server is shutting down".into());
         }
@@ -106,12 +106,12 @@ impl Service {
         Ok(())
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.readiness().is_ok()
     }
 
     /// Whether a model (version) can take requests now.
-    pub fn model_ready(&self, model: &str, version: Option<u64>) -> Result<bool> {
+    pub(crate) fn model_ready(&self, model: &str, version: Option<u64>) -> Result<bool> {
         match self.inner.registry.resolve(model, version) {
             Ok(_) => Ok(true),
             Err(Error::Unavailable(_)) => Ok(false),
@@ -121,7 +121,7 @@ impl Service {
 
     // === metadata and statistics ===
 
-    pub fn server_metadata(&self) -> ServerMetadata {
+    pub(crate) fn server_metadata(&self) -> ServerMetadata {
         ServerMetadata {
             name: "sluice",
             version: env!("CARGO_PKG_VERSION"),
@@ -130,19 +130,23 @@ impl Service {
     }
 
     /// A model's metadata (see [`describe::metadata`] for which versions).
-    pub fn metadata(&self, model: &str, version: Option<u64>) -> Result<ModelMetadata> {
+    pub(crate) fn metadata(&self, model: &str, version: Option<u64>) -> Result<ModelMetadata> {
         describe::metadata(&self.inner.registry, model, version)
     }
 
     /// The effective configuration of the version a request would reach.
-    pub fn model_config(&self, model: &str, version: Option<u64>) -> Result<ModelConfigView> {
+    pub(crate) fn model_config(
+        &self,
+        model: &str,
+        version: Option<u64>,
+    ) -> Result<ModelConfigView> {
         control::check_model_name(model)?;
         describe::model_config(&self.inner.registry, model, version)
     }
 
     /// Triton's statistics: of one model (every served version, or one), or
     /// of every served model when `model` is `None`.
-    pub fn statistics(
+    pub(crate) fn statistics(
         &self,
         model: Option<&str>,
         version: Option<u64>,
@@ -151,14 +155,14 @@ impl Service {
     }
 
     /// Every metric family, in Prometheus' text format.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         self.inner.metrics.render()
     }
 
     // === the model repository ===
 
     /// The repository index; with `ready_only`, only versions that serve.
-    pub fn index(&self, ready_only: bool) -> Result<Vec<IndexRow>> {
+    pub(crate) fn index(&self, ready_only: bool) -> Result<Vec<IndexRow>> {
         control::index(&self.inner.registry, ready_only)
     }
 
@@ -169,7 +173,7 @@ impl Service {
     }
 
     /// Stops serving one model; in-flight requests complete.
-    pub async fn unload(&self, model: &str) -> Result<()> {
+    pub(crate) async fn unload(&self, model: &str) -> Result<()> {
         control::unload(&self.inner.registry, model).await
     }
 
@@ -179,7 +183,12 @@ impl Service {
     /// body is read and decoded: under overload the 503 then costs no decode.
     /// Anything else (an unknown model, a bad version) passes, to be reported
     /// with the full request by [`Service::infer`].
-    pub fn precheck(&self, model: &str, version: Option<u64>, protocol: Protocol) -> Result<()> {
+    pub(crate) fn precheck(
+        &self,
+        model: &str,
+        version: Option<u64>,
+        protocol: Protocol,
+    ) -> Result<()> {
         infer::precheck(&self.inner.registry, model, version, protocol)
     }
 

@@ -10,47 +10,47 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A count and a total duration, as the statistics extension reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatDuration {
-    pub count: u64,
-    pub ns: u64,
+pub(crate) struct StatDuration {
+    pub(crate) count: u64,
+    pub(crate) ns: u64,
 }
 
 /// The statistics of one executed batch size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchStats {
-    pub batch_size: u64,
-    pub compute_input: StatDuration,
-    pub compute_infer: StatDuration,
-    pub compute_output: StatDuration,
+pub(crate) struct BatchStats {
+    pub(crate) batch_size: u64,
+    pub(crate) compute_input: StatDuration,
+    pub(crate) compute_infer: StatDuration,
+    pub(crate) compute_output: StatDuration,
 }
 
 /// A snapshot of one served version's statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionStats {
-    pub name: String,
-    pub version: u64,
+pub(crate) struct VersionStats {
+    pub(crate) name: String,
+    pub(crate) version: u64,
     /// Milliseconds since the epoch of the last inference (0: none yet).
-    pub last_inference: u64,
-    pub inference_count: u64,
-    pub execution_count: u64,
-    pub success: StatDuration,
-    pub fail: StatDuration,
-    pub queue: StatDuration,
-    pub compute_input: StatDuration,
-    pub compute_infer: StatDuration,
-    pub compute_output: StatDuration,
+    pub(crate) last_inference: u64,
+    pub(crate) inference_count: u64,
+    pub(crate) execution_count: u64,
+    pub(crate) success: StatDuration,
+    pub(crate) fail: StatDuration,
+    pub(crate) queue: StatDuration,
+    pub(crate) compute_input: StatDuration,
+    pub(crate) compute_infer: StatDuration,
+    pub(crate) compute_output: StatDuration,
     /// Response-cache lookups that hit and missed; `None` (left out of the
     /// answer) for a version without the cache, rather than fake zeros.
-    pub cache_hit: Option<StatDuration>,
-    pub cache_miss: Option<StatDuration>,
-    pub batches: Vec<BatchStats>,
+    pub(crate) cache_hit: Option<StatDuration>,
+    pub(crate) cache_miss: Option<StatDuration>,
+    pub(crate) batches: Vec<BatchStats>,
     /// Requests queued now.
-    pub pending_requests: usize,
+    pub(crate) pending_requests: usize,
 }
 
 /// A count and a total duration in nanoseconds.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     count: AtomicU64,
     ns: AtomicU64,
 }
@@ -74,7 +74,7 @@ impl Tally {
 
 /// Cumulative statistics of one version, as Triton's statistics extension reports them.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     success: Tally,
     fail: Tally,
     queue: Tally,
@@ -120,7 +120,7 @@ impl Stats {
 
     /// A request ended; `timing` when it succeeded. Each request counts its
     /// batch's phases, as Triton does.
-    pub(crate) fn record_request(&self, total: Duration, timing: Option<&Timing>) {
+    pub fn record_request(&self, total: Duration, timing: Option<&Timing>) {
         match timing {
             Some(t) => {
                 self.success.add(total);

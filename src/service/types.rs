@@ -45,11 +45,11 @@ pub struct InferRequest {
 /// The answer to an [`InferRequest`].
 #[derive(Debug, Clone)]
 pub struct InferResponse {
-    pub model: String,
-    pub version: u64,
-    pub id: Option<String>,
+    pub(crate) model: String,
+    pub(crate) version: u64,
+    pub(crate) id: Option<String>,
     /// Requested outputs, in the requested (or graph) order.
-    pub outputs: Vec<(String, RunOutput)>,
+    pub(crate) outputs: Vec<(String, RunOutput)>,
 }
 
 /// Which adapter a request came through, for metrics.
@@ -60,7 +60,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Protocol::Http => "http",
             Protocol::Grpc => "grpc",
@@ -82,62 +82,62 @@ pub const EXTENSIONS: &[&str] = &[
 /// The server's name, version and protocol extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerMetadata {
-    pub name: &'static str,
-    pub version: &'static str,
-    pub extensions: &'static [&'static str],
+    pub(crate) name: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) extensions: &'static [&'static str],
 }
 
 /// What a model (or one of its versions) serves: KServe v2 model metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelMetadata {
-    pub name: String,
+    pub(crate) name: String,
     /// The version that answered: the one asked for, or the highest served.
-    pub version: u64,
+    pub(crate) version: u64,
     /// The versions reported: every served one, or only the one asked for.
-    pub versions: Vec<u64>,
-    pub platform: &'static str,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
+    pub(crate) versions: Vec<u64>,
+    pub(crate) platform: &'static str,
+    pub(crate) inputs: Vec<TensorSpec>,
+    pub(crate) outputs: Vec<TensorSpec>,
     /// 0 when the model does not batch.
-    pub max_batch_size: usize,
+    pub(crate) max_batch_size: usize,
     /// Where the sessions run: `cpu`, `cuda:0`, ...
-    pub execution_provider: String,
+    pub(crate) execution_provider: String,
     /// Providers asked for first that could not be used, with why.
-    pub provider_fallbacks: Vec<String>,
+    pub(crate) provider_fallbacks: Vec<String>,
 }
 
 /// One row of the repository index, as both adapters report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexRow {
-    pub name: String,
+    pub(crate) name: String,
     /// `None` when the state concerns the whole model (or it was never loaded).
-    pub version: Option<u64>,
+    pub(crate) version: Option<u64>,
     /// `READY`, `LOADING` or `UNAVAILABLE`.
-    pub state: &'static str,
-    pub reason: String,
+    pub(crate) state: &'static str,
+    pub(crate) reason: String,
 }
 
 /// A tensor of a model's configuration; `dims` exclude the batch dimension
 /// when the model batches (as Triton's `config.pbtxt` does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigTensor {
-    pub name: String,
-    pub datatype: DataType,
-    pub dims: Vec<i64>,
+    pub(crate) name: String,
+    pub(crate) datatype: DataType,
+    pub(crate) dims: Vec<i64>,
 }
 
 /// A served version's effective configuration, Triton-style and
 /// protocol-neutral: what the REST `config` route and gRPC `ModelConfig` show.
 #[derive(Debug, Clone)]
 pub struct ModelConfigView {
-    pub name: String,
-    pub max_batch_size: usize,
-    pub inputs: Vec<ConfigTensor>,
-    pub outputs: Vec<ConfigTensor>,
-    pub instances: usize,
+    pub(crate) name: String,
+    pub(crate) max_batch_size: usize,
+    pub(crate) inputs: Vec<ConfigTensor>,
+    pub(crate) outputs: Vec<ConfigTensor>,
+    pub(crate) instances: usize,
     /// Whether the sessions run on a GPU provider (`KIND_GPU`) or the CPU.
-    pub gpu: bool,
-    pub device_id: u32,
-    pub dynamic_batching: DynamicBatching,
-    pub version_policy: VersionPolicy,
+    pub(crate) gpu: bool,
+    pub(crate) device_id: u32,
+    pub(crate) dynamic_batching: DynamicBatching,
+    pub(crate) version_policy: VersionPolicy,
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// Checks `request` against the model and turns it into a schedulable job.
 /// Messages name the input, what was expected and what arrived.
-pub fn validate(
+pub(crate) fn validate(
     version: &LoadedVersion,
     request: InferRequest,
     limits: &Limits,

@@ -59,9 +59,9 @@ impl std::fmt::Display for OtlpProtocol {
 pub struct OtlpConfig {
     /// The collector; `None`: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// `None`: `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, `http/protobuf`), else gRPC.
-    pub protocol: Option<OtlpProtocol>,
+    pub(crate) protocol: Option<OtlpProtocol>,
 }
 
 /// The running exporter; dropping it flushes and stops export.

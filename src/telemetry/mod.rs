@@ -23,10 +23,10 @@ mod propagate;
 mod spans;
 
 pub use export::{Exporter, OtlpConfig, OtlpProtocol, SPANS_DROPPED, SPANS_EXPORTED, init};
-pub use propagate::extract;
-pub use spans::{
-    BatchSpan, Phase, SpanLink, TARGET, batch_span, link_to, phase_span, queue_span,
-    record_outcome, record_version, request_span, span_link,
+pub(crate) use propagate::extract;
+pub(crate) use spans::{
+    Phase, SpanLink, TARGET, batch_span, link_to, phase_span, queue_span, record_outcome,
+    record_version, request_span, span_link,
 };
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether traces are exported (set once, by [`init`]).
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 

@@ -19,6 +19,6 @@ impl Extractor for Headers<'_> {
 
 /// The parent context `traceparent` and `tracestate` carry; an empty
 /// context when they are absent or malformed.
-pub fn extract(headers: &http::HeaderMap) -> Context {
+pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
 }

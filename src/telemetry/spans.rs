@@ -9,11 +9,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The `tracing` target of every span meant for export; the exporting
 /// layer takes only this target, so log filters and traces stay apart.
-pub const TARGET: &str = "sluice::trace";
+pub(crate) const TARGET: &str = "sluice::trace";
 
 /// One inference request's server span, continuing the caller's trace
 /// from `headers` (`traceparent`, `tracestate`).
-pub fn request_span(protocol: &'static str, model: &str, headers: &http::HeaderMap) -> Span {
+pub(crate) fn request_span(protocol: &'static str, model: &str, headers: &http::HeaderMap) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -35,7 +35,7 @@ pub fn request_span(protocol: &'static str, model: &str, headers: &http::HeaderM
 
 /// The stages of a request and of a batch that get a span of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The wire format into tensors.
     Decode,
     /// Tensors into the wire format.
@@ -49,7 +49,7 @@ pub enum Phase {
 }
 
 /// A child span of the current span for `phase`.
-pub fn phase_span(phase: Phase) -> Span {
+pub(crate) fn phase_span(phase: Phase) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -64,7 +64,7 @@ pub fn phase_span(phase: Phase) -> Span {
 
 /// The queue wait of the current request: opened when the job is queued,
 /// closed (dropped) by the worker that takes it.
-pub fn queue_span() -> Span {
+pub(crate) fn queue_span() -> Span {
     if !enabled() || Span::current().is_none() {
         return Span::none();
     }
@@ -73,10 +73,10 @@ pub fn queue_span() -> Span {
 
 /// A reference to a span, to link to it from another trace.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpanLink(Option<SpanContext>);
+pub(crate) struct SpanLink(Option<SpanContext>);
 
 /// A link to `span` (nothing when it is not recorded).
-pub fn span_link(span: &Span) -> SpanLink {
+pub(crate) fn span_link(span: &Span) -> SpanLink {
     if span.is_none() {
         return SpanLink(None);
     }
@@ -86,7 +86,7 @@ pub fn span_link(span: &Span) -> SpanLink {
 }
 
 /// Adds a link from `span` to `link`.
-pub fn link_to(span: &Span, link: &SpanLink) {
+pub(crate) fn link_to(span: &Span, link: &SpanLink) {
     if let (false, Some(sc)) = (span.is_none(), &link.0) {
         span.add_link(sc.clone());
     }
@@ -95,12 +95,12 @@ pub fn link_to(span: &Span, link: &SpanLink) {
 /// The span of one model run: a root of its own, linked to each request
 /// it served.
 #[derive(Debug)]
-pub struct BatchSpan {
-    pub span: Span,
+pub(crate) struct BatchSpan {
+    pub(crate) span: Span,
 }
 
 /// Opens the span of a batch of `rows` rows of `model`, linked to `requests`.
-pub fn batch_span<'a>(
+pub(crate) fn batch_span<'a>(
     model: &str,
     rows: usize,
     requests: impl Iterator<Item = &'a Span>,
@@ -126,7 +126,7 @@ pub fn batch_span<'a>(
 }
 
 /// Records the version that answered on the current request span.
-pub fn record_version(version: u64) {
+pub(crate) fn record_version(version: u64) {
     if enabled() {
         // As i64: tracing-opentelemetry exports u64 values as strings.
         Span::current().record("version", i64::try_from(version).unwrap_or(i64::MAX));
@@ -134,7 +134,7 @@ pub fn record_version(version: u64) {
 }
 
 /// Records how the current request ended, and its batch's size.
-pub fn record_outcome(outcome: &'static str, batch_size: Option<usize>) {
+pub(crate) fn record_outcome(outcome: &'static str, batch_size: Option<usize>) {
     if !enabled() {
         return;
     }

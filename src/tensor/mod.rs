@@ -93,7 +93,7 @@ impl DataType {
     }
 
     /// Size of one element in bytes; `None` for BYTES, whose elements vary.
-    pub fn size(self) -> Option<usize> {
+    pub(crate) fn size(self) -> Option<usize> {
         match self {
             DataType::Bool | DataType::Uint8 | DataType::Int8 => Some(1),
             DataType::Uint16 | DataType::Int16 | DataType::Fp16 | DataType::Bf16 => Some(2),
@@ -111,12 +111,12 @@ impl fmt::Display for DataType {
 }
 
 /// Number of elements of `shape`, or `None` if the product overflows `usize`.
-pub fn element_count(shape: &[usize]) -> Option<usize> {
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 /// Formats a shape the way messages show it: `[2, 3]`.
-pub fn fmt_shape<T: fmt::Display>(shape: &[T]) -> String {
+pub(crate) fn fmt_shape<T: fmt::Display>(shape: &[T]) -> String {
     let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
     format!("[{}]", dims.join(", "))
 }
@@ -132,7 +132,7 @@ pub enum TensorData {
 
 impl TensorData {
     /// Number of elements this data holds for `datatype`.
-    pub fn len(&self, datatype: DataType) -> usize {
+    pub(crate) fn len(&self, datatype: DataType) -> usize {
         match self {
             TensorData::Fixed(b) => datatype.size().map_or(0, |s| b.len() / s),
             TensorData::Bytes(v) => v.len(),
@@ -140,7 +140,7 @@ impl TensorData {
     }
 
     /// Total payload size in bytes.
-    pub fn byte_len(&self) -> usize {
+    pub(crate) fn byte_len(&self) -> usize {
         match self {
             TensorData::Fixed(b) => b.len(),
             TensorData::Bytes(v) => v.iter().map(Bytes::len).sum(),
@@ -159,7 +159,7 @@ pub struct Tensor {
 
 impl Tensor {
     /// Rows along the first dimension (1 for a scalar).
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.shape.first().copied().unwrap_or(1)
     }
 

@@ -8,8 +8,8 @@ use super::{DataType, TensorData};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
     pub name: String,
-    pub datatype: DataType,
-    pub shape: Vec<i64>,
+    pub(crate) datatype: DataType,
+    pub(crate) shape: Vec<i64>,
 }
 
 /// Inputs and outputs of a graph, in graph order.
@@ -21,7 +21,7 @@ pub struct ModelSignature {
 
 impl ModelSignature {
     /// True when every input and output has a dynamic first dimension.
-    pub fn batchable(&self) -> bool {
+    pub(crate) fn batchable(&self) -> bool {
         self.inputs
             .iter()
             .chain(&self.outputs)

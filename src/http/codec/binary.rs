@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// The JSON header's length from `Inference-Header-Content-Length`, if sent.
-pub fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
+pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
     let Some(value) = headers.get(HEADER_LENGTH) else {
         return Ok(None);
     };

@@ -10,7 +10,7 @@ use crate::tensor::TensorSpec;
 use serde_json::{Value, json};
 
 /// KServe v2 model metadata.
-pub fn metadata_json(m: &ModelMetadata) -> Value {
+pub(crate) fn metadata_json(m: &ModelMetadata) -> Value {
     let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
@@ -37,7 +37,7 @@ fn duration(d: StatDuration) -> Value {
 }
 
 /// Triton's statistics of one version.
-pub fn stats_json(s: &VersionStats) -> Value {
+pub(crate) fn stats_json(s: &VersionStats) -> Value {
     let batches: Vec<Value> = s
         .batches
         .iter()
@@ -75,7 +75,7 @@ pub fn stats_json(s: &VersionStats) -> Value {
 }
 
 /// Triton's repository index.
-pub fn index_json(rows: Vec<IndexRow>) -> Value {
+pub(crate) fn index_json(rows: Vec<IndexRow>) -> Value {
     Value::Array(
         rows.into_iter()
             .map(|r| {
@@ -90,7 +90,7 @@ pub fn index_json(rows: Vec<IndexRow>) -> Value {
 }
 
 /// Triton's JSON model configuration.
-pub fn config_json(c: &ModelConfigView) -> Value {
+pub(crate) fn config_json(c: &ModelConfigView) -> Value {
     let tensors = |ts: &[ConfigTensor]| -> Vec<Value> {
         ts.iter()
             .map(|t| {
@@ -148,7 +148,7 @@ pub fn config_json(c: &ModelConfigView) -> Value {
 }
 
 /// Triton's config name of a datatype (`TYPE_FP32`; BYTES is `TYPE_STRING`).
-pub fn config_datatype(dt: crate::tensor::DataType) -> &'static str {
+pub(crate) fn config_datatype(dt: crate::tensor::DataType) -> &'static str {
     use crate::tensor::DataType as D;
     match dt {
         D::Bool => "TYPE_BOOL",

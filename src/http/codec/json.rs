@@ -22,13 +22,13 @@ use std::fmt;
 #[derive(Debug, Deserialize)]
 pub struct RequestJson<'a> {
     #[serde(default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
     #[serde(borrow)]
     pub inputs: Vec<InputJson<'a>>,
     #[serde(default)]
-    pub outputs: Option<Vec<OutputRequestJson>>,
+    pub(crate) outputs: Option<Vec<OutputRequestJson>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,10 +43,10 @@ pub struct InputJson<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct OutputRequestJson {
-    pub name: String,
+pub(crate) struct OutputRequestJson {
+    pub(crate) name: String,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+    pub(crate) parameters: Option<Map<String, Value>>,
 }
 
 /// Decodes one input's JSON `data` into a tensor.

@@ -4,7 +4,7 @@
 //! ([`infer`]).
 
 pub mod binary;
-pub mod describe;
+pub(crate) mod describe;
 pub mod infer;
 pub mod json;
 
