@@ -342,6 +342,16 @@ def build_slow() -> onnx.ModelProto:
 LOOKUP_SIZE = 16  # rows of the lookup table; valid indices are -16..15
 
 
+def build_constant() -> onnx.ModelProto:
+    """No inputs: y = [[1, 2, 3]] (a legal graph, like a generator or a constant)."""
+    value = numpy_helper.from_array(np.array([[1.0, 2.0, 3.0]], np.float32), name="value")
+    return make_model(
+        [helper.make_node("Constant", [], ["y"], name="constant", value=value)],
+        [], [vi("y", TP.FLOAT, [1, 3])], name="constant",
+        doc="no inputs: y = [[1, 2, 3]]",
+    )
+
+
 def build_lookup() -> onnx.ModelProto:
     """y = table[i] with table[k] = 10 k + 0.5: loads and serves, but a run
     with an index outside [-16, 15] fails inside ONNX Runtime ("indices element
@@ -388,6 +398,7 @@ def artifacts() -> dict[str, bytes]:
         put(f"tests/fixtures/swap/v{k}.onnx", build_swap(k))
     put("tests/fixtures/slow.onnx", build_slow())
     put("tests/fixtures/lookup.onnx", build_lookup())
+    put("tests/fixtures/constant.onnx", build_constant())
     return out
 
 
@@ -613,6 +624,10 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             except Exception:
                 pass  # expected: Gather index out of bounds inside ONNX Runtime
             note = f"y=10i+0.5; i={LOOKUP_SIZE} fails at run time (expected)"
+        elif name == "constant":
+            (y,) = sess.run(None, {})
+            assert y.tolist() == [[1.0, 2.0, 3.0]], y
+            note = "no inputs; y=[[1,2,3]]"
         else:
             raise AssertionError(f"no verification for {rel}")
         row(rel, sess, note)

@@ -50,6 +50,7 @@ pub(super) async fn action(
     let specs = &metadata.inputs;
     let max = s.service.limits().max_tensor_elements;
     let (inputs, rows) = match (body.remove("instances"), body.remove("inputs")) {
+        (instances, columns) if specs.is_empty() => no_inputs(model, instances, columns)?,
         (Some(instances), None) => (from_instances(specs, instances, max)?, true),
         (None, Some(columns)) => (from_columns(specs, columns, max)?, false),
         _ => {
@@ -78,6 +79,42 @@ pub(super) async fn action(
     }))
 }
 
+/// A model with no inputs (a constant, a generator) runs on nothing: the
+/// request may leave out both fields, or send `{"inputs": {}}`, or
+/// instances that are all `{}`; the answer's format follows the field sent.
+/// Data for inputs the model does not have is a 400 that says so.
+fn no_inputs(
+    model: &str,
+    instances: Option<Value>,
+    columns: Option<Value>,
+) -> ApiResult<(Vec<Tensor>, bool)> {
+    let empty = |v: &Value| v.as_object().is_some_and(Map::is_empty);
+    let rows = match (&instances, &columns) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "predict request needs at most one of 'instances' (row format) or 'inputs' (columnar format)",
+            )
+            .into());
+        }
+        (Some(Value::Array(rows)), None) if rows.iter().all(empty) => true,
+        (None, Some(columns)) if empty(columns) => false,
+        (None, None) => false,
+        (Some(got), None) | (None, Some(got)) => {
+            let field = if instances.is_some() {
+                "instances"
+            } else {
+                "inputs"
+            };
+            return Err(Error::invalid(format!(
+                "model '{model}' has no inputs, so '{field}' must be empty \
+                 (a list of {{}} rows, or {{}}) or left out; got {got}"
+            ))
+            .into());
+        }
+    };
+    Ok((Vec::new(), rows))
+}
+
 fn from_instances(specs: &[TensorSpec], instances: Value, max: usize) -> ApiResult<Vec<Tensor>> {
     let Value::Array(instances) = instances else {
         return Err(Error::invalid(format!(
@@ -92,7 +129,10 @@ fn from_instances(specs: &[TensorSpec], instances: Value, max: usize) -> ApiResu
     let mut columns: Vec<Vec<Value>> = vec![Vec::with_capacity(instances.len()); specs.len()];
     for (i, instance) in instances.into_iter().enumerate() {
         if !named {
-            columns[0].push(instance);
+            // `named` is false only with exactly one input, so one column.
+            if let Some(column) = columns.first_mut() {
+                column.push(instance);
+            }
             continue;
         }
         let Value::Object(mut fields) = instance else {
@@ -144,12 +184,14 @@ fn from_columns(specs: &[TensorSpec], columns: Value, max: usize) -> ApiResult<V
             }
             Ok(tensors)
         }
-        value if specs.len() == 1 => Ok(vec![tensor(&specs[0], value, max)?]),
-        _ => Err(Error::invalid(format!(
-            "'inputs' must be an object {{input name: tensor}} for a model with inputs {}",
-            names(specs)
-        ))
-        .into()),
+        value => match specs {
+            [spec] => Ok(vec![tensor(spec, value, max)?]),
+            _ => Err(Error::invalid(format!(
+                "'inputs' must be an object {{input name: tensor}} for a model with inputs {}",
+                names(specs)
+            ))
+            .into()),
+        },
     }
 }
 
@@ -262,7 +304,10 @@ fn predictions(response: &InferResponse) -> Value {
             .map(|r| {
                 let row: Map<String, Value> = per_output
                     .iter()
-                    .map(|(name, split)| (name.to_string(), split[r].clone()))
+                    .map(|(name, split)| {
+                        let value = split.get(r).cloned().unwrap_or(Value::Null);
+                        (name.to_string(), value)
+                    })
                     .collect();
                 Value::Object(row)
             })

@@ -14,6 +14,7 @@ mod grpc;
 mod harness;
 mod lifecycle;
 mod loadgen;
+mod no_inputs;
 mod operator;
 mod overload;
 mod pbtxt;
