@@ -59,7 +59,8 @@ pub async fn run(
         metrics,
         config.limits.clone(),
         config.strict_readiness,
-    );
+    )
+    .with_panic_on_metadata_of(config.panic_on_metadata_of.clone());
 
     // Drain signal (readiness false, HTTP/1 keep-alive off) at SIGTERM; stop
     // signal for the listeners after the drain delay.

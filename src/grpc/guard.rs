@@ -110,7 +110,23 @@ where
             info.activity.begin()
         });
         Box::pin(async move {
-            let response = guarded_call(inner, guard, req).await?;
+            let route = req.uri().path().to_string();
+            let metrics = guard.edge.metrics.clone();
+            // A handler that panics (a bug) is answered INTERNAL and the
+            // connection goes on; see `http::guard::catch_panic`. Unwind
+            // safety: the request is consumed, and the shared service keeps
+            // its invariants behind atomics and locks.
+            let call = std::panic::AssertUnwindSafe(guarded_call(inner, guard, req));
+            let response = match futures::FutureExt::catch_unwind(call).await {
+                Ok(response) => response?,
+                Err(payload) => {
+                    metrics.handler_panicked("grpc", &route, None, payload.as_ref());
+                    status(crate::error::Error::internal(
+                        "internal error: the request handler failed; the server log has the details",
+                    ))
+                    .into_http()
+                }
+            };
             Ok(match busy {
                 None => response,
                 Some(busy) => response.map(|body| Body::new(busy.hold(body))),

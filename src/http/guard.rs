@@ -8,11 +8,14 @@ use super::config::BodyLimits;
 use super::error::ApiError;
 use crate::auth::Access;
 use crate::edge::Edge;
+use crate::net::metrics::EdgeMetrics;
 use crate::service::Protocol;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 /// What the middleware of one route enforces; cheap to clone.
@@ -89,4 +92,58 @@ pub(super) async fn refuse(req: Request, error: ApiError, limit: usize) -> Respo
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     error.into_response()
+}
+
+/// The outermost middleware: a handler that panics (a bug) is answered
+/// `500 {"error": "internal error: ..."}` and the connection goes on, as
+/// Triton and TF Serving answer. The panic message is logged with the route
+/// and model, never sent; `sluice_handler_panics_total` counts it.
+pub(super) async fn catch_panic(
+    State(metrics): State<EdgeMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let model = model_in(req.uri().path()).map(str::to_string);
+    // Unwind safety: the request is consumed by the handler, and what it
+    // shares (the service) keeps its invariants behind atomics and locks
+    // that a panic cannot leave half-written.
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            metrics.handler_panicked("http", &route, model.as_deref(), payload.as_ref());
+            ApiError(crate::error::Error::internal(
+                "internal error: the request handler failed; the server log has the details",
+            ))
+            .into_response()
+        }
+    }
+}
+
+/// The model a REST path names: the segment after `models`, without a
+/// `:predict` suffix (v1).
+fn model_in(path: &str) -> Option<&str> {
+    let mut segments = path.split('/');
+    segments.find(|s| *s == "models")?;
+    let name = segments.next()?;
+    let name = name.split_once(':').map_or(name, |(m, _)| m);
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_in;
+
+    #[test]
+    fn the_model_is_the_segment_after_models() {
+        assert_eq!(model_in("/v2/models/iris/infer"), Some("iris"));
+        assert_eq!(model_in("/v2/repository/models/iris/load"), Some("iris"));
+        assert_eq!(model_in("/v1/models/iris:predict"), Some("iris"));
+        assert_eq!(model_in("/v2/models/stats"), Some("stats"));
+        assert_eq!(model_in("/v2/health/ready"), None);
+        assert_eq!(model_in("/v2/models/"), None);
+    }
 }

@@ -101,9 +101,14 @@ fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: u
             .layer(layer(r.access));
         router = router.route(r.path, handlers);
     }
+    let metrics = guard_config.edge.metrics.clone();
     router
         .fallback_service(any(routes::not_found).layer(layer(Access::Infer)))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            super::guard::catch_panic,
+        ))
         .with_state(state)
 }
 

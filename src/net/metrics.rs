@@ -9,6 +9,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts};
 pub(crate) const OPEN_CONNECTIONS: &str = "sluice_open_connections";
 pub(crate) const REFUSED_CONNECTIONS: &str = "sluice_refused_connections_total";
 pub(crate) const REFUSED_REQUESTS: &str = "sluice_refused_requests_total";
+pub(crate) const HANDLER_PANICS: &str = "sluice_handler_panics_total";
 
 /// Cloneable handles to the edge's families.
 #[derive(Debug, Clone)]
@@ -16,6 +17,7 @@ pub(crate) struct EdgeMetrics {
     pub(crate) open_connections: IntGauge,
     refused_connections: IntCounterVec,
     refused_requests: IntCounterVec,
+    handler_panics: IntCounterVec,
 }
 
 impl Default for EdgeMetrics {
@@ -32,7 +34,7 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 impl EdgeMetrics {
     /// Unregistered families; see [`EdgeMetrics::register`].
     pub fn new() -> Self {
-        Self {
+        let metrics = Self {
             open_connections: IntGauge::new(
                 OPEN_CONNECTIONS,
                 "Connections open now, all listeners.",
@@ -48,7 +50,17 @@ impl EdgeMetrics {
                 "Requests refused before reaching a model: unauthenticated, forbidden, inflight_limit, request_timeout.",
                 &["protocol", "reason"],
             ),
+            handler_panics: counter(
+                HANDLER_PANICS,
+                "Requests whose handler panicked (a bug): answered 500 (REST) or INTERNAL (gRPC), the connection kept.",
+                &["protocol"],
+            ),
+        };
+        // Present at zero from the start, so an alert on increase() works.
+        for protocol in ["http", "grpc"] {
+            metrics.handler_panics.with_label_values(&[protocol]);
         }
+        metrics
     }
 
     /// The collectors to register with the server's registry.
@@ -57,6 +69,7 @@ impl EdgeMetrics {
             Box::new(self.open_connections.clone()),
             Box::new(self.refused_connections.clone()),
             Box::new(self.refused_requests.clone()),
+            Box::new(self.handler_panics.clone()),
         ]
     }
 
@@ -68,5 +81,29 @@ impl EdgeMetrics {
         self.refused_requests
             .with_label_values(&[protocol, reason])
             .inc();
+    }
+
+    /// Counts a handler panic and logs it with what is known of the request.
+    /// The message goes to the log only, never to the client.
+    pub(crate) fn handler_panicked(
+        &self,
+        protocol: &str,
+        route: &str,
+        model: Option<&str>,
+        payload: &(dyn std::any::Any + Send),
+    ) {
+        self.handler_panics.with_label_values(&[protocol]).inc();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".to_string());
+        tracing::error!(
+            protocol,
+            route,
+            model = model.unwrap_or("-"),
+            panic = %message,
+            "a request handler panicked; answered as an internal error"
+        );
     }
 }

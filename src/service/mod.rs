@@ -41,6 +41,8 @@ struct Inner {
     started: AtomicBool,
     /// Set at SIGTERM: readiness turns false at once.
     draining: AtomicBool,
+    /// Tests only: the model whose metadata call panics.
+    panic_on_metadata_of: Option<String>,
 }
 
 impl Service {
@@ -58,8 +60,18 @@ impl Service {
                 strict_readiness,
                 started: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                panic_on_metadata_of: None,
             }),
         }
+    }
+
+    /// Fault injection for tests of the panic handling (see
+    /// `ServerConfig::panic_on_metadata_of`); call before cloning.
+    pub(crate) fn with_panic_on_metadata_of(mut self, model: Option<String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.panic_on_metadata_of = model;
+        }
+        self
     }
 
     /// What one request may ask for; the decoders check element counts
@@ -131,6 +143,9 @@ impl Service {
 
     /// A model's metadata (see [`describe::metadata`] for which versions).
     pub(crate) fn metadata(&self, model: &str, version: Option<u64>) -> Result<ModelMetadata> {
+        if self.inner.panic_on_metadata_of.as_deref() == Some(model) {
+            panic!("injected panic in the metadata of model '{model}'");
+        }
         describe::metadata(&self.inner.registry, model, version)
     }
 

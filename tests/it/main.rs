@@ -17,6 +17,7 @@ mod loadgen;
 mod no_inputs;
 mod operator;
 mod overload;
+mod panics;
 mod pbtxt;
 mod protocols;
 mod readiness;
