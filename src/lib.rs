@@ -24,13 +24,17 @@
 //! tests start real servers on port 0.
 
 pub(crate) mod admission;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub(crate) mod auth;
 pub mod cli;
 pub(crate) mod config;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub(crate) mod edge;
 pub(crate) mod error;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod grpc;
 pub mod healthcheck;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -40,8 +44,10 @@ pub mod repository;
 pub mod runtime;
 pub mod scheduler;
 mod server;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod service;
 pub mod telemetry;
+#[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod tensor;
 
 pub use config::ServerConfig;

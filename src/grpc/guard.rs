@@ -208,7 +208,7 @@ async fn admit_message(
         )
         .map_err(status)?;
     if model_infer {
-        if let Some((model, version)) = infer_target(&head[5..]) {
+        if let Some((model, version)) = head.get(5..).and_then(infer_target) {
             guard
                 .service
                 .precheck(&model, version, Protocol::Grpc)

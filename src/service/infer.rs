@@ -106,7 +106,8 @@ async fn infer_on(
                         returned
                             .outputs
                             .iter()
-                            .map(|&i| version.signature.outputs[i].name.clone())
+                            .filter_map(|&i| version.signature.outputs.get(i))
+                            .map(|spec| spec.name.clone())
                             .collect(),
                     ),
                     priority: Some(returned.priority as u64),
@@ -140,8 +141,10 @@ async fn infer_on(
 }
 
 fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {
+    // The indices are positions in this signature (validate() found them).
     job.outputs
         .iter()
-        .map(|&i| version.signature.outputs[i].name.clone())
+        .filter_map(|&i| version.signature.outputs.get(i))
+        .map(|spec| spec.name.clone())
         .collect()
 }

@@ -33,12 +33,13 @@ pub(crate) fn validate(
                 known.join(", ")
             )));
         };
-        if by_name[index].is_some() {
+        // `index` is a position in the signature, which by_name mirrors.
+        let Some(slot @ None) = by_name.get_mut(index) else {
             return Err(Error::invalid(format!(
                 "input '{}' is given more than once",
                 tensor.name
             )));
-        }
+        };
         let count = element_count(&tensor.shape).ok_or_else(|| {
             Error::invalid(format!(
                 "input '{}': shape {} overflows the element count",
@@ -67,7 +68,7 @@ pub(crate) fn validate(
             }
         }
         total_bytes = total_bytes.saturating_add(tensor.data.byte_len());
-        by_name[index] = Some(tensor);
+        *slot = Some(tensor);
     }
     if total_bytes > limits.max_request_bytes {
         return Err(Error::TooLarge(format!(
@@ -190,7 +191,7 @@ pub(crate) fn validate(
             .iter()
             .map(|t| {
                 let dims = if batching {
-                    t.shape[1..].to_vec()
+                    t.shape.get(1..).unwrap_or_default().to_vec()
                 } else {
                     t.shape.clone()
                 };

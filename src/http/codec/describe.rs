@@ -59,8 +59,8 @@ pub(crate) fn stats_json(s: &VersionStats) -> Value {
         "compute_output": duration(s.compute_output),
     });
     if let (Some(hit), Some(miss)) = (s.cache_hit, s.cache_miss) {
-        inference["cache_hit"] = duration(hit);
-        inference["cache_miss"] = duration(miss);
+        super::set(&mut inference, "cache_hit", duration(hit));
+        super::set(&mut inference, "cache_miss", duration(miss));
     }
     json!({
         "name": s.name,
@@ -81,7 +81,7 @@ pub(crate) fn index_json(rows: Vec<IndexRow>) -> Value {
             .map(|r| {
                 let mut v = json!({"name": r.name, "state": r.state, "reason": r.reason});
                 if let Some(version) = r.version {
-                    v["version"] = Value::String(version.to_string());
+                    super::set(&mut v, "version", Value::String(version.to_string()));
                 }
                 v
             })
@@ -130,19 +130,23 @@ pub(crate) fn config_json(c: &ModelConfigView) -> Value {
         "default_model_filename": "model.onnx",
     });
     if c.max_batch_size > 0 {
-        config["dynamic_batching"] = json!({
-            "preferred_batch_size": b.preferred_batch_sizes,
-            "max_queue_delay_microseconds": b.max_queue_delay_us,
-            "preserve_ordering": false,
-            "priority_levels": b.priority_levels,
-            "default_priority_level": b.default_priority_level,
-            "default_queue_policy": {
-                "timeout_action": "REJECT",
-                "default_timeout_microseconds": b.default_timeout_us,
-                "allow_timeout_override": true,
-                "max_queue_size": b.max_queue_size,
-            },
-        });
+        super::set(
+            &mut config,
+            "dynamic_batching",
+            json!({
+                "preferred_batch_size": b.preferred_batch_sizes,
+                "max_queue_delay_microseconds": b.max_queue_delay_us,
+                "preserve_ordering": false,
+                "priority_levels": b.priority_levels,
+                "default_priority_level": b.default_priority_level,
+                "default_queue_policy": {
+                    "timeout_action": "REJECT",
+                    "default_timeout_microseconds": b.default_timeout_us,
+                    "allow_timeout_override": true,
+                    "max_queue_size": b.max_queue_size,
+                },
+            }),
+        );
     }
     config
 }

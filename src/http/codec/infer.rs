@@ -66,7 +66,9 @@ fn decode(
     max_elements: usize,
 ) -> Result<(InferRequest, OutputFormat)> {
     let header_len = header_length(headers, body.len())?.unwrap_or(body.len());
-    let parsed: RequestJson<'_> = serde_json::from_slice(&body[..header_len])
+    // header_length() bounds the header by the body; `get` keeps that local.
+    let head = body.get(..header_len).unwrap_or_default();
+    let parsed: RequestJson<'_> = serde_json::from_slice(head)
         .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
     let mut at = header_len;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
@@ -162,7 +164,7 @@ pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Respo
         "outputs": outputs,
     });
     if let Some(id) = &response.id {
-        head["id"] = Value::String(id.clone());
+        super::set(&mut head, "id", Value::String(id.clone()));
     }
     if blobs.is_empty() {
         return Json(head).into_response();
@@ -198,14 +200,22 @@ fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>
     });
     if binary {
         let blob = encode_raw(&out.data);
-        v["parameters"] = json!({"binary_data_size": blob.len()});
+        super::set(
+            &mut v,
+            "parameters",
+            json!({"binary_data_size": blob.len()}),
+        );
         blobs.push(blob);
     } else {
-        v["data"] = serde_json::to_value(DataJson {
-            datatype: out.datatype,
-            data: &out.data,
-        })
-        .unwrap_or(Value::Null);
+        super::set(
+            &mut v,
+            "data",
+            serde_json::to_value(DataJson {
+                datatype: out.datatype,
+                data: &out.data,
+            })
+            .unwrap_or(Value::Null),
+        );
     }
     v
 }

@@ -8,4 +8,13 @@ pub(crate) mod describe;
 pub mod infer;
 pub mod json;
 
+/// Sets `key` of the JSON object `object` (built here with `json!`); a
+/// non-object is left alone. Replaces `value[key] = ...`, which panics on a
+/// non-object.
+fn set(object: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(key.to_string(), value);
+    }
+}
+
 pub use infer::{OutputFormat, decode_body, decode_request, encode_response};
