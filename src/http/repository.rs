@@ -31,6 +31,19 @@ fn object_body(body: &[u8], what: &str) -> ApiResult<Map<String, Value>> {
     }
 }
 
+/// The `parameters` field of a load or unload body: absent, or an object
+/// (the repository extension's type); anything else is a 400.
+fn parameters<'a>(body: &'a Map<String, Value>, what: &str) -> ApiResult<&'a Map<String, Value>> {
+    static NONE: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+    match body.get("parameters") {
+        None => Ok(&NONE),
+        Some(Value::Object(p)) => Ok(p),
+        Some(other) => Err(ApiError(Error::invalid(format!(
+            "{what}: 'parameters' must be an object {{name: value}}, got {other}"
+        )))),
+    }
+}
+
 pub(super) async fn index(State(s): State<AppState>, Body(body): Body) -> ApiResult<Json<Value>> {
     let params = object_body(&body, "repository index")?;
     let ready = match params.get("ready") {
@@ -51,10 +64,7 @@ pub(super) async fn load(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let params = object_body(&body, "model load")?;
-    let parameters: Vec<String> = match params.get("parameters") {
-        Some(Value::Object(p)) => p.keys().cloned().collect(),
-        _ => Vec::new(),
-    };
+    let parameters: Vec<String> = parameters(&params, "model load")?.keys().cloned().collect();
     s.service.load(&model, &parameters).await?;
     Ok(StatusCode::OK)
 }
@@ -64,7 +74,8 @@ pub(super) async fn unload(
     Path(model): Path<String>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    object_body(&body, "model unload")?;
+    let params = object_body(&body, "model unload")?;
+    parameters(&params, "model unload")?;
     s.service.unload(&model).await?;
     Ok(StatusCode::OK)
 }

@@ -72,25 +72,90 @@ async fn accept_loop(
         }
     }
     // Connections the kernel completed before the stop wait in the backlog;
-    // closing the listener would reset them, so take them first. The socket
-    // itself is asked (not tokio's cached readiness) until it has none left.
+    // closing the listener would reset them, so take them first. But the
+    // kernel goes on completing handshakes until the close, and one that
+    // completes after the last accept is reset by it, after the client's
+    // connect() succeeded and it sent its request. So: no new handshake may
+    // start; those under way finish (their last ACK is one round trip
+    // away) and are taken with the rest of the backlog, until it has stayed
+    // empty for a quiet period; then the listener closes. The socket itself
+    // is asked (not tokio's cached readiness).
     if let Ok(listener) = listener.into_std() {
-        for _ in 0..BACKLOG_AT_STOP {
-            match listener.accept() {
-                Ok((stream, remote)) => {
-                    let stream = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| TcpStream::from_std(stream));
-                    if let Ok(stream) = stream {
-                        admit(stream, remote, &acceptor, &tx, &stopped);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue, // that one connection (aborted, ...): the next
+        refuse_new_handshakes(&listener);
+        let mut taken = take_backlog(&listener, BACKLOG_AT_STOP, &acceptor, &tx, &stopped);
+        while taken < BACKLOG_AT_STOP {
+            tokio::time::sleep(HANDSHAKES_SETTLE).await;
+            let more = take_backlog(&listener, BACKLOG_AT_STOP - taken, &acceptor, &tx, &stopped);
+            if more == 0 {
+                break;
             }
+            taken += more;
         }
     }
     let _ = stopping.send(true);
+}
+
+/// Accepts and admits up to `max` connections from the backlog, until it
+/// is empty; returns how many it took.
+fn take_backlog(
+    listener: &std::net::TcpListener,
+    max: usize,
+    acceptor: &Acceptor,
+    tx: &mpsc::Sender<Conn>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    let mut taken = 0;
+    while taken < max {
+        match listener.accept() {
+            Ok((stream, remote)) => {
+                taken += 1;
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                if let Ok(stream) = stream {
+                    admit(stream, remote, acceptor, tx, stopped);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => continue, // that one connection (aborted, ...): the next
+        }
+    }
+    taken
+}
+
+/// How long the backlog must stay empty at the stop before the listener
+/// closes: handshakes under way when new ones were refused finish within a
+/// round trip (microseconds on loopback, about a millisecond in a cluster).
+const HANDSHAKES_SETTLE: Duration = Duration::from_millis(20);
+
+/// Attaches a socket filter to the listening socket that drops every
+/// segment with SYN set. Linux runs a listener's filter on each SYN and on
+/// the ACK that completes a handshake: handshakes under way still complete
+/// and land in the backlog, and no new one starts. A client's SYN goes
+/// unanswered, its retry after the close is refused, and its connect()
+/// fails, telling it that nothing was sent. Where this fails (not Linux, or
+/// the socket refuses), the stop keeps the narrow window it had before.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use socket2::SockFilter;
+        // Classic BPF over the TCP header (a TCP socket's filter sees the
+        // segment from its TCP header): byte 13 holds the flags, SYN = 0x02.
+        const LD_B_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
+        const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+        const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+        let drop_syn = [
+            SockFilter::new(LD_B_ABS, 0, 0, 13),
+            SockFilter::new(JSET_K, 0, 1, 0x02),
+            SockFilter::new(RET_K, 0, 0, 0), // SYN: keep 0 bytes (drop)
+            SockFilter::new(RET_K, 0, 0, u32::MAX), // anything else: keep it
+        ];
+        if let Err(e) = socket2::SockRef::from(listener).attach_filter(&drop_syn) {
+            tracing::debug!(error = %e, "cannot refuse new handshakes before closing the listener");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = listener;
 }
 
 /// The most connections taken from the backlog at the stop (the kernel's

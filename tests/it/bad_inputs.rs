@@ -221,6 +221,22 @@ fn rest_cases() -> Vec<Case> {
             vec![],
             404,
         ),
+        (
+            "repository",
+            "POST",
+            "/v2/repository/models/iris/load",
+            vec![],
+            br#"{"parameters":[null,null]}"#.to_vec(),
+            400,
+        ),
+        (
+            "repository",
+            "POST",
+            "/v2/repository/models/iris/unload",
+            vec![],
+            br#"{"parameters":5}"#.to_vec(),
+            400,
+        ),
     ];
     // Triton's binary tensor extension.
     let bin = |header_len: &str, body: Vec<u8>| -> Case {

@@ -24,4 +24,5 @@ mod readiness;
 mod rest;
 mod security;
 mod shutdown;
+mod stop_loop;
 mod traces;
