@@ -25,3 +25,4 @@ mod rest;
 mod security;
 mod shutdown;
 mod traces;
+mod trailing_slash;
