@@ -15,6 +15,7 @@ mod harness;
 mod lifecycle;
 mod loadgen;
 mod no_inputs;
+mod openapi;
 mod operator;
 mod overload;
 mod panics;
