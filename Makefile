@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit conformance validate-deploy docs-check test-prometheus bench bench-compare bench-peers models fuzz clean-setup
+.PHONY: all setup build run test lint unit conformance validate-deploy docs-check test-prometheus bench bench-compare bench-peers models fuzz fuzz-api clean-setup
 
 all: build
 
@@ -83,6 +83,13 @@ bench-peers: build
 ## FUZZ_SECONDS per target (default 60), see scripts/fuzz.sh
 fuzz:
 	scripts/fuzz.sh
+
+## fuzz-api: schemathesis (pinned, in .venv-fuzz-api) against a debug server on tests/models,
+## driven by docs/openapi.yaml and by the Open Inference Protocol's own spec (not in make test);
+## FUZZ_API_SECONDS (default 120) for the main pass, see tests/fuzz-api/run.sh
+fuzz-api: setup
+	$(CARGO) build --locked --bin sluice
+	tests/fuzz-api/run.sh target/debug/sluice
 
 ## models: regenerate models/ and tests/models reproducibly
 models:

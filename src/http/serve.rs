@@ -11,6 +11,11 @@
 //! - HTTP/2 caps concurrent streams and header-list size, and pings idle
 //!   connections so dead peers are dropped.
 //!
+//! Trailing slashes are trimmed before routing (`/v2/`, `/v2/models/m/`, as
+//! Triton's and KServe's clients and gateways may send): axum routes before
+//! any `Router::layer` sees the request, so this wraps the router, and the
+//! trimmed path picks the route and with it the route's scope.
+//!
 //! Shutdown has two steps. From the moment draining starts (SIGTERM, before
 //! the listeners close), every HTTP/1 response carries `Connection: close`, as
 //! Envoy does when it drains: a client then opens a fresh connection for its
@@ -28,6 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
+use tower_http::normalize_path::NormalizePath;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_BYTES: usize = crate::config::defaults::MIN_HEADER_BYTES as usize;
@@ -42,10 +48,10 @@ pub(crate) async fn serve(
     draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = app.layer(axum::middleware::from_fn_with_state(
+    let app = NormalizePath::trim_trailing_slash(app.layer(axum::middleware::from_fn_with_state(
         draining,
         close_when_draining,
-    ));
+    )));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -182,7 +188,7 @@ async fn close_when_draining(
 /// its response body has been sent (see [`crate::net::Activity`]).
 #[derive(Clone)]
 struct Tracked {
-    inner: Router,
+    inner: NormalizePath<Router>,
     activity: std::sync::Arc<crate::net::Activity>,
 }
 
