@@ -179,18 +179,36 @@ fn fmt_tick(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Renders the chart for `results` into `path`.
-pub fn write_png(path: &Path, results: &[RunResult], title: &str) -> Result<()> {
-    let mut pts: Vec<(f64, [f64; 3])> = results
+/// The label of one sweep point: its concurrency (`C=8`) or rate (`R=200`).
+fn load_label(r: &RunResult) -> String {
+    match (r.concurrency, r.rate) {
+        (Some(c), _) => format!("C={c}"),
+        (None, Some(rate)) => format!("R={}", fmt_tick(rate)),
+        (None, None) => String::new(),
+    }
+}
+
+/// Each run's throughput, p50/p90/p99 in ms and label, in the order the
+/// loads ran.
+fn sweep_points(results: &[RunResult]) -> Vec<(f64, [f64; 3], String)> {
+    results
         .iter()
         .map(|r| {
             let l = &r.latency_us;
             #[allow(clippy::cast_precision_loss)]
             let ms = [l.p50 as f64 / 1e3, l.p90 as f64 / 1e3, l.p99 as f64 / 1e3];
-            (r.throughput_rps, ms)
+            (r.throughput_rps, ms, load_label(r))
         })
-        .collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        .collect()
+}
+
+/// Renders the chart for `results` into `path`. Points are joined in the
+/// order the loads ran (past saturation, throughput can fall as load grows,
+/// so sorting by throughput would draw a different curve), and each is
+/// labelled with its concurrency or rate.
+pub fn write_png(path: &Path, results: &[RunResult], title: &str) -> Result<()> {
+    let pts = sweep_points(results);
+
     let xmax_raw = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
     let ymax_raw = pts.iter().map(|p| p.1[2]).fold(0.0, f64::max).max(0.001) * 1.1;
     let (xstep, ystep) = (tick_step(xmax_raw), tick_step(ymax_raw));
@@ -231,8 +249,11 @@ pub fn write_png(path: &Path, results: &[RunResult], title: &str) -> Result<()> 
     // Series.
     for (k, (name, color)) in SERIES.iter().enumerate() {
         let mut prev = None;
-        for (x, ys) in &pts {
+        for (x, ys, label) in &pts {
             let p = to_px(*x, ys[k]);
+            if k == SERIES.len() - 1 {
+                c.text(p.0 + 6, p.1 - 12, label, 1, BLACK);
+            }
             if let Some(q) = prev {
                 c.line(q, p, 2, *color);
             }
@@ -411,6 +432,17 @@ mod tests {
                 ..Default::default()
             },
         };
+        // Past saturation throughput falls as load grows: the points keep
+        // the load order, each labelled with its concurrency.
+        let mut saturated = mk(700.0, 20_000);
+        saturated.concurrency = Some(64);
+        let points = sweep_points(&[mk(100.0, 900), mk(800.0, 1500), saturated.clone()]);
+        let xs: Vec<f64> = points.iter().map(|p| p.0).collect();
+        assert_eq!(xs, [100.0, 800.0, 700.0]);
+        assert_eq!(points[2].2, "C=64");
+        let mut paced = saturated;
+        (paced.concurrency, paced.rate) = (None, Some(250.0));
+        assert_eq!(load_label(&paced), "R=250");
         let path = std::env::temp_dir().join(format!("sluice-load-{}.png", std::process::id()));
         write_png(
             &path,
