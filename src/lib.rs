@@ -16,6 +16,7 @@
 //! metrics      Prometheus families, labelled by model and version
 //! config       ServerConfig and its defaults  cli  flags → ServerConfig
 //! logging      log settings changed while serving (Triton's logging API)
+//! telemetry/   OpenTelemetry traces: request and batch spans, OTLP export
 //! server       start, serve, drain           healthcheck  the probe command
 //! error        the one domain error, mapped exhaustively by each adapter
 //! ```
