@@ -52,7 +52,7 @@ function sluiceMetrics() {
     .map((f) => readFileSync(path.join(repoRoot, f), "utf8"))
     .join("\n");
   const consts = new Map();
-  for (const m of src.matchAll(/pub const ([A-Z0-9_]+): &str = "(sluice_[a-z0-9_]+)";/g)) consts.set(m[1], m[2]);
+  for (const m of src.matchAll(/pub(?:\(crate\))? const ([A-Z0-9_]+): &str = "(sluice_[a-z0-9_]+)";/g)) consts.set(m[1], m[2]);
   const names = new Set(consts.values());
   // Families created inline (the trace export counters).
   for (const m of src.matchAll(/IntCounter::new\(\s*"(sluice_[a-z0-9_]+)"/g)) names.add(m[1]);
