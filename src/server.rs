@@ -60,7 +60,7 @@ pub async fn run(
         config.limits.clone(),
         config.strict_readiness,
     )
-    .with_panic_on_metadata_of(config.panic_on_metadata_of.clone());
+    .with_panic_for_model(config.panic_for_model.clone());
 
     // Drain signal (readiness false, HTTP/1 keep-alive off) at SIGTERM; stop
     // signal for the listeners after the drain delay.

@@ -65,11 +65,11 @@ pub struct ServerConfig {
     /// Triton's `--strict-model-config`: every model needs a configuration
     /// file, and nothing is completed from the graph.
     pub(crate) strict_model_config: bool,
-    /// Fault injection for tests of the panic handling: the metadata call of
-    /// the model named here panics, over every protocol. No flag or config
+    /// Fault injection for tests of the panic handling: the metadata and
+    /// inference calls of the model named here panic, over every protocol. No flag or config
     /// key sets it, so a server started from the command line never has it.
     #[doc(hidden)]
-    pub panic_on_metadata_of: Option<String>,
+    pub panic_for_model: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -101,7 +101,7 @@ impl Default for ServerConfig {
             exit_on_error: d::EXIT_ON_ERROR,
             ignore_unsupported_config: false,
             strict_model_config: d::STRICT_MODEL_CONFIG,
-            panic_on_metadata_of: None,
+            panic_for_model: None,
         }
     }
 }

@@ -16,6 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+const STREAM_ROUTE: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+const PANIC_MESSAGE: &str =
+    "internal error: the request handler failed; the server log has the details";
+
 /// Requests of one `ModelStreamInfer` call that may run at once; the stream
 /// is not read further until one finishes (backpressure, bounded memory).
 const STREAM_CONCURRENCY: usize = 64;
@@ -154,16 +158,35 @@ impl GrpcInferenceService for Inference {
                         match message {
                             Ok(Some(req)) => {
                                 let (this, metadata) = (this.clone(), metadata.clone());
+                                let model = req.model_name.clone();
                                 running.push(async move {
-                                    match this.infer(req, metadata.as_ref()).await {
-                                        Ok(r) => pb::ModelStreamInferResponse {
-                                            error_message: String::new(),
-                                            infer_response: Some(r),
-                                        },
-                                        Err(e) => pb::ModelStreamInferResponse {
-                                            error_message: e.to_string(),
-                                            infer_response: None,
-                                        },
+                                    // A panic (a bug) answers this request
+                                    // and the stream goes on, as the guard
+                                    // does for unary calls. Unwind safety:
+                                    // the request is consumed; the service
+                                    // keeps its state behind atomics and locks.
+                                    let run = std::panic::AssertUnwindSafe(this.infer(req, metadata.as_ref()));
+                                    let error = match futures::FutureExt::catch_unwind(run).await {
+                                        Ok(Ok(r)) => {
+                                            return pb::ModelStreamInferResponse {
+                                                error_message: String::new(),
+                                                infer_response: Some(r),
+                                            };
+                                        }
+                                        Ok(Err(e)) => e.to_string(),
+                                        Err(payload) => {
+                                            this.service.handler_panicked(
+                                                "grpc",
+                                                STREAM_ROUTE,
+                                                Some(&model),
+                                                payload.as_ref(),
+                                            );
+                                            PANIC_MESSAGE.to_string()
+                                        }
+                                    };
+                                    pb::ModelStreamInferResponse {
+                                        error_message: error,
+                                        infer_response: None,
                                     }
                                 });
                             }

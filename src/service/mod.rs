@@ -41,8 +41,8 @@ struct Inner {
     started: AtomicBool,
     /// Set at SIGTERM: readiness turns false at once.
     draining: AtomicBool,
-    /// Tests only: the model whose metadata call panics.
-    panic_on_metadata_of: Option<String>,
+    /// Tests only: the model whose metadata and inference calls panic.
+    panic_for_model: Option<String>,
 }
 
 impl Service {
@@ -60,18 +60,34 @@ impl Service {
                 strict_readiness,
                 started: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
-                panic_on_metadata_of: None,
+                panic_for_model: None,
             }),
         }
     }
 
     /// Fault injection for tests of the panic handling (see
-    /// `ServerConfig::panic_on_metadata_of`); call before cloning.
-    pub(crate) fn with_panic_on_metadata_of(mut self, model: Option<String>) -> Self {
+    /// `ServerConfig::panic_for_model`); call before cloning.
+    pub(crate) fn with_panic_for_model(mut self, model: Option<String>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.panic_on_metadata_of = model;
+            inner.panic_for_model = model;
         }
         self
+    }
+
+    /// Counts and logs a request handler's panic (see
+    /// `http::guard::catch_panic`): for the adapters' own tasks, such as a
+    /// gRPC stream's requests, which no middleware wraps.
+    pub(crate) fn handler_panicked(
+        &self,
+        protocol: &str,
+        route: &str,
+        model: Option<&str>,
+        payload: &(dyn std::any::Any + Send),
+    ) {
+        self.inner
+            .metrics
+            .edge
+            .handler_panicked(protocol, route, model, payload);
     }
 
     /// What one request may ask for; the decoders check element counts
@@ -143,7 +159,7 @@ impl Service {
 
     /// A model's metadata (see [`describe::metadata`] for which versions).
     pub(crate) fn metadata(&self, model: &str, version: Option<u64>) -> Result<ModelMetadata> {
-        if self.inner.panic_on_metadata_of.as_deref() == Some(model) {
+        if self.inner.panic_for_model.as_deref() == Some(model) {
             panic!("injected panic in the metadata of model '{model}'");
         }
         describe::metadata(&self.inner.registry, model, version)
@@ -209,6 +225,12 @@ impl Service {
 
     /// Checks, queues and runs one request.
     pub async fn infer(&self, request: InferRequest, protocol: Protocol) -> Result<InferResponse> {
+        if self.inner.panic_for_model.as_deref() == Some(request.model.as_str()) {
+            panic!(
+                "injected panic in an inference of model '{}'",
+                request.model
+            );
+        }
         let inner = &self.inner;
         infer::infer(
             &inner.registry,

@@ -1,7 +1,7 @@
 //! A handler that panics (a bug) is answered 500 on REST and INTERNAL on
 //! gRPC; the connection and the server go on, the panic is logged with the
 //! route and model but not sent, and `sluice_handler_panics_total` counts it.
-//! The panic is injected with `ServerConfig::panic_on_metadata_of`, which no
+//! The panic is injected with `ServerConfig::panic_for_model`, which no
 //! flag sets.
 
 use crate::harness::grpc::client;
@@ -53,9 +53,12 @@ async fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
-    let repo = Repo::new().with(MODEL, &test_repo().join("iris/1/model.onnx"), None);
+    let iris = test_repo().join("iris/1/model.onnx");
+    let repo = Repo::new()
+        .with(MODEL, &iris, None)
+        .with("iris", &iris, None);
     let s = TestServer::start_with(repo.path(), |c| {
-        c.panic_on_metadata_of = Some(MODEL.to_string());
+        c.panic_for_model = Some(MODEL.to_string());
     })
     .await;
     let mark = logs::mark();
@@ -78,6 +81,15 @@ async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
     }
     let (status, body) = get(&mut conn, &format!("/v2/models/{MODEL}/ready")).await;
     assert_eq!(status, 200, "the connection went on: {body}");
+    // Inference panics too (over a pooled client this time).
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 4],
+        "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    let (status, out) = s
+        .post_json(&format!("/v2/models/{MODEL}/infer"), &body)
+        .await;
+    assert_eq!(status, 500, "{out}");
+    let (status, out) = s.post_json("/v2/models/iris/infer", &body).await;
+    assert_eq!(status, 200, "{out}");
 
     // The log names the route and the model, and holds the panic message.
     logs::wait_for(
@@ -109,6 +121,41 @@ async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
         .into_inner();
     assert!(ready.ready);
 
+    // A stream: the panicking request answers an error message, and the
+    // others on the same stream are answered.
+    let infer = |model: &str, id: &str| pb::ModelInferRequest {
+        model_name: model.into(),
+        id: id.into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            contents: Some(pb::InferTensorContents {
+                fp32_contents: vec![5.1, 3.5, 1.4, 0.2],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let requests = vec![infer("iris", "a"), infer(MODEL, "b"), infer("iris", "c")];
+    let mut responses = c
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    while let Some(r) = responses.message().await.unwrap() {
+        match r.infer_response {
+            Some(resp) if r.error_message.is_empty() => ok.push(resp.id),
+            _ => errors.push(r.error_message),
+        }
+    }
+    ok.sort();
+    assert_eq!(ok, ["a", "c"]);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("internal error"), "{errors:?}");
+
     let metrics = s.metrics().await;
     let panics = |protocol| {
         metric(
@@ -117,7 +164,7 @@ async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
             &[("protocol", protocol)],
         )
     };
-    assert_eq!(panics("http"), 2.0);
-    assert_eq!(panics("grpc"), 1.0);
+    assert_eq!(panics("http"), 3.0);
+    assert_eq!(panics("grpc"), 2.0);
     s.stop().await;
 }
