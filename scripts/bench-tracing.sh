@@ -45,7 +45,8 @@ if [[ ! -d "$TREE" ]] || [[ "$(git -C "$TREE" rev-parse HEAD)" != "$before_rev" 
 fi
 echo "== building before ($(git log --format='%h %s' -1 "$before_rev" | cut -c1-70)) and after (this tree)"
 (cd "$TREE" && CARGO_TARGET_DIR="$WORK_DIR/target" timeout 1800 cargo build --release --locked --bin sluice)
-timeout 1800 cargo build --release --locked --bin sluice -p sluice-load --bin sluice-load
+timeout 1800 cargo build --release --locked --bin sluice
+timeout 1800 cargo build --release --locked -p sluice-load --bin sluice-load
 
 free_port() {
     "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
