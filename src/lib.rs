@@ -32,6 +32,8 @@ pub(crate) mod config;
 #[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub(crate) mod edge;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod grpc;
 pub mod healthcheck;
