@@ -24,7 +24,8 @@ pub const SENTINEL_BODY: &str =
     r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
 
 fn debug() -> bool {
-    std::env::var_os("SLUICE_FUZZ_DEBUG").is_some()
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("SLUICE_FUZZ_DEBUG").is_some())
 }
 
 /// Prints what an input did when `SLUICE_FUZZ_DEBUG` is set.
@@ -53,6 +54,15 @@ pub fn harness() -> &'static Harness {
         config.auth.admin_tokens = vec![ADMIN_TOKEN.parse().expect("a token")];
         config.auth.infer_tokens = vec![INFER_TOKEN.parse().expect("a token")];
         config.auth.protect_metrics = true;
+        if std::env::var("SLUICE_FUZZ_LIMITS").as_deref() == Ok("small") {
+            // Limits a few-KiB input can reach: 413s, element and byte caps,
+            // JSON depth. The server's defaults otherwise.
+            config.http.max_body_bytes = 256;
+            config.limits.max_tensor_elements = 64;
+            config.limits.max_request_bytes = 512;
+            config.limits.max_bytes_element = 16;
+            config.body.max_json_depth = 8;
+        }
         match Harness::new(config) {
             Ok(h) => h,
             Err(e) => panic!("cannot start the fuzz harness: {e:#}"),
