@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
 use tower::ServiceExt as _;
+use tower_http::normalize_path::NormalizePath;
 
 pub use tonic::{Code, Status};
 
@@ -67,7 +68,8 @@ fn other<T>(_: T) -> GrpcReply {
 /// The server's REST router and gRPC service over one loaded repository.
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    /// The router with trailing slashes trimmed, as `http::serve` serves it.
+    router: NormalizePath<axum::Router>,
     grpc: Inference,
     service: Service,
     registry: Arc<Registry>,
@@ -107,7 +109,11 @@ impl Harness {
             ..
         } = core(&config)?;
         runtime.block_on(load_models(&config, &registry, &service))?;
-        let router = rest::router(service.clone(), http_guard, config.logging.clone());
+        let router = rest::serve::trim_trailing_slash(rest::router(
+            service.clone(),
+            http_guard,
+            config.logging.clone(),
+        ));
         let max_message_bytes = config
             .grpc_max_message_bytes
             .unwrap_or(config.http.max_body_bytes);
