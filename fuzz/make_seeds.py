@@ -283,6 +283,11 @@ rest("v1_fixed_columns", "POST", "/v1/models/fixed:predict",
 rest("v1_dynamic2_columns", "POST", "/v1/models/dynamic2:predict", '{"inputs": {"x": [[1, 2]]}}', JSON_CT)
 rest("v1_string_rows", "POST", "/v1/models/dtype_string:predict", '{"instances": [["a", "b"]]}', JSON_CT)
 rest("v1_explain", "POST", "/v1/models/iris:explain", '{"instances": [[1, 2, 3, 4]]}', JSON_CT)
+# A model with no inputs (tests/fixtures/constant.onnx; issue 14's v1 panic).
+rest("v1_constant_instances", "POST", "/v1/models/constant:predict", '{"instances": [[1.0]]}', JSON_CT)
+rest("v1_constant_empty", "POST", "/v1/models/constant:predict", '{}', JSON_CT)
+rest("infer_constant", "POST", "/v2/models/constant/infer", '{"inputs": []}', JSON_CT)
+rest("server_metadata_slash", "GET", "/v2/")
 rest("delete_infer", "DELETE", "/v2/models/iris/infer")
 rest("trailing_slash", "GET", "/v2/models/iris/", flags=0x02)
 rest("query_string", "GET", "/v2/models/iris/ready?x=1&y")
@@ -342,6 +347,7 @@ write(G, "infer_bytes", grpc_call(INFER, infer_msg(
     "dtype_string", [tensor("INPUT0", "BYTES", [1, 2], s(8, b"hi") + s(8, b""))])))
 write(G, "infer_fp16_raw", grpc_call(INFER, infer_msg(
     "dtype_fp16", [tensor("INPUT0", "FP16", [1, 2])], raw=[struct.pack("<2e", 1.5, -2.0)])))
+write(G, "infer_constant", grpc_call(INFER, infer_msg("constant", [])))
 write(G, "unload_infer_load", grpc_call(UNLOAD, s(2, "fixed")) + grpc_call(INFER, FIXED)
       + grpc_call(LOAD, s(2, "fixed")) + grpc_call(INFER, FIXED))
 write(G, "load_params", grpc_call(LOAD, s(2, "iris") + field(3, 2, repo_param("config", 3, "{}"))))

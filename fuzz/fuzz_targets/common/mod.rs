@@ -18,6 +18,10 @@ pub const INFER_TOKEN: &str = "fuzz-infer-token-0123456789";
 /// a crash.
 const LEFT_OUT: &[&str] = &["matmul_dyn"];
 
+/// Models of tests/fixtures added to the fuzz repository: `constant` has no
+/// inputs (issue 14: v1 predict panicked on such a model).
+const FIXTURES: &[(&str, &str)] = &[("constant", "constant.onnx")];
+
 /// The known model and request of the after-input check.
 pub const SENTINEL_MODEL: &str = "iris";
 pub const SENTINEL_BODY: &str =
@@ -77,6 +81,12 @@ fn copy_repository(source: &Path) -> PathBuf {
     let dest = std::env::temp_dir().join(format!("sluice-fuzz-repository-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dest);
     copy_dir(source, &dest, true);
+    for (name, fixture) in FIXTURES {
+        let dir = dest.join(name).join("1");
+        std::fs::create_dir_all(&dir).expect("create a fixture model's folder");
+        let from = source.join("../fixtures").join(fixture);
+        std::fs::copy(&from, dir.join("model.onnx")).expect("copy a fixture model");
+    }
     dest
 }
 
