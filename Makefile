@@ -79,7 +79,8 @@ bench-compare: build
 bench-peers: build
 	scripts/bench-peers.sh
 
-## fuzz: libFuzzer on the request decoders and config.toml (not in make test);
+## fuzz: libFuzzer on the request decoders, config.toml, and end to end on the REST router
+## and the gRPC service over tests/models (not in make test);
 ## FUZZ_SECONDS per target (default 60), see scripts/fuzz.sh
 fuzz:
 	scripts/fuzz.sh

@@ -211,3 +211,146 @@ kind = "cpu"
 arena = true
 """)
 write("model_config", "all_versions.toml", 'version_policy = "all"\nmax_batch_size = 0\n')
+
+
+# --- rest_router: six control bytes, then a request in HTTP/1 text form ---
+# (see fuzz/fuzz_targets/rest_router.rs). Flags 0: the request line's path,
+# the admin token, a content-length. The requests are those of tests/it
+# (rest.rs, protocols.rs, bad_inputs.rs, binary.rs, lifecycle.rs).
+def rest(name, method, path, body=b"", headers=(), flags=0, route=0, fills=(0, 0, 0, 0)):
+    head = f"{method} {path}\n".encode()
+    for k, v in headers:
+        head += f"{k}: {v}\n".encode()
+    control = bytes([flags, route, *fills])
+    body = body.encode() if isinstance(body, str) else body
+    write("rest_router", name, control + head + b"\n" + body)
+
+
+JSON_CT = [("content-type", "application/json")]
+GOOD = json.dumps(JSON["iris_fp32"])
+for path in ["/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/stats",
+             "/v2/models/iris", "/v2/models/iris/versions/1", "/v2/models/iris/ready",
+             "/v2/models/iris/versions/1/ready", "/v2/models/iris/stats",
+             "/v2/models/iris/versions/1/stats", "/v2/models/iris/config",
+             "/v2/models/iris/versions/1/config", "/metrics", "/v2/logging",
+             "/v2/models/corrupt/ready", "/v2/models/nope", "/v2/nothing/here"]:
+    rest("get" + path.replace("/", "_"), "GET", path)
+rest("infer_iris", "POST", "/v2/models/iris/infer", GOOD, JSON_CT)
+rest("infer_iris_v1", "POST", "/v2/models/iris/versions/1/infer", GOOD, JSON_CT)
+rest("infer_iris_params", "POST", "/v2/models/iris/infer", json.dumps({
+    "id": "r1", "inputs": JSON["iris_fp32"]["inputs"],
+    "outputs": [{"name": "label"}, {"name": "probabilities", "parameters": {"binary_data": True}}],
+    "parameters": {"priority": 1, "timeout": 100000, "binary_data_output": False}}), JSON_CT)
+IRIS_HEAD = json.dumps({"inputs": [inp("input", [1, 4], "FP32", binary_data_size=len(fp32))],
+                        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]})
+rest("infer_iris_binary", "POST", "/v2/models/iris/infer", IRIS_HEAD.encode() + fp32,
+     [("content-type", "application/octet-stream"),
+      ("inference-header-content-length", str(len(IRIS_HEAD)))])
+rest("infer_fixed", "POST", "/v2/models/fixed/infer", json.dumps(
+    {"inputs": [inp("x", [2, 3], "FP32", [1, 2, 3, 4, 5, 6])]}), JSON_CT)
+rest("infer_dynamic2", "POST", "/v2/models/dynamic2/infer", json.dumps(
+    {"inputs": [inp("x", [2, 2], "FP32", [[1, 2], [3, 4]])], "outputs": [{"name": "s"}]}), JSON_CT)
+for dtype, data in [("string", ["ab", ""]), ("bool", [True, False]), ("uint8", [1, 255]),
+                    ("int64", [-1, 9223372036854775807]), ("fp16", [1.5, -2.0]),
+                    ("bf16", [1.0, -2.0]), ("fp64", [1e300, -0.5]), ("uint64", [0, 18446744073709551615])]:
+    kserve = {"string": "BYTES"}.get(dtype, dtype.upper())
+    rest(f"infer_dtype_{dtype}", "POST", f"/v2/models/dtype_{dtype}/infer",
+         json.dumps({"inputs": [inp("INPUT0", [1, 2], kserve, data)],
+                     "parameters": {"binary_data_output": dtype == "uint8"}}), JSON_CT)
+rest("infer_malformed", "POST", "/v2/models/iris/infer", '{"inputs": [}', JSON_CT)
+rest("infer_bad_shape", "POST", "/v2/models/iris/infer", json.dumps(
+    {"inputs": [inp("input", [1, 3], "FP32", [1, 2, 3])]}), JSON_CT)
+rest("infer_bad_header_length", "POST", "/v2/models/iris/infer", GOOD,
+     [("inference-header-content-length", "9999")])
+rest("infer_no_token", "POST", "/v2/models/iris/infer", GOOD, JSON_CT, flags=0x20)
+rest("index_infer_token", "POST", "/v2/repository/index", "{}", JSON_CT, flags=0x10)
+rest("index", "POST", "/v2/repository/index", "", JSON_CT)
+rest("index_ready", "POST", "/v2/repository/index", '{"ready": true}', JSON_CT)
+rest("load_fixed", "POST", "/v2/repository/models/fixed/load", "{}", JSON_CT)
+rest("load_corrupt", "POST", "/v2/repository/models/corrupt/load", "", JSON_CT)
+rest("load_config_param", "POST", "/v2/repository/models/iris/load",
+     '{"parameters": {"config": "{}"}}', JSON_CT)
+rest("unload_fixed", "POST", "/v2/repository/models/fixed/unload", "{}", JSON_CT)
+rest("unload_absent", "POST", "/v2/repository/models/absent/unload", "", JSON_CT)
+rest("logging_update", "POST", "/v2/logging",
+     '{"log_verbose_level": 1, "log_info": true, "log_filter": "info,sluice=debug"}', JSON_CT)
+rest("v1_iris_rows", "POST", "/v1/models/iris:predict",
+     '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}', JSON_CT)
+rest("v1_iris_named", "POST", "/v1/models/iris:predict",
+     '{"instances": [{"input": [5.1, 3.5, 1.4, 0.2]}]}', JSON_CT)
+rest("v1_fixed_columns", "POST", "/v1/models/fixed:predict",
+     '{"inputs": [[1, 2, 3], [4, 5, 6]]}', JSON_CT)
+rest("v1_dynamic2_columns", "POST", "/v1/models/dynamic2:predict", '{"inputs": {"x": [[1, 2]]}}', JSON_CT)
+rest("v1_string_rows", "POST", "/v1/models/dtype_string:predict", '{"instances": [["a", "b"]]}', JSON_CT)
+rest("v1_explain", "POST", "/v1/models/iris:explain", '{"instances": [[1, 2, 3, 4]]}', JSON_CT)
+# A model with no inputs (tests/fixtures/constant.onnx; issue 14's v1 panic).
+rest("v1_constant_instances", "POST", "/v1/models/constant:predict", '{"instances": [[1.0]]}', JSON_CT)
+rest("v1_constant_empty", "POST", "/v1/models/constant:predict", '{}', JSON_CT)
+rest("infer_constant", "POST", "/v2/models/constant/infer", '{"inputs": []}', JSON_CT)
+rest("server_metadata_slash", "GET", "/v2/")
+rest("delete_infer", "DELETE", "/v2/models/iris/infer")
+rest("trailing_slash", "GET", "/v2/models/iris/", flags=0x02)
+rest("query_string", "GET", "/v2/models/iris/ready?x=1&y")
+# A route of the table, filled by the control bytes (flags bit 0).
+for route in range(20):
+    rest(f"route_{route:02d}", "POST" if route % 2 else "GET", "/", GOOD, JSON_CT,
+         flags=0x01, route=route, fills=(route * 7, 1, 0, 0))
+
+
+# --- grpc_service: calls [method][flags][name][len u16 LE][protobuf] ---
+# (see fuzz/fuzz_targets/grpc_service.rs; method numbers in its order).
+LIVE, READY, SMETA, MREADY, MMETA, INFER, CONFIG, STATS, INDEX, LOAD, UNLOAD, LOG = range(12)
+
+
+def grpc_call(method, message=b"", flags=0, name=0):
+    return bytes([method, flags, name]) + struct.pack("<H", len(message)) + message
+
+
+def named(name, version=""):
+    return s(1, name) + (s(2, version) if version else b"")
+
+
+def infer_msg(model, inputs, raw=(), outputs=(), params=(), version=""):
+    m = s(1, model)
+    if version:
+        m += s(2, version)
+    for p in params:
+        m += field(4, 2, p)
+    for i in inputs:
+        m += field(5, 2, i)
+    for o in outputs:
+        m += field(6, 2, s(1, o))
+    for r in raw:
+        m += field(7, 2, r)
+    return m
+
+
+def repo_param(key, choice_tag, value):
+    v = field(choice_tag, 0, value) if choice_tag in (1, 2) else s(choice_tag, value)
+    return s(1, key) + field(2, 2, v)
+
+
+IRIS = infer_msg("iris", [tensor("input", "FP32", [1, 4])], raw=[fp32], outputs=["label"])
+FIXED = infer_msg("fixed", [tensor("x", "FP32", [2, 3])], raw=[struct.pack("<6f", *range(6))])
+G = "grpc_service"
+write(G, "health", grpc_call(LIVE) + grpc_call(READY) + grpc_call(SMETA))
+write(G, "model_ready", grpc_call(MREADY, named("iris", "1")))
+write(G, "model_metadata", grpc_call(MMETA, named("dtype_string")))
+write(G, "model_config", grpc_call(CONFIG, named("dynamic2", "1")))
+write(G, "model_statistics", grpc_call(STATS, named("iris")) + grpc_call(STATS, b""))
+write(G, "index", grpc_call(INDEX, field(2, 0, 1)))
+write(G, "infer_iris", grpc_call(INFER, IRIS))
+write(G, "infer_typed", grpc_call(INFER, infer_msg(
+    "dtype_int32", [tensor("INPUT0", "INT32", [1, 2], packed_varints(2, [1, 2**32 - 5]))],
+    params=[param("priority", 5, 1), param("timeout", 2, 100000)])))
+write(G, "infer_bytes", grpc_call(INFER, infer_msg(
+    "dtype_string", [tensor("INPUT0", "BYTES", [1, 2], s(8, b"hi") + s(8, b""))])))
+write(G, "infer_fp16_raw", grpc_call(INFER, infer_msg(
+    "dtype_fp16", [tensor("INPUT0", "FP16", [1, 2])], raw=[struct.pack("<2e", 1.5, -2.0)])))
+write(G, "infer_constant", grpc_call(INFER, infer_msg("constant", [])))
+write(G, "unload_infer_load", grpc_call(UNLOAD, s(2, "fixed")) + grpc_call(INFER, FIXED)
+      + grpc_call(LOAD, s(2, "fixed")) + grpc_call(INFER, FIXED))
+write(G, "load_params", grpc_call(LOAD, s(2, "iris") + field(3, 2, repo_param("config", 3, "{}"))))
+write(G, "load_corrupt", grpc_call(LOAD, s(2, "corrupt") + field(3, 2, repo_param("x", 1, 1))))
+write(G, "log_settings", grpc_call(LOG, field(1, 2, s(1, "log_verbose_level") + field(2, 2, field(2, 0, 1))))
+      + grpc_call(LOG, b""))

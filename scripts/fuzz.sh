@@ -40,7 +40,7 @@ FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
 FUZZ_RSS_MB=${FUZZ_RSS_MB:-2048}
 FUZZ_MALLOC_MB=${FUZZ_MALLOC_MB:-128}
 FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-10}
-ALL_TARGETS=(json_request binary_request grpc_infer_request grpc_infer_structured model_config)
+ALL_TARGETS=(json_request binary_request grpc_infer_request grpc_infer_structured model_config rest_router grpc_service)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL_TARGETS[@]}"); fi
 
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then

@@ -19,6 +19,7 @@
 //! telemetry/   OpenTelemetry traces: request and batch spans, OTLP export
 //! server       start, serve, drain           healthcheck  the probe command
 //! error        the one domain error, mapped exhaustively by each adapter
+//! fuzzing      the server in-process for fuzz/'s end-to-end targets (not an API)
 //! ```
 //!
 //! [`run`] takes a config, already-bound listeners and a shutdown future, so
@@ -32,6 +33,8 @@ pub(crate) mod config;
 #[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub(crate) mod edge;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 #[warn(clippy::indexing_slicing)] // request data: get() or a stated invariant
 pub mod grpc;
 pub mod healthcheck;

@@ -29,38 +29,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // A repository that cannot be read is a start-up error, not a ready
-    // server with no models.
-    std::fs::read_dir(&config.model_repository).with_context(|| {
-        format!(
-            "cannot read the model repository {}",
-            config.model_repository.display()
-        )
-    })?;
-    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
-    let ort_version = runtime::init(&library)?;
-    tracing::info!(library = %library.display(), version = %ort_version, "onnx runtime loaded");
-
-    let metrics = metrics::Metrics::new();
-    let edge_metrics = metrics.edge.clone();
-    let registry = Arc::new(registry::Registry::new(
-        config.model_repository.clone(),
-        metrics.clone(),
-        registry::Defaults {
-            cores: config.cores,
-            control_mode: config.control_mode,
-            ignore_unsupported_config: config.ignore_unsupported_config,
-            strict_model_config: config.strict_model_config,
-        },
-    ));
-    let service = service::Service::new(
-        registry.clone(),
-        metrics,
-        config.limits.clone(),
-        config.strict_readiness,
-    )
-    .with_panic_for_model(config.panic_for_model.clone());
+    let Core {
+        service,
+        registry,
+        auth,
+        edge,
+        http_guard,
+    } = core(&config)?;
+    let edge_metrics = edge.metrics.clone();
 
     // Drain signal (readiness false, HTTP/1 keep-alive off) at SIGTERM; stop
     // signal for the listeners after the drain delay.
@@ -87,7 +63,6 @@ pub async fn run(
         let _ = rx.wait_for(|&s| s).await;
     };
 
-    let auth = auth::Auth::new(config.auth.clone())?;
     let tls = match config.tls.clone() {
         Some(files) => Some(net::tls::TlsConfigs::load(files)?),
         None => None,
@@ -100,15 +75,6 @@ pub async fn run(
             stop_rx.clone(),
         );
     }
-    let edge = edge::Edge {
-        auth: auth.clone(),
-        admission: admission::Admission::new(
-            config.max_inflight_requests,
-            config.max_inflight_body_bytes,
-        ),
-        request_timeout: config.request_timeout,
-        metrics: edge_metrics.clone(),
-    };
     let connections = net::ConnectionLimit::new(config.net.max_connections, edge_metrics);
     let acceptor = |kind, tls: Option<net::tls::TlsConfigs>| net::Acceptor {
         kind,
@@ -117,12 +83,6 @@ pub async fn run(
         handshake_timeout: config.net.handshake_timeout,
         idle_timeout: config.net.idle_timeout,
     };
-    let http_guard = http::Guard {
-        edge: edge.clone(),
-        body: config.body,
-        max_body_bytes: config.http.max_body_bytes,
-    };
-
     let mut servers = tokio::task::JoinSet::new();
     let mut spawn_http = |listener: TcpListener, tls, app: axum::Router| {
         let incoming = net::incoming(
@@ -185,18 +145,7 @@ pub async fn run(
         servers.spawn(async move { server.await.context("grpc server") });
     }
 
-    let repository = config.model_repository.display();
-    let failed = registry::load_at_start(&registry, config.control_mode, &config.load_models)
-        .await
-        .with_context(|| format!("cannot read the model repository {repository}"))?;
-    if config.exit_on_error && !failed.is_empty() {
-        anyhow::bail!(
-            "{} model(s) failed to load at start and --exit-on-error is set: {}",
-            failed.len(),
-            failed.join("; ")
-        );
-    }
-    service.set_started();
+    load_models(&config, &registry, &service).await?;
     tracing::info!("ready");
     if config.control_mode == registry::ControlMode::Poll {
         registry::spawn_polling(registry.clone(), config.poll_interval, stop_rx.clone());
@@ -221,6 +170,99 @@ pub async fn run(
         );
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// What both listeners serve, built the same way for [`run`] and for the
+/// in-process fuzz harness (`crate::fuzzing`): ONNX Runtime loaded, the
+/// registry and the service over it, and the edge policy.
+pub(crate) struct Core {
+    pub(crate) service: service::Service,
+    pub(crate) registry: Arc<registry::Registry>,
+    pub(crate) auth: Option<auth::Auth>,
+    pub(crate) edge: edge::Edge,
+    pub(crate) http_guard: http::Guard,
+}
+
+/// Checks the repository, loads ONNX Runtime (`ORT_DYLIB_PATH` or the usual
+/// places) and builds the [`Core`]; no model is loaded yet.
+pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
+    // A repository that cannot be read is a start-up error, not a ready
+    // server with no models.
+    std::fs::read_dir(&config.model_repository).with_context(|| {
+        format!(
+            "cannot read the model repository {}",
+            config.model_repository.display()
+        )
+    })?;
+    let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
+    let ort_version = runtime::init(&library)?;
+    tracing::info!(library = %library.display(), version = %ort_version, "onnx runtime loaded");
+
+    let metrics = metrics::Metrics::new();
+    let edge_metrics = metrics.edge.clone();
+    let registry = Arc::new(registry::Registry::new(
+        config.model_repository.clone(),
+        metrics.clone(),
+        registry::Defaults {
+            cores: config.cores,
+            control_mode: config.control_mode,
+            ignore_unsupported_config: config.ignore_unsupported_config,
+            strict_model_config: config.strict_model_config,
+        },
+    ));
+    let service = service::Service::new(
+        registry.clone(),
+        metrics,
+        config.limits.clone(),
+        config.strict_readiness,
+    )
+    .with_panic_for_model(config.panic_for_model.clone());
+    let auth = auth::Auth::new(config.auth.clone())?;
+    let edge = edge::Edge {
+        auth: auth.clone(),
+        admission: admission::Admission::new(
+            config.max_inflight_requests,
+            config.max_inflight_body_bytes,
+        ),
+        request_timeout: config.request_timeout,
+        metrics: edge_metrics,
+    };
+    let http_guard = http::Guard {
+        edge: edge.clone(),
+        body: config.body,
+        max_body_bytes: config.http.max_body_bytes,
+    };
+    Ok(Core {
+        service,
+        registry,
+        auth,
+        edge,
+        http_guard,
+    })
+}
+
+/// The start-up load (every model, or `--load-model`'s), then the service
+/// counts as started. A model that fails is logged and stays UNAVAILABLE,
+/// unless `--exit-on-error` makes it fatal.
+pub(crate) async fn load_models(
+    config: &ServerConfig,
+    registry: &Arc<registry::Registry>,
+    service: &service::Service,
+) -> anyhow::Result<()> {
+    let repository = config.model_repository.display();
+    let failed = registry::load_at_start(registry, config.control_mode, &config.load_models)
+        .await
+        .with_context(|| format!("cannot read the model repository {repository}"))?;
+    if config.exit_on_error && !failed.is_empty() {
+        anyhow::bail!(
+            "{} model(s) failed to load at start and --exit-on-error is set: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+    service.set_started();
     Ok(())
 }
 

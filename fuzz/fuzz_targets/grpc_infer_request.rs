@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(message) = ModelInferRequest::decode(data) else {
         return;
     };
-    assert!(sized.is_some(), "prost decodes a message the size walk rejects");
+    assert!(
+        sized.is_some(),
+        "prost decodes a message the size walk rejects"
+    );
     let Ok(request) = infer_request(message, max_elements) else {
         return;
     };

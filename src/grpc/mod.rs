@@ -14,7 +14,7 @@ pub mod convert;
 pub(crate) mod guard;
 pub mod pb;
 mod serve;
-mod service;
+pub(crate) mod service;
 mod status;
 
 pub use pb::FILE_DESCRIPTOR_SET;

@@ -16,6 +16,7 @@ mod error;
 mod guard;
 mod logging;
 mod parse_errors;
+mod path;
 mod repository;
 mod router;
 mod routes;

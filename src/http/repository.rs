@@ -5,11 +5,12 @@
 use super::body::Body;
 use super::codec::describe::{config_json, index_json};
 use super::error::ApiError;
+use super::path::Path;
 use super::routes::parse_version;
 use super::state::AppState;
 use crate::error::Error;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 

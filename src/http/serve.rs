@@ -38,6 +38,12 @@ use tower_http::normalize_path::NormalizePath;
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_BYTES: usize = crate::config::defaults::MIN_HEADER_BYTES as usize;
 
+/// `app` as every connection sees it: trailing slashes trimmed before
+/// routing (see the module doc). `crate::fuzzing` serves the same.
+pub(crate) fn trim_trailing_slash(app: Router) -> NormalizePath<Router> {
+    NormalizePath::trim_trailing_slash(app)
+}
+
 /// Serves `app` on every connection from `incoming` until `shutdown`
 /// resolves, then waits for the open connections to finish. Once `draining`
 /// turns true, HTTP/1 connections close after their next response.
@@ -48,7 +54,7 @@ pub(crate) async fn serve(
     draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = NormalizePath::trim_trailing_slash(app.layer(axum::middleware::from_fn_with_state(
+    let app = trim_trailing_slash(app.layer(axum::middleware::from_fn_with_state(
         draining,
         close_when_draining,
     )));

@@ -17,13 +17,14 @@
 use super::body::Body;
 use super::codec::json::{self, DataJson, InputJson};
 use super::error::ApiError;
+use super::path::Path;
 use super::state::AppState;
 use crate::error::Error;
 use crate::service::{InferRequest, InferResponse, Protocol};
 use crate::tensor::Tensor;
 use crate::tensor::{RunOutput, TensorSpec};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 use tracing::Instrument as _;
 

@@ -197,6 +197,16 @@ fn rest_cases() -> Vec<Case> {
         ),
         ("addressing", "GET", "/v2/models/nope", vec![], vec![], 404),
         ("addressing", "GET", "/v2/nothing/here", vec![], vec![], 404),
+        // Regression (fuzz rest_router): a name that percent-decodes to
+        // invalid UTF-8 got axum's plain-text 400, not our JSON error.
+        (
+            "addressing",
+            "GET",
+            "/v2/models/dt%eeype/ready",
+            vec![],
+            vec![],
+            400,
+        ),
         (
             "addressing",
             "GET",
