@@ -78,7 +78,18 @@ pub fn harness() -> &'static Harness {
 /// (loads and unloads never write to it; the copy keeps tests/models out of
 /// reach of anything that might).
 fn copy_repository(source: &Path) -> PathBuf {
-    let dest = std::env::temp_dir().join(format!("sluice-fuzz-repository-{}", std::process::id()));
+    const PREFIX: &str = "sluice-fuzz-repository-";
+    let tmp = std::env::temp_dir();
+    // Copies of fuzz processes that are gone (libFuzzer exits without
+    // running destructors, so each process leaves its copy behind).
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(PREFIX));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dest = tmp.join(format!("{PREFIX}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dest);
     copy_dir(source, &dest, true);
     for (name, fixture) in FIXTURES {
