@@ -4,7 +4,7 @@
 //! The panic is injected with `ServerConfig::panic_for_model`, which no
 //! flag sets.
 
-use crate::harness::grpc::client;
+use crate::harness::grpc::{client, stream};
 use crate::harness::logs;
 use crate::harness::metrics::metric;
 use crate::harness::models::Repo;
@@ -139,18 +139,8 @@ async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
         ..Default::default()
     };
     let requests = vec![infer("iris", "a"), infer(MODEL, "b"), infer("iris", "c")];
-    let mut responses = c
-        .model_stream_infer(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut ok, mut errors) = (Vec::new(), Vec::new());
-    while let Some(r) = responses.message().await.unwrap() {
-        match r.infer_response {
-            Some(resp) if r.error_message.is_empty() => ok.push(resp.id),
-            _ => errors.push(r.error_message),
-        }
-    }
+    let (answered, errors) = stream(&mut c, requests).await;
+    let mut ok: Vec<String> = answered.into_iter().map(|r| r.id).collect();
     ok.sort();
     assert_eq!(ok, ["a", "c"]);
     assert_eq!(errors.len(), 1);

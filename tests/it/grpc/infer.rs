@@ -376,20 +376,11 @@ async fn stream_infer_answers_every_request_and_reports_errors_in_band() {
         .await
         .unwrap()
         .into_inner();
-    let mut responses = c
-        .model_stream_infer(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut ok, mut errors) = (Vec::new(), Vec::new());
-    while let Some(r) = responses.message().await.unwrap() {
-        match r.infer_response {
-            Some(resp) if r.error_message.is_empty() => {
-                assert_eq!(resp.raw_output_contents, expected.raw_output_contents);
-                ok.push(resp.id);
-            }
-            _ => errors.push(r.error_message),
-        }
+    let (answered, errors) = crate::harness::grpc::stream(&mut c, requests).await;
+    let mut ok = Vec::new();
+    for resp in answered {
+        assert_eq!(resp.raw_output_contents, expected.raw_output_contents);
+        ok.push(resp.id);
     }
     ok.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("ok-{i}")).collect();

@@ -32,3 +32,25 @@ pub fn raw_request(model: &str, inputs: &[Tensor]) -> pb::ModelInferRequest {
         ..Default::default()
     }
 }
+
+/// Sends `requests` on one `ModelStreamInfer` stream and reads it to its
+/// end: the responses that answered (in arrival order) and the error
+/// messages of those that failed.
+pub async fn stream(
+    client: &mut Client,
+    requests: Vec<pb::ModelInferRequest>,
+) -> (Vec<pb::ModelInferResponse>, Vec<String>) {
+    let mut responses = client
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    while let Some(r) = responses.message().await.unwrap() {
+        match r.infer_response {
+            Some(resp) if r.error_message.is_empty() => ok.push(resp),
+            _ => errors.push(r.error_message),
+        }
+    }
+    (ok, errors)
+}
