@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     disable_onnxruntime_telemetry();
-    let matches = Cli::command().get_matches();
+    let args = sluice::cli::with_default_command(std::env::args_os().collect());
+    if let Some(why) = sluice::cli::unsupported_triton_flag(&args) {
+        return fail(why);
+    }
+    let matches = Cli::command().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -67,7 +71,7 @@ async fn serve(args: ServeArgs, settings: String) -> anyhow::Result<()> {
     let traces = sluice::telemetry::init(&args.otlp()).map_err(anyhow::Error::msg)?;
     let tracer = traces.as_ref().map(|t| t.tracer.clone());
     let logging = sluice::logging::init(
-        &args.log,
+        &args.log_filter(),
         args.log_format.into(),
         args.log_color.into(),
         tracer,

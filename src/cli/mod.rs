@@ -5,6 +5,7 @@
 //! ([`convert`]).
 
 mod convert;
+mod triton;
 
 pub use crate::auth::Secret;
 use crate::config::defaults as d;
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use convert::non_default_settings;
 use std::net::IpAddr;
 use std::path::PathBuf;
+pub use triton::{unsupported_triton_flag, with_default_command};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +38,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Model repository: <dir>/<model>/<version>/model.onnx, with an optional <dir>/<model>/config.toml.
-    #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = d::MODEL_REPOSITORY)]
+    #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = d::MODEL_REPOSITORY,
+          alias = "model-store")]
     pub(crate) model_repository: PathBuf,
 
     /// Address to listen on.
@@ -251,6 +254,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_LOG", default_value = d::LOG_FILTER)]
     pub log: String,
 
+    /// Triton's verbose logging level: 0 (the default) adds nothing to
+    /// `--log`; 1 logs Sluice's debug events; 2 and more its trace events and
+    /// the libraries' debug events.
+    #[arg(long, env = "SLUICE_LOG_VERBOSE", default_value_t = 0)]
+    pub log_verbose: u32,
+
     /// Log format: `text` for people, or `json`: one object per line with
     /// the event's fields as top-level keys (`timestamp`, `level`, `target`,
     /// `message`, then e.g. `model`, `version`), as log pipelines expect.
@@ -274,6 +283,18 @@ pub struct ServeArgs {
     /// in a file, a pipe or a container log), `always`, or `never`.
     #[arg(long, env = "SLUICE_LOG_COLOR", value_enum, default_value_t = LogColor::Auto)]
     pub log_color: LogColor,
+}
+
+impl ServeArgs {
+    /// The log filter: `--log`, with what `--log-verbose` adds (later
+    /// directives of an EnvFilter win for the same target).
+    pub fn log_filter(&self) -> String {
+        match self.log_verbose {
+            0 => self.log.clone(),
+            1 => format!("{},sluice=debug", self.log),
+            _ => format!("{},debug,ort=warn,sluice=trace", self.log),
+        }
+    }
 }
 
 /// The values of `--model-control-mode`.
