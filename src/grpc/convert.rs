@@ -4,10 +4,8 @@
 
 use super::pb;
 use crate::error::{Error, Result};
-use crate::repository::config::VersionPolicy;
 use crate::service::{
-    ConfigTensor, IndexRow, InferRequest, InferResponse, ModelConfigView, ModelMetadata,
-    StatDuration, VersionStats,
+    IndexRow, InferRequest, InferResponse, ModelMetadata, StatDuration, VersionStats,
 };
 use crate::tensor::{
     DataType, Tensor, TensorData, check_shape, decode_raw, encode_raw, parse_datatype,
@@ -212,113 +210,6 @@ pub(crate) fn metadata(m: ModelMetadata) -> pb::ModelMetadataResponse {
         platform: m.platform.into(),
         inputs: tensors(m.inputs),
         outputs: tensors(m.outputs),
-    }
-}
-
-fn config_datatype(dt: DataType) -> pb::DataType {
-    match dt {
-        DataType::Bool => pb::DataType::TypeBool,
-        DataType::Uint8 => pb::DataType::TypeUint8,
-        DataType::Uint16 => pb::DataType::TypeUint16,
-        DataType::Uint32 => pb::DataType::TypeUint32,
-        DataType::Uint64 => pb::DataType::TypeUint64,
-        DataType::Int8 => pb::DataType::TypeInt8,
-        DataType::Int16 => pb::DataType::TypeInt16,
-        DataType::Int32 => pb::DataType::TypeInt32,
-        DataType::Int64 => pb::DataType::TypeInt64,
-        DataType::Fp16 => pb::DataType::TypeFp16,
-        DataType::Fp32 => pb::DataType::TypeFp32,
-        DataType::Fp64 => pb::DataType::TypeFp64,
-        DataType::Bf16 => pb::DataType::TypeBf16,
-        DataType::Bytes => pb::DataType::TypeString,
-    }
-}
-
-pub(crate) fn config(c: &ModelConfigView) -> pb::ModelConfig {
-    let b = &c.dynamic_batching;
-    let policy = match &c.version_policy {
-        VersionPolicy::Latest(n) => {
-            pb::model_version_policy::PolicyChoice::Latest(pb::model_version_policy::Latest {
-                num_versions: u32::try_from(*n).unwrap_or(u32::MAX),
-            })
-        }
-        VersionPolicy::All => {
-            pb::model_version_policy::PolicyChoice::All(pb::model_version_policy::All {})
-        }
-        VersionPolicy::Specific(v) => {
-            pb::model_version_policy::PolicyChoice::Specific(pb::model_version_policy::Specific {
-                versions: v.iter().map(|&x| x as i64).collect(),
-            })
-        }
-    };
-    let inputs = c
-        .inputs
-        .iter()
-        .map(|t: &ConfigTensor| pb::ModelInput {
-            name: t.name.clone(),
-            data_type: config_datatype(t.datatype).into(),
-            dims: t.dims.clone(),
-            ..Default::default()
-        })
-        .collect();
-    let outputs = c
-        .outputs
-        .iter()
-        .map(|t| pb::ModelOutput {
-            name: t.name.clone(),
-            data_type: config_datatype(t.datatype).into(),
-            dims: t.dims.clone(),
-            ..Default::default()
-        })
-        .collect();
-    let kind = if c.gpu {
-        pb::model_instance_group::Kind::Gpu
-    } else {
-        pb::model_instance_group::Kind::Cpu
-    };
-    let batching = (c.max_batch_size > 0).then(|| {
-        pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
-            preferred_batch_size: b
-                .preferred_batch_sizes
-                .iter()
-                .map(|&s| i32::try_from(s).unwrap_or(i32::MAX))
-                .collect(),
-            max_queue_delay_microseconds: b.max_queue_delay_us,
-            priority_levels: u64::from(b.priority_levels),
-            default_priority_level: u64::from(b.default_priority_level),
-            default_queue_policy: Some(pb::ModelQueuePolicy {
-                timeout_action: pb::model_queue_policy::TimeoutAction::Reject.into(),
-                default_timeout_microseconds: b.default_timeout_us,
-                allow_timeout_override: true,
-                max_queue_size: u32::try_from(b.max_queue_size).unwrap_or(u32::MAX),
-            }),
-            ..Default::default()
-        })
-    });
-    pb::ModelConfig {
-        name: c.name.clone(),
-        platform: "onnxruntime_onnx".into(),
-        backend: "onnxruntime".into(),
-        version_policy: Some(pb::ModelVersionPolicy {
-            policy_choice: Some(policy),
-        }),
-        max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
-        input: inputs,
-        output: outputs,
-        instance_group: vec![pb::ModelInstanceGroup {
-            name: format!("{}_0", c.name),
-            kind: kind.into(),
-            count: i32::try_from(c.instances).unwrap_or(i32::MAX),
-            gpus: if c.gpu {
-                vec![c.device_id as i32]
-            } else {
-                vec![]
-            },
-            ..Default::default()
-        }],
-        default_model_filename: "model.onnx".into(),
-        scheduling_choice: batching,
-        ..Default::default()
     }
 }
 

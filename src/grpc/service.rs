@@ -220,7 +220,7 @@ impl GrpcInferenceService for Inference {
             .model_config(&r.name, version)
             .map_err(status)?;
         Ok(Response::new(pb::ModelConfigResponse {
-            config: Some(convert::config(&view)),
+            config: Some(view.0),
         }))
     }
 
@@ -250,10 +250,37 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<pb::RepositoryModelLoadRequest>,
     ) -> GrpcResult<pb::RepositoryModelLoadResponse> {
+        use pb::model_repository_parameter::ParameterChoice;
         let r = request.into_inner();
-        let parameters: Vec<String> = r.parameters.into_keys().collect();
+        let config = match r.parameters.get("config").map(|p| &p.parameter_choice) {
+            None => None,
+            Some(Some(ParameterChoice::StringParam(text))) => Some(text.clone()),
+            Some(Some(ParameterChoice::BytesParam(bytes))) => Some(
+                String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    status(Error::invalid(
+                        "load parameter 'config' must be UTF-8 JSON. Given: bytes that are not UTF-8",
+                    ))
+                })?,
+            ),
+            Some(other) => {
+                let given = match other {
+                    Some(ParameterChoice::BoolParam(_)) => "a bool_param",
+                    Some(ParameterChoice::Int64Param(_)) => "an int64_param",
+                    _ => "no value",
+                };
+                return Err(status(Error::invalid(format!(
+                    "load parameter 'config' must be a string_param holding a JSON ModelConfig. Given: {given}"
+                ))));
+            }
+        };
+        let files = r
+            .parameters
+            .keys()
+            .filter(|k| k.starts_with("file:"))
+            .cloned()
+            .collect();
         self.service
-            .load(&r.model_name, &parameters)
+            .load(&r.model_name, crate::service::LoadOptions { config, files })
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))

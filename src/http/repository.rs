@@ -3,12 +3,13 @@
 //! and `GET /v2/models/{m}[/versions/{v}]/config`.
 
 use super::body::Body;
-use super::codec::describe::{config_json, index_json};
+use super::codec::describe::index_json;
 use super::error::ApiError;
 use super::path::Path;
 use super::routes::parse_version;
 use super::state::AppState;
 use crate::error::Error;
+use crate::service::LoadOptions;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -65,8 +66,27 @@ pub(super) async fn load(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let params = object_body(&body, "model load")?;
-    let parameters: Vec<String> = parameters(&params, "model load")?.keys().cloned().collect();
-    s.service.load(&model, &parameters).await?;
+    let params = parameters(&params, "model load")?;
+    let config = match params.get("config") {
+        None => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        // Triton's clients send the JSON as a string; an object is taken
+        // as the same configuration.
+        Some(object @ Value::Object(_)) => Some(object.to_string()),
+        Some(other) => {
+            return Err(ApiError(Error::invalid(format!(
+                "load parameter 'config' must be a string holding a JSON ModelConfig. Given: {other}"
+            ))));
+        }
+    };
+    let files = params
+        .keys()
+        .filter(|k| k.starts_with("file:"))
+        .cloned()
+        .collect();
+    s.service
+        .load(&model, LoadOptions { config, files })
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -85,7 +105,7 @@ pub(super) async fn config(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(config_json(&s.service.model_config(&model, None)?)))
+    Ok(Json(s.service.model_config(&model, None)?.json()?))
 }
 
 pub(super) async fn config_v(
@@ -93,7 +113,5 @@ pub(super) async fn config_v(
     Path((model, version)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let version = parse_version(&version)?;
-    Ok(Json(config_json(
-        &s.service.model_config(&model, Some(version))?,
-    )))
+    Ok(Json(s.service.model_config(&model, Some(version))?.json()?))
 }

@@ -99,8 +99,26 @@ impl Registry {
             reason,
             fingerprint: Some(fingerprint.clone()),
         };
-        let config = repository::load_config(&dir, name, self.defaults.strict_model_config)
-            .map_err(failure)?;
+        let strict = self.defaults.strict_model_config;
+        let overridden = self.config_override(name);
+        let config = match &overridden {
+            None => repository::load_config(&dir, name, strict),
+            Some(text) => {
+                let context = repository::pbtxt::Context {
+                    dir: &dir,
+                    name,
+                    strict,
+                };
+                repository::pbtxt::parse_json(text, &context)
+                    .map_err(|e| format!("the load call's 'config' parameter: {e}"))
+            }
+        }
+        .map_err(failure)?;
+        // A version is reused only when its configuration is the same: an
+        // override counts as part of it.
+        let config_key = overridden.as_deref().map_or(fingerprint.config, |text| {
+            fingerprint.config ^ xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+        });
         self.admit(name, &config).map_err(failure)?;
         let current = self.served.load().get(name).cloned();
         let mut versions = BTreeMap::new();
@@ -108,7 +126,7 @@ impl Registry {
         for version in config.version_policy.select(&model_dir.versions) {
             let key = (
                 fingerprint.versions.get(&version).copied().unwrap_or(0),
-                fingerprint.config,
+                config_key,
             );
             if let Some(existing) = current.as_ref().and_then(|m| m.versions.get(&version)) {
                 if existing.fingerprint == key {

@@ -36,6 +36,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// How Triton starts the message of every request for a model it cannot
+/// serve now; Triton's own client examples test for this prefix, so
+/// Sluice's detail follows it.
+pub(crate) const UNKNOWN: &str = "Request for unknown model: ";
+
 /// The served versions of one model, highest last.
 #[derive(Debug, Default)]
 pub(crate) struct Model {
@@ -60,6 +65,11 @@ pub struct Registry {
     /// What each model's directory held at its last load attempt, so polling
     /// reloads only on a change of content (and never retries a broken file).
     attempted: Mutex<HashMap<String, Fingerprint>>,
+    /// Configurations given by the repository `load` call's `config`
+    /// parameter (Triton's JSON `ModelConfig`), by model: used instead of
+    /// the files on disk until a load without one. Changed only under
+    /// `loads`; restored when the load it came with fails.
+    overrides: Mutex<HashMap<String, Arc<str>>>,
     metrics: Metrics,
     defaults: Defaults,
 }
@@ -80,6 +90,7 @@ impl Registry {
             index: Mutex::new(BTreeMap::new()),
             loads: tokio::sync::Mutex::new(()),
             attempted: Mutex::new(HashMap::new()),
+            overrides: Mutex::new(HashMap::new()),
             metrics,
             defaults,
         }
@@ -93,10 +104,12 @@ impl Registry {
             .collect())
     }
 
-    /// The repository API's load: refused in `none` control mode.
-    pub async fn load(self: &Arc<Self>, name: &str) -> Result<()> {
+    /// The repository API's load: refused in `none` control mode. `config`
+    /// (Triton's JSON `ModelConfig`) replaces the model's configuration files
+    /// from this load on; `None` goes back to the files.
+    pub async fn load(self: &Arc<Self>, name: &str, config: Option<String>) -> Result<()> {
         self.check_api()?;
-        self.load_internal(name).await
+        self.load_as(name, Some(config.map(Arc::from))).await
     }
 
     fn check_api(&self) -> Result<()> {
@@ -111,6 +124,12 @@ impl Registry {
     /// Loads (or reloads) `name` from disk and publishes it. The error, if any,
     /// is also recorded in the index; other models are untouched.
     pub async fn load_internal(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.load_as(name, None).await
+    }
+
+    /// [`Registry::load_internal`], first setting (`Some(Some)`) or clearing
+    /// (`Some(None)`) the model's configuration override; `None` keeps it.
+    async fn load_as(self: &Arc<Self>, name: &str, config: Option<Option<Arc<str>>>) -> Result<()> {
         if !valid_model_name(name) {
             return Err(Error::invalid(format!(
                 "model name '{name}' is not valid: use letters, digits, '_', '-' and '.', without path separators or a leading '.'"
@@ -123,6 +142,13 @@ impl Registry {
                 "model '{name}' is not in the model repository"
             )));
         }
+        let previous = config.map(|config| {
+            let mut overrides = self.overrides_lock();
+            match config {
+                Some(text) => overrides.insert(name.to_string(), text),
+                None => overrides.remove(name),
+            }
+        });
         self.set_state(name, None, None);
         let this = self.clone();
         let owned = name.to_string();
@@ -158,6 +184,13 @@ impl Registry {
                 Ok(())
             }
             Err(failure) => {
+                if let Some(previous) = previous {
+                    let mut overrides = self.overrides_lock();
+                    match previous {
+                        Some(text) => overrides.insert(name.to_string(), text),
+                        None => overrides.remove(name),
+                    };
+                }
                 self.metrics.record_load(name, took, false);
                 self.remember(name, failure.fingerprint.clone());
                 tracing::error!(model = name, version = failure.version, reason = %failure.reason, "model failed to load; the serving versions are untouched");
@@ -201,6 +234,15 @@ impl Registry {
                 )))
             }
         }
+    }
+
+    fn overrides_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<str>>> {
+        self.overrides.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration override of `name`, if a load call gave one.
+    pub(super) fn config_override(&self, name: &str) -> Option<Arc<str>> {
+        self.overrides_lock().get(name).cloned()
     }
 
     fn remember(&self, name: &str, fingerprint: Option<Fingerprint>) {
@@ -277,6 +319,7 @@ impl Registry {
             let _ = self.unload_internal(&name).await;
             self.index_lock().remove(&name);
             self.remember(&name, None);
+            self.overrides_lock().remove(&name);
         }
     }
 
@@ -300,6 +343,7 @@ impl Registry {
             }
         }
         self.remember(name, None);
+        self.overrides_lock().remove(name);
         let mut index = self.index_lock();
         if let Some(states) = index.get_mut(name) {
             states.clear();
@@ -309,6 +353,8 @@ impl Registry {
     }
 
     /// Resolves a request's model version: the exact one, or the highest served.
+    /// Every error starts with Triton's words ([`UNKNOWN`]), which clients
+    /// written for Triton match on.
     pub(crate) fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedVersion>> {
         let snapshot = self.served.load();
         let found = snapshot.get(name).and_then(|model| match version {
@@ -320,7 +366,7 @@ impl Registry {
         }
         let index = self.index_lock();
         let Some(states) = index.get(name) else {
-            return Err(Error::NotFound(format!("unknown model '{name}'")));
+            return Err(Error::NotFound(format!("{UNKNOWN}'{name}' is not found")));
         };
         let describe = |v: Option<u64>| match v {
             Some(v) => format!("version {v} of model '{name}'"),
@@ -332,23 +378,23 @@ impl Registry {
             .or_else(|| states.values().next_back());
         match (state, version) {
             (Some(VersionState::Loading), _) => Err(Error::Unavailable(format!(
-                "{} is loading",
+                "{UNKNOWN}{} is loading",
                 describe(version)
             ))),
             (Some(VersionState::Unavailable(reason)), _) => Err(Error::Unavailable(format!(
-                "{} is unavailable: {reason}",
+                "{UNKNOWN}{} is unavailable: {reason}",
                 describe(version)
             ))),
             (Some(VersionState::Unloaded), _) => Err(Error::Unavailable(format!(
-                "{} is unavailable: unloaded",
+                "{UNKNOWN}{} is unavailable: unloaded",
                 describe(version)
             ))),
             (Some(VersionState::Ready | VersionState::ReloadFailed(_)), Some(v))
             | (None, Some(v)) => Err(Error::NotFound(format!(
-                "model '{name}' has no version {v} being served"
+                "{UNKNOWN}model '{name}' has no version {v} being served"
             ))),
             (_, None) => Err(Error::Unavailable(format!(
-                "model '{name}' has no version being served"
+                "{UNKNOWN}model '{name}' has no version being served"
             ))),
         }
     }

@@ -1,7 +1,7 @@
 //! Changing and listing the model set: Triton's repository extension
 //! (index, load, unload), the same for every protocol.
 
-use super::types::IndexRow;
+use super::types::{IndexRow, LoadOptions};
 use crate::error::{Error, Result};
 use crate::registry::{ModelState, Registry};
 use std::sync::Arc;
@@ -51,25 +51,33 @@ pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRo
     Ok(rows)
 }
 
-/// Loads (or reloads from the repository) one model. `parameters` are the
-/// names of the load call's parameters; Triton's `config` and `file:`
-/// overrides are refused, since models load from the repository.
-pub(super) async fn load(
-    registry: &Arc<Registry>,
-    name: &str,
-    parameters: &[String],
-) -> Result<()> {
+/// Loads (or reloads from the repository) one model, with Triton's
+/// `config` override when the call gives one. Triton's `file:` overrides
+/// (model files in the request) are refused: files come from the repository.
+pub(super) async fn load(registry: &Arc<Registry>, name: &str, options: LoadOptions) -> Result<()> {
     check_model_name(name)?;
-    if let Some(key) = parameters
-        .iter()
-        .find(|k| *k == "config" || k.starts_with("file:"))
-    {
+    if let Some(key) = options.files.first() {
         return Err(Error::invalid(format!(
-            "load parameter '{key}' is not supported: models load from the repository on disk"
+            "load parameter '{key}' is not supported: model files load from the repository, not from the request"
         )));
     }
-    registry.load(name).await
+    if let Some(text) = &options.config {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(Error::invalid(format!(
+                "load parameter 'config' must be at most {MAX_CONFIG_BYTES} bytes of JSON. Given: {} bytes",
+                text.len()
+            )));
+        }
+        // Checked here so that a malformed one is a 400 naming the
+        // parameter; the load maps it against the model directory.
+        crate::repository::pbtxt::render::from_json(text)
+            .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
+    }
+    registry.load(name, options.config).await
 }
+
+/// Largest `config` a load call may give.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// Stops serving one model; in-flight requests complete.
 pub(super) async fn unload(registry: &Registry, name: &str) -> Result<()> {

@@ -2,10 +2,10 @@
 //! effective configuration, and statistics, each as a plain snapshot.
 
 use super::stats::VersionStats;
-use super::types::{ConfigTensor, ModelConfigView, ModelMetadata};
+use super::types::{ModelConfigView, ModelMetadata};
 use crate::error::Result;
 use crate::registry::{LoadedVersion, Registry};
-use crate::tensor::TensorSpec;
+use crate::repository::pbtxt::render;
 use std::sync::Arc;
 
 /// Model metadata: of one version when `version` is given (only it is
@@ -44,31 +44,16 @@ pub(super) fn model_config(
     version: Option<u64>,
 ) -> Result<ModelConfigView> {
     let v = registry.resolve(name, version)?;
-    let batching = v.max_batch_size > 0;
-    let tensors = |specs: &[TensorSpec]| -> Vec<ConfigTensor> {
-        specs
-            .iter()
-            .map(|t| ConfigTensor {
-                name: t.name.clone(),
-                datatype: t.datatype,
-                dims: match t.shape.split_first() {
-                    Some((_, rest)) if batching => rest.to_vec(),
-                    _ => t.shape.clone(),
-                },
-            })
-            .collect()
-    };
-    Ok(ModelConfigView {
-        name: v.model.clone(),
+    let served = render::Served {
+        name: &v.model,
         max_batch_size: v.max_batch_size,
-        inputs: tensors(&v.signature.inputs),
-        outputs: tensors(&v.signature.outputs),
+        inputs: &v.signature.inputs,
+        outputs: &v.signature.outputs,
         instances: v.instances,
-        gpu: v.placement.provider != "cpu",
+        provider: v.placement.provider,
         device_id: v.placement.device_id,
-        dynamic_batching: v.config.dynamic_batching.clone(),
-        version_policy: v.config.version_policy.clone(),
-    })
+    };
+    Ok(ModelConfigView(render::model_config(&v.config, &served)))
 }
 
 /// Statistics of one model (all its served versions, or one), or of every

@@ -14,7 +14,7 @@ mod validate;
 
 pub(crate) use stats::{StatDuration, VersionStats};
 pub use types::{
-    ConfigTensor, EXTENSIONS, IndexRow, InferRequest, InferResponse, Limits, ModelConfigView,
+    EXTENSIONS, IndexRow, InferRequest, InferResponse, Limits, LoadOptions, ModelConfigView,
     ModelMetadata, Protocol, ServerMetadata,
 };
 
@@ -197,10 +197,9 @@ impl Service {
         control::index(&self.inner.registry, ready_only)
     }
 
-    /// Loads (or reloads from the repository) one model; `parameters` are
-    /// the names of the call's parameters.
-    pub async fn load(&self, model: &str, parameters: &[String]) -> Result<()> {
-        control::load(&self.inner.registry, model, parameters).await
+    /// Loads (or reloads from the repository) one model.
+    pub async fn load(&self, model: &str, options: LoadOptions) -> Result<()> {
+        control::load(&self.inner.registry, model, options).await
     }
 
     /// Stops serving one model; in-flight requests complete.

@@ -2,8 +2,7 @@
 //! these and encode from them; none of them reaches into the registry, the
 //! scheduler or the runtime.
 
-use crate::repository::config::{DynamicBatching, VersionPolicy};
-use crate::tensor::{DataType, RunOutput, Tensor, TensorSpec};
+use crate::tensor::{RunOutput, Tensor, TensorSpec};
 
 /// Limits on what one request may ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +49,17 @@ pub struct InferResponse {
     pub(crate) id: Option<String>,
     /// Requested outputs, in the requested (or graph) order.
     pub(crate) outputs: Vec<(String, RunOutput)>,
+}
+
+/// What a repository `load` call asks for beyond the model's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Triton's `config` parameter: a JSON `ModelConfig` to load the model
+    /// with instead of its configuration files.
+    pub config: Option<String>,
+    /// Names of `file:` parameters (model files sent in the call), which
+    /// Sluice refuses.
+    pub files: Vec<String>,
 }
 
 /// Which adapter a request came through, for metrics.
@@ -117,27 +127,16 @@ pub struct IndexRow {
     pub(crate) reason: String,
 }
 
-/// A tensor of a model's configuration; `dims` exclude the batch dimension
-/// when the model batches (as Triton's `config.pbtxt` does).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigTensor {
-    pub(crate) name: String,
-    pub(crate) datatype: DataType,
-    pub(crate) dims: Vec<i64>,
-}
-
-/// A served version's effective configuration, Triton-style and
-/// protocol-neutral: what the REST `config` route and gRPC `ModelConfig` show.
+/// A served version's effective configuration as Triton's `ModelConfig`:
+/// what the REST `config` route (as JSON) and gRPC `ModelConfig` (as the
+/// message) show. Rendered by `repository::pbtxt::render`.
 #[derive(Debug, Clone)]
-pub struct ModelConfigView {
-    pub(crate) name: String,
-    pub(crate) max_batch_size: usize,
-    pub(crate) inputs: Vec<ConfigTensor>,
-    pub(crate) outputs: Vec<ConfigTensor>,
-    pub(crate) instances: usize,
-    /// Whether the sessions run on a GPU provider (`KIND_GPU`) or the CPU.
-    pub(crate) gpu: bool,
-    pub(crate) device_id: u32,
-    pub(crate) dynamic_batching: DynamicBatching,
-    pub(crate) version_policy: VersionPolicy,
+pub struct ModelConfigView(pub(crate) crate::repository::pbtxt::pb::ModelConfig);
+
+impl ModelConfigView {
+    /// Triton's JSON form: proto field names, zero values printed, 64-bit
+    /// integers as numbers.
+    pub(crate) fn json(&self) -> crate::error::Result<serde_json::Value> {
+        crate::repository::pbtxt::config_json(&self.0).map_err(crate::error::Error::internal)
+    }
 }

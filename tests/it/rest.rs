@@ -72,7 +72,10 @@ async fn unknown_models_versions_and_routes() {
     let s = TestServer::start(&test_repo()).await;
     let (status, body) = s.get("/v2/models/nope").await;
     assert_eq!(status, 404);
-    assert_eq!(body["error"], "unknown model 'nope'");
+    assert_eq!(
+        body["error"],
+        "Request for unknown model: 'nope' is not found"
+    );
     assert_eq!(s.get("/v2/models/iris/versions/7").await.0, 404);
     assert_eq!(s.get("/v2/models/iris/versions/x").await.0, 400);
     assert_eq!(s.get("/v2/models/iris/versions/0/ready").await.0, 400);

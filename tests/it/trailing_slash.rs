@@ -49,7 +49,7 @@ async fn a_trailing_slash_reaches_the_route() {
     let (status, body) = s.get("/v2/models/nope/").await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (404, Some("unknown model 'nope'"))
+        (404, Some("Request for unknown model: 'nope' is not found"))
     );
     assert_eq!(s.get("/v2/models/iris/infer/").await.0, 405);
     s.stop().await;

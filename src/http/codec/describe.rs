@@ -2,10 +2,7 @@
 //! statistics, model configuration and repository index, each encoded from
 //! the service's plain snapshot.
 
-use crate::repository::config::VersionPolicy;
-use crate::service::{
-    ConfigTensor, IndexRow, ModelConfigView, ModelMetadata, StatDuration, VersionStats,
-};
+use crate::service::{IndexRow, ModelMetadata, StatDuration, VersionStats};
 use crate::tensor::TensorSpec;
 use serde_json::{Value, json};
 
@@ -87,87 +84,4 @@ pub(crate) fn index_json(rows: Vec<IndexRow>) -> Value {
             })
             .collect(),
     )
-}
-
-/// Triton's JSON model configuration.
-pub(crate) fn config_json(c: &ModelConfigView) -> Value {
-    let tensors = |ts: &[ConfigTensor]| -> Vec<Value> {
-        ts.iter()
-            .map(|t| {
-                json!({
-                    "name": t.name,
-                    "data_type": config_datatype(t.datatype),
-                    "dims": t.dims,
-                })
-            })
-            .collect()
-    };
-    let b = &c.dynamic_batching;
-    let policy = match &c.version_policy {
-        VersionPolicy::Latest(n) => json!({"latest": {"num_versions": n}}),
-        VersionPolicy::All => json!({"all": {}}),
-        VersionPolicy::Specific(v) => json!({"specific": {"versions": v}}),
-    };
-    let (kind, gpus) = if c.gpu {
-        ("KIND_GPU", vec![c.device_id])
-    } else {
-        ("KIND_CPU", vec![])
-    };
-    let mut config = json!({
-        "name": c.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "version_policy": policy,
-        "max_batch_size": c.max_batch_size,
-        "input": tensors(&c.inputs),
-        "output": tensors(&c.outputs),
-        "instance_group": [{
-            "name": format!("{}_0", c.name),
-            "count": c.instances,
-            "kind": kind,
-            "gpus": gpus,
-        }],
-        "default_model_filename": "model.onnx",
-    });
-    if c.max_batch_size > 0 {
-        super::set(
-            &mut config,
-            "dynamic_batching",
-            json!({
-                "preferred_batch_size": b.preferred_batch_sizes,
-                "max_queue_delay_microseconds": b.max_queue_delay_us,
-                "preserve_ordering": false,
-                "priority_levels": b.priority_levels,
-                "default_priority_level": b.default_priority_level,
-                "default_queue_policy": {
-                    "timeout_action": "REJECT",
-                    "default_timeout_microseconds": b.default_timeout_us,
-                    "allow_timeout_override": true,
-                    "max_queue_size": b.max_queue_size,
-                },
-            }),
-        );
-    }
-    config
-}
-
-/// Triton's config name of a datatype (`TYPE_FP32`; BYTES is `TYPE_STRING`).
-pub(crate) fn config_datatype(dt: crate::tensor::DataType) -> &'static str {
-    use crate::tensor::DataType as D;
-    match dt {
-        D::Bool => "TYPE_BOOL",
-        D::Uint8 => "TYPE_UINT8",
-        D::Uint16 => "TYPE_UINT16",
-        D::Uint32 => "TYPE_UINT32",
-        D::Uint64 => "TYPE_UINT64",
-        D::Int8 => "TYPE_INT8",
-        D::Int16 => "TYPE_INT16",
-        D::Int32 => "TYPE_INT32",
-        D::Int64 => "TYPE_INT64",
-        D::Fp16 => "TYPE_FP16",
-        D::Fp32 => "TYPE_FP32",
-        D::Fp64 => "TYPE_FP64",
-        D::Bf16 => "TYPE_BF16",
-        D::Bytes => "TYPE_STRING",
-    }
 }

@@ -20,9 +20,11 @@ mod accel;
 mod batching;
 mod lists;
 mod map;
+pub(crate) mod render;
 mod tensors;
 mod warmup;
 
+pub(crate) use render::to_json as config_json;
 pub(crate) use warmup::split_bytes;
 
 #[cfg(test)]
@@ -115,6 +117,17 @@ pub fn parse(path: &Path, text: &str, context: &Context<'_>) -> Result<ModelConf
         dir: context.dir.to_path_buf(),
     };
     map::model_config(&triton, context, &files).map_err(at)
+}
+
+/// Parses Triton's JSON `ModelConfig` (the repository `load` call's
+/// `config` override) and maps it as a `config.pbtxt` in `context.dir`
+/// would be: the same checks, and paths resolve inside the model directory.
+pub(crate) fn parse_json(text: &str, context: &Context<'_>) -> Result<ModelConfig, String> {
+    let triton = render::from_json(text)?;
+    let files = ModelFiles {
+        dir: context.dir.to_path_buf(),
+    };
+    map::model_config(&triton, context, &files)
 }
 
 /// Only the `default_model_filename` of the `config.pbtxt` in `dir`, if it

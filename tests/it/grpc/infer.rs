@@ -386,5 +386,5 @@ async fn stream_infer_answers_every_request_and_reports_errors_in_band() {
     let mut want: Vec<String> = (0..20).map(|i| format!("ok-{i}")).collect();
     want.sort();
     assert_eq!(ok, want);
-    assert_eq!(errors, ["unknown model 'nope'"]);
+    assert_eq!(errors, ["Request for unknown model: 'nope' is not found"]);
 }
