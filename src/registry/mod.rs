@@ -109,7 +109,28 @@ impl Registry {
     /// from this load on; `None` goes back to the files.
     pub async fn load(self: &Arc<Self>, name: &str, config: Option<String>) -> Result<()> {
         self.check_api()?;
+        if let Some(text) = &config {
+            self.check_override(name, text)?;
+        }
         self.load_as(name, Some(config.map(Arc::from))).await
+    }
+
+    /// Maps a load call's `config` against the model's directory, so that a
+    /// configuration that cannot load is the caller's error (400), named as
+    /// the parameter, before anything changes.
+    fn check_override(&self, name: &str, text: &str) -> Result<()> {
+        let dir = self.root.join(name);
+        if !valid_model_name(name) || !dir.is_dir() {
+            return Ok(()); // the load reports it
+        }
+        let context = repository::pbtxt::Context {
+            dir: &dir,
+            name,
+            strict: self.defaults.strict_model_config,
+        };
+        repository::pbtxt::parse_json(text, &context)
+            .map(drop)
+            .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))
     }
 
     fn check_api(&self) -> Result<()> {

@@ -68,10 +68,6 @@ pub(super) async fn load(registry: &Arc<Registry>, name: &str, options: LoadOpti
                 text.len()
             )));
         }
-        // Checked here so that a malformed one is a 400 naming the
-        // parameter; the load maps it against the model directory.
-        crate::repository::pbtxt::render::from_json(text)
-            .map_err(|e| Error::invalid(format!("load parameter 'config': {e}")))?;
     }
     registry.load(name, options.config).await
 }

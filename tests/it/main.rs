@@ -28,3 +28,4 @@ mod shutdown;
 mod stop_loop;
 mod traces;
 mod trailing_slash;
+mod triton_config;

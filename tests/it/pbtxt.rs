@@ -112,7 +112,7 @@ fn f32_bytes(values: &[f32]) -> Bytes {
 
 /// The repository of the main test: iris_pb (everything), dyn_partial (a
 /// config that only sets max_batch_size), and a model with no config.
-fn repository() -> tempfile::TempDir {
+pub(crate) fn repository() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let iris = root.path().join("iris_pb");
     for v in [1, 2] {

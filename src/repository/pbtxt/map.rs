@@ -44,8 +44,8 @@ pub(super) fn model_config(
         complete_from_graph: complete,
         max_batch_size,
         model_filename: check_model_filename(&c.default_model_filename)?,
-        inputs: tensors::inputs(&c.input, &mut found)?,
-        outputs: tensors::outputs(&c.output, files, &mut found)?,
+        inputs: tensors::inputs(&c.input, c.max_batch_size > 0, &mut found)?,
+        outputs: tensors::outputs(&c.output, c.max_batch_size > 0, files, &mut found)?,
         version_policy: version_policy(c.version_policy.as_ref())?,
         response_cache: c.response_cache.as_ref().is_some_and(|r| r.enable),
         ..ModelConfig::default()

@@ -81,8 +81,11 @@ fn name(name: &str, field: &str, seen: &mut Vec<String>) -> Result<String, Strin
     Ok(name.to_string())
 }
 
+/// `batching`: the model batches, so `dims` may be empty (the tensor is the
+/// batch dimension alone, as Sluice's effective configuration shows it).
 pub(super) fn inputs(
     inputs: &[pb::ModelInput],
+    batching: bool,
     found: &mut Findings,
 ) -> Result<Vec<TensorDecl>, String> {
     let mut seen = Vec::new();
@@ -96,6 +99,7 @@ pub(super) fn inputs(
                 input.data_type,
                 &input.dims,
                 input.reshape.as_ref(),
+                batching,
                 &field,
             )?;
             if input.format != 0 {
@@ -135,6 +139,7 @@ pub(super) fn inputs(
 
 pub(super) fn outputs(
     outputs: &[pb::ModelOutput],
+    batching: bool,
     files: &ModelFiles,
     found: &mut Findings,
 ) -> Result<Vec<TensorDecl>, String> {
@@ -149,6 +154,7 @@ pub(super) fn outputs(
                 output.data_type,
                 &output.dims,
                 output.reshape.as_ref(),
+                batching,
                 &field,
             )?;
             if !output.label_filename.is_empty() {
@@ -176,10 +182,11 @@ fn decl(
     data_type: i32,
     dims: &[i64],
     reshape: Option<&pb::ModelTensorReshape>,
+    batching: bool,
     field: &str,
 ) -> Result<TensorDecl, String> {
     let datatype = datatype(data_type, &format!("{field}.data_type"))?;
-    let dims = shape(dims, &format!("{field}.dims"), false)?;
+    let dims = shape(dims, &format!("{field}.dims"), batching)?;
     let reshape = match reshape {
         None => None,
         Some(r) => {

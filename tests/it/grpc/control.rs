@@ -107,7 +107,10 @@ async fn metadata_config_statistics_index_health_and_reflection() {
     else {
         panic!("dynamic_batching missing")
     };
-    assert_eq!(b.priority_levels, 1);
+    assert_eq!(
+        b.priority_levels, 0,
+        "one level is reported as Triton does: priorities off"
+    );
     assert!(b.default_queue_policy.unwrap().max_queue_size > 0);
     let fixed = c
         .model_config(pb::ModelConfigRequest {
