@@ -370,6 +370,24 @@ def build_lookup() -> onnx.ModelProto:
 
 
 # ---------------------------------------------------------------------------
+# a Triton-style repository (tests/triton_repo/), served unchanged
+# ---------------------------------------------------------------------------
+
+
+def build_simple() -> onnx.ModelProto:
+    """The add/sub model of Triton's client examples, rebuilt from their
+    documented behaviour: two INT32 [batch, 16] inputs, OUTPUT0 = sum and
+    OUTPUT1 = difference."""
+    return make_model(
+        [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"], name="add"),
+         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"], name="sub")],
+        [vi("INPUT0", TP.INT32, ["batch", 16]), vi("INPUT1", TP.INT32, ["batch", 16])],
+        [vi("OUTPUT0", TP.INT32, ["batch", 16]), vi("OUTPUT1", TP.INT32, ["batch", 16])],
+        name="simple", doc="OUTPUT0 = INPUT0 + INPUT1; OUTPUT1 = INPUT0 - INPUT1 (INT32, [batch, 16])",
+    )
+
+
+# ---------------------------------------------------------------------------
 # generation
 # ---------------------------------------------------------------------------
 
@@ -399,10 +417,11 @@ def artifacts() -> dict[str, bytes]:
     put("tests/fixtures/slow.onnx", build_slow())
     put("tests/fixtures/lookup.onnx", build_lookup())
     put("tests/fixtures/constant.onnx", build_constant())
+    put("tests/triton_repo/simple/1/model.onnx", build_simple())
     return out
 
 
-MANAGED_DIRS = ["models", "tests/models", "tests/fixtures"]
+MANAGED_DIRS = ["models", "tests/models", "tests/fixtures", "tests/triton_repo"]
 
 
 def write_all(root: Path, files: dict[str, bytes]) -> None:
@@ -628,6 +647,12 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             (y,) = sess.run(None, {})
             assert y.tolist() == [[1.0, 2.0, 3.0]], y
             note = "no inputs; y=[[1,2,3]]"
+        elif rel == "tests/triton_repo/simple/1/model.onnx":
+            a = np.arange(32, dtype=np.int32).reshape(2, 16)
+            b = np.ones((2, 16), np.int32)
+            s_, d = sess.run(None, {"INPUT0": a, "INPUT1": b})
+            assert np.array_equal(s_, a + b) and np.array_equal(d, a - b)
+            note = "OUTPUT0=a+b, OUTPUT1=a-b"
         else:
             raise AssertionError(f"no verification for {rel}")
         row(rel, sess, note)

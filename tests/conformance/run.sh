@@ -39,6 +39,7 @@ PY
 }
 read -r HTTP_PORT GRPC_PORT < <(free_ports)
 read -r HTTPS_PORT GRPCS_PORT < <(free_ports)
+read -r TRITON_HTTP_PORT TRITON_GRPC_PORT < <(free_ports)
 
 # A second server with TLS and bearer tokens, for test_secure.py: a throwaway
 # CA and a localhost certificate made here with openssl, and a token file.
@@ -65,6 +66,7 @@ printf '# conformance tokens\ninfer %s\ninfer,admin %s\n' "$INFER_TOKEN" "$ADMIN
 
 LOG=$(mktemp -t sluice-conformance.XXXXXX.log)
 SECURE_LOG=$(mktemp -t sluice-conformance-secure.XXXXXX.log)
+TRITON_LOG=$(mktemp -t sluice-conformance-triton.XXXXXX.log)
 # tests/models holds a deliberately corrupt model, so readiness is not strict
 # here (strict readiness would keep this server unready for ever).
 "$BIN" serve --model-repository tests/models --host 127.0.0.1 \
@@ -76,14 +78,21 @@ PID=$!
     --tls-cert "$SECRETS/tls.crt" --tls-key "$SECRETS/tls.key" \
     --auth-token-file "$SECRETS/tokens" --load-model iris,fixed >"$SECURE_LOG" 2>&1 &
 SECURE_PID=$!
+# A third server over a Triton-style repository (config.pbtxt files), started
+# the way a Triton container's args read: no subcommand, Triton's flag names
+# in their --flag=value form.
+"$BIN" --model-repository=tests/triton_repo --http-port="$TRITON_HTTP_PORT" \
+    --grpc-port="$TRITON_GRPC_PORT" --model-control-mode=explicit --load-model='*' \
+    --strict-model-config=false --exit-on-error=true --log-verbose=0 >"$TRITON_LOG" 2>&1 &
+TRITON_PID=$!
 cleanup() {
-    kill "$PID" "$SECURE_PID" 2>/dev/null || true
-    wait "$PID" "$SECURE_PID" 2>/dev/null || true
+    kill "$PID" "$SECURE_PID" "$TRITON_PID" 2>/dev/null || true
+    wait "$PID" "$SECURE_PID" "$TRITON_PID" 2>/dev/null || true
     if grep -qF -e "$INFER_TOKEN" -e "$ADMIN_TOKEN" "$LOG" "$SECURE_LOG"; then
         echo "conformance: a token appeared in a server log" >&2
         exit 1
     fi
-    rm -rf "$LOG" "$SECURE_LOG" "$SECRETS"
+    rm -rf "$LOG" "$SECURE_LOG" "$TRITON_LOG" "$SECRETS"
 }
 trap cleanup EXIT
 
@@ -103,6 +112,16 @@ done
     cat "$LOG" >&2
     exit 1
 }
+for _ in $(seq 1 300); do
+    "$BIN" healthcheck --url "http://127.0.0.1:$TRITON_HTTP_PORT/v2/health/ready" >/dev/null 2>&1 && break
+    kill -0 "$TRITON_PID" 2>/dev/null || break
+    sleep 0.2
+done
+"$BIN" healthcheck --url "http://127.0.0.1:$TRITON_HTTP_PORT/v2/health/ready" || {
+    echo "conformance: the Triton-style server is not ready; its log:" >&2
+    cat "$TRITON_LOG" >&2
+    exit 1
+}
 kill -0 "$SECURE_PID" 2>/dev/null || {
     echo "conformance: the TLS server exited; its log:" >&2
     cat "$SECURE_LOG" >&2
@@ -111,6 +130,7 @@ kill -0 "$SECURE_PID" 2>/dev/null || {
 
 SLUICE_HTTP="127.0.0.1:$HTTP_PORT" SLUICE_GRPC="127.0.0.1:$GRPC_PORT" \
     SLUICE_MODELS="$ROOT/tests/models" \
+    SLUICE_TRITON_HTTP="127.0.0.1:$TRITON_HTTP_PORT" SLUICE_TRITON_GRPC="127.0.0.1:$TRITON_GRPC_PORT" \
     SLUICE_HTTPS="localhost:$HTTPS_PORT" SLUICE_GRPCS="localhost:$GRPCS_PORT" \
     SLUICE_CA="$SECRETS/ca.crt" SLUICE_INFER_TOKEN="$INFER_TOKEN" SLUICE_ADMIN_TOKEN="$ADMIN_TOKEN" \
     timeout 300 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/conformance "${@:2}"

@@ -202,13 +202,26 @@ async fn repository_index_load_unload_and_config_over_rest() {
             .0,
         503
     );
+    // Triton's `config` override loads (tests/it/triton_config.rs has the
+    // rest); model files in the call are refused.
     let (status, e) = s
         .post_json(
             "/v2/repository/models/iris/load",
             &json!({"parameters": {"config": "{}"}}),
         )
         .await;
+    assert_eq!(status, 200, "{e}");
+    let (status, e) = s
+        .post_json(
+            "/v2/repository/models/iris/load",
+            &json!({"parameters": {"file:1/model.onnx": "AAAA"}}),
+        )
+        .await;
     assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("'file:1/model.onnx'"),
+        "{e}"
+    );
 
     // Names that could leave the repository: 400 on load, unload and config.
     // (A bare ".." segment is normalised away by the HTTP client; gRPC tests it.)
@@ -241,13 +254,14 @@ async fn repository_index_load_unload_and_config_over_rest() {
     assert_eq!(config["platform"], "onnxruntime_onnx");
     assert_eq!(config["backend"], "onnxruntime");
     assert_eq!(config["max_batch_size"], 32);
+    let (input, label) = (&config["input"][0], &config["output"][0]);
     assert_eq!(
-        config["input"],
-        json!([{"name": "input", "data_type": "TYPE_FP32", "dims": [4]}])
+        (&input["name"], &input["data_type"], &input["dims"]),
+        (&json!("input"), &json!("TYPE_FP32"), &json!([4]))
     );
     assert_eq!(
-        config["output"][0],
-        json!({"name": "label", "data_type": "TYPE_INT64", "dims": []})
+        (&label["name"], &label["data_type"], &label["dims"]),
+        (&json!("label"), &json!("TYPE_INT64"), &json!([]))
     );
     assert_eq!(config["instance_group"][0]["kind"], "KIND_CPU");
     assert_eq!(
