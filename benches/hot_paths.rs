@@ -245,6 +245,7 @@ fn scheduler(c: &mut Criterion) {
     let key = Arc::new(BatchKey {
         inputs: vec![(DataType::Fp32, vec![4])],
         outputs: vec![0],
+        omitted: Vec::new(),
     });
     let input = tensor(1, 4);
     let job = || Job {

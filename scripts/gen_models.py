@@ -369,6 +369,19 @@ def build_lookup() -> onnx.ModelProto:
     )
 
 
+def build_defaulted() -> onnx.ModelProto:
+    """An input with a default: `b` is an initializer also listed as a graph
+    input (an ONNX Runtime overridable initializer), so a request may leave
+    it out (Triton's `optional: true`)."""
+    return make_model(
+        [helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+        [vi("a", TP.FLOAT, ["batch", 2]), vi("b", TP.FLOAT, ["batch", 2])],
+        [vi("y", TP.FLOAT, ["batch", 2])],
+        [const("b", np.array([[10.0, 20.0]], np.float32))], name="defaulted",
+        doc="y = a + b; b defaults to [[10, 20]] (broadcast over the batch)",
+    )
+
+
 # ---------------------------------------------------------------------------
 # a Triton-style repository (tests/triton_repo/), served unchanged
 # ---------------------------------------------------------------------------
@@ -417,6 +430,7 @@ def artifacts() -> dict[str, bytes]:
     put("tests/fixtures/slow.onnx", build_slow())
     put("tests/fixtures/lookup.onnx", build_lookup())
     put("tests/fixtures/constant.onnx", build_constant())
+    put("tests/fixtures/defaulted.onnx", build_defaulted())
     put("tests/triton_repo/simple/1/model.onnx", build_simple())
     return out
 
@@ -647,6 +661,13 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             (y,) = sess.run(None, {})
             assert y.tolist() == [[1.0, 2.0, 3.0]], y
             note = "no inputs; y=[[1,2,3]]"
+        elif name == "defaulted":
+            a = np.array([[1, 2], [3, 4]], np.float32)
+            assert [i.name for i in sess.get_inputs()] == ["a"]
+            assert [i.name for i in sess.get_overridable_initializers()] == ["b"]
+            assert sess.run(None, {"a": a})[0].tolist() == [[11, 22], [13, 24]]
+            assert sess.run(None, {"a": a, "b": a})[0].tolist() == [[2, 4], [6, 8]]
+            note = "y=a+b, b defaults to [[10,20]]"
         elif rel == "tests/triton_repo/simple/1/model.onnx":
             a = np.arange(32, dtype=np.int32).reshape(2, 16)
             b = np.ones((2, 16), np.int32)

@@ -88,8 +88,12 @@ pub(super) fn served(
 ) -> Result<Served, String> {
     let batching = max_batch_size > 0;
     if config.inputs.is_empty() && config.outputs.is_empty() {
+        // Inputs with defaults are served only when a config declares them.
         return Ok(Served {
-            signature: graph.clone(),
+            signature: ModelSignature {
+                defaulted: Vec::new(),
+                ..graph.clone()
+            },
             mapping: None,
         });
     }
@@ -98,12 +102,30 @@ pub(super) fn served(
         inputs: HashMap::new(),
         outputs: Vec::new(),
     };
+    let mut defaulted = Vec::new();
     let inputs = if config.inputs.is_empty() {
         graph.inputs.clone()
     } else {
+        // Inputs with a default in the graph may be declared too, optional
+        // or not; only they may be optional.
+        let all_inputs: Vec<TensorSpec> = graph
+            .inputs
+            .iter()
+            .chain(&graph.defaulted)
+            .cloned()
+            .collect();
         let mut specs = Vec::with_capacity(config.inputs.len());
         for decl in &config.inputs {
-            let (_, spec, reshape) = declared(decl, &graph.inputs, "input", batching)?;
+            let (_, spec, reshape) = declared(decl, &all_inputs, "input", batching)?;
+            if decl.optional {
+                if !graph.defaulted.iter().any(|d| d.name == decl.name) {
+                    return Err(format!(
+                        "input '{}' is declared optional, but the model needs it in every run: only an input with a default value in the graph (an initializer also listed as a graph input) can be left out",
+                        decl.name
+                    ));
+                }
+                defaulted.push(spec.clone());
+            }
             if let Some(r) = reshape {
                 mapping.inputs.insert(decl.name.clone(), r);
             }
@@ -146,7 +168,11 @@ pub(super) fn served(
             .iter()
             .enumerate()
             .all(|(i, (g, r))| *g == i && r.is_none());
-    let signature = ModelSignature { inputs, outputs };
+    let signature = ModelSignature {
+        inputs,
+        outputs,
+        defaulted,
+    };
     Ok(Served {
         signature,
         mapping: (!mapping.inputs.is_empty() || !identity_outputs).then(|| Arc::new(mapping)),
@@ -306,6 +332,7 @@ mod tests {
             dims: dims.to_vec(),
             reshape: reshape.map(<[i64]>::to_vec),
             labels: None,
+            optional: false,
         }
     }
 
@@ -313,13 +340,18 @@ mod tests {
         ModelSignature {
             inputs: vec![spec("x", &[-1, 4])],
             outputs: vec![spec("y", &[-1, 3]), spec("z", &[-1])],
+            defaulted: vec![spec("bias", &[3])],
         }
     }
 
     #[test]
     fn no_declarations_serve_the_graph() {
         let s = served(&graph(), &ModelConfig::default(), 8).unwrap();
-        assert_eq!(s.signature, graph());
+        let without_defaults = ModelSignature {
+            defaulted: Vec::new(),
+            ..graph()
+        };
+        assert_eq!(s.signature, without_defaults);
         assert!(s.mapping.is_none());
     }
 
@@ -392,7 +424,7 @@ mod tests {
         }
         let two = ModelSignature {
             inputs: vec![spec("a", &[-1]), spec("b", &[-1])],
-            outputs: vec![],
+            ..ModelSignature::default()
         };
         let config = ModelConfig {
             inputs: vec![decl("a", &[], None)],

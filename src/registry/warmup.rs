@@ -148,13 +148,15 @@ fn given_inputs(
         return Err(format!("{field}: '{extra}' is not an input of the model"));
     }
     let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let optional = |name: &str| signature.defaulted.iter().any(|d| d.name == name);
     signature
         .inputs
         .iter()
+        .filter(|spec| run.inputs.contains_key(&spec.name) || !optional(&spec.name))
         .map(|spec| {
             let input = run.inputs.get(&spec.name).ok_or_else(|| {
                 format!(
-                    "{field}: input '{}' is not given; a sample gives every input",
+                    "{field}: input '{}' is not given; a sample gives every input that is not optional",
                     spec.name
                 )
             })?;

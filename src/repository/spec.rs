@@ -38,6 +38,9 @@ pub(crate) struct TensorDecl {
     pub(crate) reshape: Option<Vec<i64>>,
     /// Class labels of an output, one per line of its label file.
     pub(crate) labels: Option<Labels>,
+    /// An input requests may leave out (Triton's `optional`); the graph's
+    /// default value is then used.
+    pub(crate) optional: bool,
 }
 
 impl TensorDecl {

@@ -60,5 +60,16 @@ pub fn read_signature(session: &Session) -> Result<ModelSignature, String> {
         .iter()
         .map(|o| spec_of(o.name(), o.dtype(), "output"))
         .collect::<Result<_, _>>()?;
-    Ok(ModelSignature { inputs, outputs })
+    // An input with a default of a type KServe cannot carry stays out of
+    // reach rather than failing the model: it keeps its default.
+    let defaulted = session
+        .overridable_initializers()
+        .iter()
+        .filter_map(|o| spec_of(o.name(), o.dtype(), "input").ok())
+        .collect();
+    Ok(ModelSignature {
+        inputs,
+        outputs,
+        defaulted,
+    })
 }

@@ -14,12 +14,16 @@ pub struct BatchKey {
     pub inputs: Vec<(DataType, Vec<usize>)>,
     /// Requested output indices.
     pub outputs: Vec<usize>,
+    /// Signature indices of the optional inputs left out (the job's
+    /// `inputs` hold only those given).
+    pub omitted: Vec<usize>,
 }
 
 /// A validated request, ready to queue.
 #[derive(Debug)]
 pub struct Job {
-    /// In the graph's input order.
+    /// In the signature's input order, without optional inputs left out
+    /// (see [`BatchKey::omitted`]).
     pub inputs: Vec<Tensor>,
     /// Indices of the graph outputs to return, in the caller's order.
     pub outputs: Vec<usize>,

@@ -211,6 +211,7 @@ mod tests {
             key: Arc::new(BatchKey {
                 inputs: vec![(DataType::Fp32, vec![dim])],
                 outputs: vec![0],
+                omitted: Vec::new(),
             }),
             priority,
             deadline: None,

@@ -137,6 +137,7 @@ pub(super) fn job(ids: &[f32], priority: usize, deadline: Option<Instant>) -> Jo
         key: Arc::new(BatchKey {
             inputs: vec![(DataType::Fp32, vec![1])],
             outputs: vec![0],
+            omitted: Vec::new(),
         }),
         priority,
         deadline,
@@ -423,6 +424,7 @@ async fn a_worker_that_cannot_be_rebuilt_answers_everything_it_held() {
     behind.key = Arc::new(BatchKey {
         inputs: vec![(DataType::Fp32, vec![2])],
         outputs: vec![0],
+        omitted: Vec::new(),
     });
     let behind = h.scheduler.submit(behind);
     let mut held = held.into_iter();

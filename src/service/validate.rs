@@ -79,8 +79,15 @@ pub(crate) fn validate(
 
     let mut inputs = Vec::with_capacity(by_name.len());
     let mut rows: Option<(usize, String)> = None;
-    for (spec, tensor) in signature.inputs.iter().zip(by_name) {
+    let mut omitted = Vec::new();
+    for (index, (spec, tensor)) in signature.inputs.iter().zip(by_name).enumerate() {
         let Some(tensor) = tensor else {
+            // An optional input left out: the graph's default is used, and
+            // the job runs only with requests that leave out the same ones.
+            if signature.defaulted.iter().any(|d| d.name == spec.name) {
+                omitted.push(index);
+                continue;
+            }
             return Err(Error::invalid(format!(
                 "missing input '{}' ({} {}) for model '{}'",
                 spec.name,
@@ -199,6 +206,7 @@ pub(crate) fn validate(
             })
             .collect(),
         outputs: outputs.clone(),
+        omitted,
     };
     Ok(Job {
         rows: rows.map_or(1, |(r, _)| r),

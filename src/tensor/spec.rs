@@ -13,10 +13,15 @@ pub struct TensorSpec {
 }
 
 /// Inputs and outputs of a graph, in graph order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelSignature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Inputs a request may leave out. Of a graph: the inputs that have a
+    /// default value (ONNX initializers also listed as graph inputs, which
+    /// ONNX Runtime calls overridable initializers; not in `inputs`). Of a
+    /// served signature: those of `inputs` declared `optional`.
+    pub(crate) defaulted: Vec<TensorSpec>,
 }
 
 impl ModelSignature {

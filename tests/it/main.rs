@@ -17,6 +17,7 @@ mod loadgen;
 mod no_inputs;
 mod openapi;
 mod operator;
+mod optional_inputs;
 mod overload;
 mod panics;
 mod pbtxt;

@@ -81,6 +81,7 @@ pub(crate) fn model_config(config: &ModelConfig, served: &Served<'_>) -> pb::Mod
                 data_type: triton_datatype(t.datatype).into(),
                 dims: client_dims(t),
                 reshape: reshape(decl.and_then(|d| d.reshape.as_ref())),
+                optional: decl.is_some_and(|d| d.optional),
                 ..Default::default()
             }
         })

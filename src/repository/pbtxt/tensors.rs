@@ -94,7 +94,7 @@ pub(super) fn inputs(
         .map(|input| {
             let field = format!("input '{}'", input.name);
             let name = name(&input.name, "input", &mut seen)?;
-            let decl = decl(
+            let mut decl = decl(
                 &name,
                 input.data_type,
                 &input.dims,
@@ -102,6 +102,9 @@ pub(super) fn inputs(
                 batching,
                 &field,
             )?;
+            // Checked against the graph at load: only an input with a
+            // default value there can be left out.
+            decl.optional = input.optional;
             if input.format != 0 {
                 found.note(
                     &format!("{field}.format"),
@@ -124,12 +127,6 @@ pub(super) fn inputs(
                 found.unsupported(
                     format!("{field}.allow_ragged_batch"),
                     "Sluice batches only requests of equal non-batch shapes",
-                );
-            }
-            if input.optional {
-                found.unsupported(
-                    format!("{field}.optional"),
-                    "ONNX Runtime requires every graph input, so Sluice requires each in every request",
                 );
             }
             Ok(decl)
@@ -201,6 +198,7 @@ fn decl(
         dims,
         reshape,
         labels: None,
+        optional: false,
     })
 }
 

@@ -163,10 +163,6 @@ fn unsupported_fields_are_named_never_dropped() {
             "model_metrics",
         ),
         (
-            "input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 1 ], optional: true } ]",
-            "input 'x'.optional",
-        ),
-        (
             "input [ { name: \"x\", data_type: TYPE_FP32, dims: [ 1 ], allow_ragged_batch: true } ]",
             "allow_ragged_batch",
         ),
