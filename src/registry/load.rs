@@ -237,6 +237,17 @@ fn load_version(
     };
     let served = signature::served(&graph, config, max_batch_size)?;
     let signature = served.signature;
+    if let Some(name) = config
+        .output_settings
+        .keys()
+        .find(|n| !signature.outputs.iter().any(|o| &o.name == *n))
+    {
+        let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
+        return Err(format!(
+            "config.toml `[outputs.{name}]`: the model has no output '{name}'; its outputs: {}",
+            known.join(", ")
+        ));
+    }
     let mapping = served.mapping;
     let wrap = move |executor: Box<dyn Executor>| -> Box<dyn Executor> {
         match &mapping {
