@@ -34,6 +34,16 @@ pub struct LoadedVersion {
     pub(crate) metrics: Arc<VersionMetrics>,
     /// Hashes of (model file, configuration files) this version was loaded from.
     pub(crate) fingerprint: (u64, u64),
+    /// Unique in the process, never reused: a reload of the same version
+    /// number gets a new one, so the response cache never answers with a
+    /// predecessor's outputs.
+    pub(crate) uid: u64,
+}
+
+/// The next [`LoadedVersion::uid`].
+fn next_uid() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl LoadedVersion {
@@ -324,5 +334,6 @@ fn load_version(
         scheduler,
         metrics,
         fingerprint,
+        uid: next_uid(),
     })
 }
