@@ -18,10 +18,12 @@
 
 use super::classify::Classes;
 use crate::metrics::CacheMetrics;
+use crate::registry::LoadedVersion;
 use crate::scheduler::Job;
 use crate::tensor::{RunOutput, TensorData};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What one entry is charged for beyond its key and tensor bytes.
 const ENTRY_OVERHEAD: usize = 64;
@@ -60,8 +62,28 @@ impl ResponseCache {
         })
     }
 
+    /// Looks `job` (on `version`, with `classes`) up.
+    pub(crate) fn lookup(
+        &self,
+        version: &LoadedVersion,
+        job: &Job,
+        classes: &Classes,
+    ) -> Lookup<'_> {
+        let started = Instant::now();
+        let key = key(version.uid, job, classes);
+        match self.get(&key) {
+            Some(outputs) => Lookup::Hit(outputs, started.elapsed()),
+            None => Lookup::Miss(Miss {
+                cache: self,
+                key,
+                uid: version.uid,
+                took: started.elapsed(),
+            }),
+        }
+    }
+
     /// The outputs stored under `key`, now the most recently used.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Vec<(String, RunOutput)>> {
+    fn get(&self, key: &[u8]) -> Option<Vec<(String, RunOutput)>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let State {
             entries,
@@ -80,7 +102,7 @@ impl ResponseCache {
 
     /// Stores `outputs` under `key`, evicting the least recently used
     /// entries to stay within the bound.
-    pub(crate) fn insert(&self, key: Vec<u8>, outputs: &[(String, RunOutput)]) {
+    fn insert(&self, key: Vec<u8>, outputs: &[(String, RunOutput)]) {
         let size = key.len() + ENTRY_OVERHEAD + outputs.iter().map(output_size).sum::<usize>();
         if size > self.capacity {
             return;
@@ -117,6 +139,37 @@ impl ResponseCache {
     }
 }
 
+/// The answer of [`ResponseCache::lookup`].
+pub(crate) enum Lookup<'a> {
+    /// The stored outputs, and how long the lookup took.
+    Hit(Vec<(String, RunOutput)>, Duration),
+    Miss(Miss<'a>),
+}
+
+/// A lookup that missed: what storing the request's answer needs.
+pub(crate) struct Miss<'a> {
+    cache: &'a ResponseCache,
+    key: Vec<u8>,
+    /// The version the key was made for.
+    uid: u64,
+    took: Duration,
+}
+
+impl Miss<'_> {
+    /// Stores the outputs `version` answered and records the miss. A request
+    /// moved to a successor version after its lookup is not stored: its key
+    /// names the predecessor.
+    pub(crate) fn store(self, version: &LoadedVersion, outputs: &[(String, RunOutput)]) {
+        let started = Instant::now();
+        if self.uid == version.uid {
+            self.cache.insert(self.key, outputs);
+        }
+        version
+            .metrics
+            .record_cache_miss(self.took + started.elapsed());
+    }
+}
+
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -131,7 +184,7 @@ fn output_size((name, out): &(String, RunOutput)) -> usize {
 }
 
 /// The cache key of `job` on the version with id `uid` (see the module doc).
-pub(crate) fn key(uid: u64, job: &Job, classes: &Classes) -> Vec<u8> {
+fn key(uid: u64, job: &Job, classes: &Classes) -> Vec<u8> {
     let mut k =
         Vec::with_capacity(64 + job.inputs.iter().map(|t| t.data.byte_len()).sum::<usize>());
     let mut put = |bytes: &[u8]| {

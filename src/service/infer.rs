@@ -3,7 +3,7 @@
 //! that version's scheduler, wait for its rows, classify the outputs asked
 //! for, and record the outcome.
 
-use super::cache::{self, ResponseCache};
+use super::cache::{Lookup, ResponseCache};
 use super::classify;
 use super::types::{InferRequest, InferResponse, Limits, Protocol};
 use super::validate::validate;
@@ -102,14 +102,8 @@ async fn infer_on(
     let mut job = validate(version, request, limits, started)?;
     // Looked up after validation, so that a request the version would refuse
     // is refused, and keyed on the validated (signature-ordered) inputs.
-    let lookup = cache.map(|c| {
-        let t = Instant::now();
-        let key = cache::key(version.uid, &job, &classes);
-        let hit = c.get(&key);
-        (c, key, hit, t.elapsed(), version.uid)
-    });
-    let lookup = match lookup {
-        Some((_, _, Some(outputs), took, _)) => {
+    let miss = match cache.map(|c| c.lookup(version, &job, &classes)) {
+        Some(Lookup::Hit(outputs, took)) => {
             let response = InferResponse {
                 model: version.model.clone(),
                 version: version.version,
@@ -118,7 +112,7 @@ async fn infer_on(
             };
             return Ok((response, Served::Cached(took, job.rows)));
         }
-        Some((c, key, None, took, uid)) => Some((c, key, took, uid)),
+        Some(Lookup::Miss(miss)) => Some(miss),
         None => None,
     };
     let _inflight = {
@@ -183,14 +177,8 @@ async fn infer_on(
     };
     let mut outputs: Vec<_> = names.into_iter().zip(completion.outputs).collect();
     classify::apply(version, &classes, &mut outputs);
-    if let Some((c, key, took, uid)) = lookup {
-        let t = Instant::now();
-        // A request moved to a successor version keyed its lookup on the
-        // predecessor: its outputs are not stored under that key.
-        if uid == version.uid {
-            c.insert(key, &outputs);
-        }
-        version.metrics.record_cache_miss(took + t.elapsed());
+    if let Some(miss) = miss {
+        miss.store(version, &outputs);
     }
     let response = InferResponse {
         model: version.model.clone(),
