@@ -187,6 +187,9 @@ async fn cache_a_reload_of_the_same_version_never_serves_old_entries() {
             "an old entry"
         );
     }
+    // The first request after the reload missed and ran; the second hit
+    // the reloaded version's own entry.
+    assert_eq!(cache_counts(&s, "m").await, (2.0, 2.0));
     s.stop().await;
 }
 
