@@ -415,26 +415,6 @@ impl VersionMetrics {
         self.stats.record_request(total, timing.as_ref());
     }
 
-    /// A request of `rows` rows was answered from the response cache, whose
-    /// lookup took `lookup`: a success that never queued nor ran.
-    pub(crate) fn record_cache_hit(
-        &self,
-        protocol: &str,
-        total: Duration,
-        lookup: Duration,
-        rows: usize,
-    ) {
-        self.count_request(protocol, "success", total);
-        self.cache_hits.inc();
-        self.stats.record_cache_hit(total, lookup, rows);
-    }
-
-    /// A request missed the response cache; `took` is its lookup and insert.
-    pub(crate) fn record_cache_miss(&self, took: Duration) {
-        self.cache_misses.inc();
-        self.stats.record_cache_miss(took);
-    }
-
     fn count_request(&self, protocol: &str, outcome: &str, total: Duration) {
         let cached = PROTOCOLS
             .iter()

@@ -1,8 +1,11 @@
 //! The response cache's metric families. Hits and misses are counted per
 //! model version (cached handles in `VersionMetrics`); evictions, bytes and
 //! entries are server-wide, as the cache is one store shared by every model.
+//! A version's hits and misses also feed Triton's statistics (`Stats`).
 
+use super::VersionMetrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
+use std::time::Duration;
 
 pub(crate) const CACHE_HITS: &str = "sluice_cache_hits_total";
 pub(crate) const CACHE_MISSES: &str = "sluice_cache_misses_total";
@@ -71,5 +74,27 @@ impl CacheMetrics {
             Box::new(self.size_bytes.clone()),
             Box::new(self.entries.clone()),
         ]
+    }
+}
+
+impl VersionMetrics {
+    /// A request of `rows` rows was answered from the response cache, whose
+    /// lookup took `lookup`: a success that never queued nor ran.
+    pub(crate) fn record_cache_hit(
+        &self,
+        protocol: &str,
+        total: Duration,
+        lookup: Duration,
+        rows: usize,
+    ) {
+        self.count_request(protocol, "success", total);
+        self.cache_hits.inc();
+        self.stats.record_cache_hit(total, lookup, rows);
+    }
+
+    /// A request missed the response cache; `took` is its lookup and insert.
+    pub(crate) fn record_cache_miss(&self, took: Duration) {
+        self.cache_misses.inc();
+        self.stats.record_cache_miss(took);
     }
 }
