@@ -619,6 +619,7 @@ PROBE_CONFIGS = {
     "cfg_cpu": (f'[[execution_providers]]\nkind = "cpu"\n{UNKNOWN} = 1\n', "cpu"),
     "cfg_cuda": (f'[[execution_providers]]\nkind = "cuda"\n{UNKNOWN} = 1\n', "cuda"),
     "cfg_tensorrt": (f'[[execution_providers]]\nkind = "tensorrt"\n{UNKNOWN} = 1\n', "tensorrt"),
+    "cfg_outputs": (f"[outputs.probabilities]\n{UNKNOWN} = 1\n", "outputs"),
     "cfg_arena_extend_strategy": (
         f'[[execution_providers]]\nkind = "cuda"\narena_extend_strategy = "{UNKNOWN}"\n',
         "cuda.arena_extend_strategy"),
@@ -672,11 +673,12 @@ def check_keys(index):
             documented[key] = " ".join(cells[1:])
     wanted = set()
     for key in accepted["top"]:
-        if key in ("dynamic_batching", "warmup", "execution_providers"):
+        if key in ("dynamic_batching", "warmup", "execution_providers", "outputs"):
             continue  # documented by their own keys below
         wanted.add(key)
     wanted |= {f"dynamic_batching.{k}" for k in accepted["dynamic_batching"]}
     wanted |= {f"warmup[].{k}" for k in accepted["warmup"]}
+    wanted |= {f"outputs.<name>.{k}" for k in accepted["outputs"]}
     wanted.add("execution_providers[].kind")
     for kind in accepted["kind"]:
         wanted |= {f"{kind}.{k}" for k in accepted.get(kind, ())}

@@ -6,6 +6,10 @@
 //! by the models served. Each version caches its labelled handles in a
 //! [`VersionMetrics`] so the hot path never formats labels.
 
+mod cache;
+
+pub(crate) use cache::CacheMetrics;
+
 use crate::registry::state::ModelState;
 use crate::scheduler::job::{Phases, Timing};
 use crate::service::stats::Stats;
@@ -78,6 +82,8 @@ pub struct Metrics {
     model_info: IntGaugeVec,
     /// Server-wide refusals before a request reaches a model.
     pub(crate) edge: crate::net::metrics::EdgeMetrics,
+    /// The response cache's families (present, at zero, when it is off).
+    pub(crate) cache: CacheMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -186,6 +192,7 @@ impl Metrics {
                 &["model", "version", "execution_provider"],
             ),
             edge: crate::net::metrics::EdgeMetrics::new(),
+            cache: CacheMetrics::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -207,7 +214,10 @@ impl Metrics {
             Box::new(m.model_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
-        let collectors = collectors.into_iter().chain(m.edge.collectors());
+        let collectors = collectors
+            .into_iter()
+            .chain(m.edge.collectors())
+            .chain(m.cache.collectors());
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
                 tracing::warn!(error = %e, "metric not registered");
@@ -253,6 +263,8 @@ impl Metrics {
                 .collect(),
             requests: self.requests.clone(),
             request_duration: self.request_duration.clone(),
+            cache_hits: self.cache.hits.with_label_values(&l),
+            cache_misses: self.cache.misses.with_label_values(&l),
             stats: Stats::default(),
         }
     }
@@ -296,6 +308,9 @@ impl Metrics {
         }
         let l = [model, v.as_str()];
         for vec in [&self.pending, &self.inflight] {
+            let _ = vec.remove_label_values(&l);
+        }
+        for vec in [&self.cache.hits, &self.cache.misses] {
             let _ = vec.remove_label_values(&l);
         }
         for s in ModelState::ALL {
@@ -355,6 +370,8 @@ pub struct VersionMetrics {
     /// For a protocol or outcome outside those lists (none today).
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
     /// Triton-style statistics for `GET /v2/models/{m}/stats`.
     pub(crate) stats: Stats,
 }
@@ -390,6 +407,15 @@ impl VersionMetrics {
         total: Duration,
         timing: Option<Timing>,
     ) {
+        self.count_request(protocol, outcome, total);
+        if let Some(t) = &timing {
+            self.queue.observe(t.queue.as_secs_f64());
+            self.compute.observe(t.compute.as_secs_f64());
+        }
+        self.stats.record_request(total, timing.as_ref());
+    }
+
+    fn count_request(&self, protocol: &str, outcome: &str, total: Duration) {
         let cached = PROTOCOLS
             .iter()
             .position(|&p| p == protocol)
@@ -409,11 +435,6 @@ impl VersionMetrics {
                     .observe(total.as_secs_f64());
             }
         }
-        if let Some(t) = &timing {
-            self.queue.observe(t.queue.as_secs_f64());
-            self.compute.observe(t.compute.as_secs_f64());
-        }
-        self.stats.record_request(total, timing.as_ref());
     }
 }
 

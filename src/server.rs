@@ -218,7 +218,8 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
         config.limits.clone(),
         config.strict_readiness,
     )
-    .with_panic_for_model(config.panic_for_model.clone());
+    .with_panic_for_model(config.panic_for_model.clone())
+    .with_response_cache(config.cache_size_bytes);
     let auth = auth::Auth::new(config.auth.clone())?;
     let edge = edge::Edge {
         auth: auth.clone(),

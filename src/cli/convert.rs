@@ -104,6 +104,7 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             exit_on_error: args.exit_on_error,
             ignore_unsupported_config: args.ignore_unsupported_config,
             strict_model_config: args.strict_model_config,
+            cache_size_bytes: args.cache_size_bytes,
             ..defaults
         })
     }

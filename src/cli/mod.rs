@@ -75,6 +75,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_MAX_REQUEST_TENSOR_BYTES", default_value_t = d::MAX_REQUEST_TENSOR_BYTES)]
     pub(crate) max_request_tensor_bytes: usize,
 
+    /// Bytes of the response cache (Triton's --cache-config local,size=N): identical requests to a
+    /// model whose configuration sets `response_cache` are answered from memory, least recently used
+    /// entries evicted first. 0 (the default) turns the cache off.
+    #[arg(long, env = "SLUICE_CACHE_SIZE_BYTES", default_value_t = d::CACHE_SIZE_BYTES)]
+    pub(crate) cache_size_bytes: usize,
+
     /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
     #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = d::MAX_BYTES_ELEMENT)]
     pub(crate) max_bytes_element: usize,

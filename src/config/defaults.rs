@@ -16,6 +16,8 @@ pub(crate) const MAX_HEADER_BYTES: u32 = 64 << 10;
 /// hyper refuses read buffers smaller than this.
 pub(crate) const MIN_HEADER_BYTES: u32 = 8192;
 pub(crate) const MAX_JSON_DEPTH: usize = 64;
+/// The response cache is off unless given a size.
+pub(crate) const CACHE_SIZE_BYTES: usize = 0;
 
 pub(crate) const MAX_CONNECTIONS: usize = 10_000;
 pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 256;

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// Triton's `--strict-model-config`: every model needs a configuration
     /// file, and nothing is completed from the graph.
     pub(crate) strict_model_config: bool,
+    /// Bytes of the response cache, shared by the models that enable it
+    /// (`response_cache`); 0: no cache.
+    pub cache_size_bytes: usize,
     /// Fault injection for tests of the panic handling: the metadata and
     /// inference calls of the model named here panic, over every protocol. No flag or config
     /// key sets it, so a server started from the command line never has it.
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             poll_interval: Duration::ZERO,
             load_models: Vec::new(),
             strict_readiness: d::STRICT_READINESS,
+            cache_size_bytes: d::CACHE_SIZE_BYTES,
             exit_on_error: d::EXIT_ON_ERROR,
             ignore_unsupported_config: false,
             strict_model_config: d::STRICT_MODEL_CONFIG,

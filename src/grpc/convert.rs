@@ -88,6 +88,14 @@ pub fn infer_request(req: pb::ModelInferRequest, max_elements: usize) -> Result<
             data,
         });
     }
+    let mut classification = Vec::new();
+    for output in &req.outputs {
+        let count = param_u64(&output.parameters, "classification")
+            .map_err(|e| Error::invalid(format!("output '{}': {e}", output.name)))?;
+        if let Some(count) = count {
+            classification.push((output.name.clone(), count));
+        }
+    }
     Ok(InferRequest {
         model: req.model_name,
         version: version("model_version", &req.model_version)?,
@@ -95,6 +103,7 @@ pub fn infer_request(req: pb::ModelInferRequest, max_elements: usize) -> Result<
         inputs,
         outputs: (!req.outputs.is_empty())
             .then(|| req.outputs.into_iter().map(|o| o.name).collect()),
+        classification,
         priority: param_u64(&req.parameters, "priority")?,
         timeout_us: param_u64(&req.parameters, "timeout")?,
     })

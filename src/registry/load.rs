@@ -34,6 +34,16 @@ pub struct LoadedVersion {
     pub(crate) metrics: Arc<VersionMetrics>,
     /// Hashes of (model file, configuration files) this version was loaded from.
     pub(crate) fingerprint: (u64, u64),
+    /// Unique in the process, never reused: a reload of the same version
+    /// number gets a new one, so the response cache never answers with a
+    /// predecessor's outputs.
+    pub(crate) uid: u64,
+}
+
+/// The next [`LoadedVersion::uid`].
+fn next_uid() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl LoadedVersion {
@@ -255,6 +265,17 @@ fn load_version(
     };
     let served = signature::served(&graph, config, max_batch_size)?;
     let signature = served.signature;
+    if let Some(name) = config
+        .output_settings
+        .keys()
+        .find(|n| !signature.outputs.iter().any(|o| &o.name == *n))
+    {
+        let known: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
+        return Err(format!(
+            "config.toml `[outputs.{name}]`: the model has no output '{name}'; its outputs: {}",
+            known.join(", ")
+        ));
+    }
     let mapping = served.mapping;
     let wrap = move |executor: Box<dyn Executor>| -> Box<dyn Executor> {
         match &mapping {
@@ -331,5 +352,6 @@ fn load_version(
         scheduler,
         metrics,
         fingerprint,
+        uid: next_uid(),
     })
 }

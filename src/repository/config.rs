@@ -9,7 +9,9 @@
 //! Every key is documented in `docs/configuration.md`. Unknown keys and bad
 //! values are load errors that name the file, the key and the problem.
 
-use super::spec::{ConfigSource, Ensemble, QueuePolicy, TensorDecl, TimeoutAction, Unsupported};
+use super::spec::{
+    ConfigSource, Ensemble, Labels, ModelFiles, QueuePolicy, TensorDecl, TimeoutAction, Unsupported,
+};
 use crate::runtime::{ExecutionProvider, SessionOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,6 +57,13 @@ pub struct ModelConfig {
     /// failure is only logged; runs listed here must succeed.
     #[serde(default)]
     pub(crate) warmup: Option<Vec<WarmupRun>>,
+    /// Whether identical requests may be answered from the server's
+    /// response cache (when `--cache-size-bytes` gives it room).
+    #[serde(default)]
+    pub(crate) response_cache: bool,
+    /// Per-output settings, `[outputs.<name>]`, by output name.
+    #[serde(default, rename = "outputs")]
+    pub(crate) output_settings: BTreeMap<String, OutputSettings>,
 
     /// Which front end this came from.
     #[serde(skip)]
@@ -80,10 +89,6 @@ pub struct ModelConfig {
     /// `parameters` and `optimization.graph`.)
     #[serde(skip)]
     pub(crate) session: SessionOptions,
-    /// Whether responses of this model may be cached (kept for the response
-    /// cache; no effect until the server has one). (config.pbtxt only.)
-    #[serde(skip)]
-    pub(crate) response_cache: bool,
     /// The pipeline, when the model is an ensemble (not served yet).
     #[serde(skip)]
     pub(crate) ensemble: Option<Ensemble>,
@@ -117,6 +122,18 @@ pub struct WarmupRun {
     /// `model_warmup.inputs`). When set, `random` and `dims` are unused.
     #[serde(skip)]
     pub(crate) inputs: BTreeMap<String, super::spec::WarmupInput>,
+}
+
+/// The settings of one output in `config.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// A file of class labels, one per line, relative to the model
+    /// directory: classification results carry them.
+    pub(crate) label_filename: Option<String>,
+    /// The labels read from `label_filename`.
+    #[serde(skip)]
+    pub(crate) labels: Option<Labels>,
 }
 
 fn one() -> usize {
@@ -258,10 +275,35 @@ impl ModelConfig {
             .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
         config.source = ConfigSource::Toml;
         config.complete_from_graph = true;
+        let files = ModelFiles {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        };
+        for (name, output) in &mut config.output_settings {
+            if let Some(file) = &output.label_filename {
+                output.labels = Some(
+                    Labels::read(file, &files, &format!("outputs.{name}"))
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                );
+            }
+        }
         config
             .check()
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// The class labels of output `name`, from either front end.
+    pub(crate) fn labels(&self, name: &str) -> Option<&[String]> {
+        self.outputs
+            .iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.labels.as_ref())
+            .or_else(|| {
+                self.output_settings
+                    .get(name)
+                    .and_then(|o| o.labels.as_ref())
+            })
+            .map(|l| l.labels.as_slice())
     }
 
     /// Checks values both front ends can set; messages name the field as

@@ -58,6 +58,36 @@ pub(crate) struct Labels {
     pub(crate) labels: Arc<Vec<String>>,
 }
 
+/// The largest label file read.
+const MAX_LABEL_FILE: u64 = 64 << 20;
+
+impl Labels {
+    /// Reads a label file: one label per line, in class order. `field`
+    /// names the setting in messages (`output 'x'`, `outputs.x`).
+    pub(crate) fn read(file: &str, files: &ModelFiles, field: &str) -> Result<Labels, String> {
+        let at = |e: String| format!("`{field}.label_filename` {e}");
+        let path = files.resolve("", file).map_err(at)?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| at(format!("cannot be read: {e}")))?
+            .len();
+        if size > MAX_LABEL_FILE {
+            return Err(at(format!(
+                "is {size} bytes, over the limit of {MAX_LABEL_FILE}"
+            )));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| at(format!("cannot be read as UTF-8 text: {e}")))?;
+        let labels = text
+            .lines()
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+            .collect();
+        Ok(Labels {
+            file: file.to_string(),
+            labels: Arc::new(labels),
+        })
+    }
+}
+
 /// What happens to a request whose queue timeout passes before it runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

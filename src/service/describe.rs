@@ -62,6 +62,7 @@ pub(super) fn statistics(
     registry: &Registry,
     name: Option<&str>,
     version: Option<u64>,
+    cache_on: bool,
 ) -> Result<Vec<VersionStats>> {
     let served = registry.served();
     let versions: Vec<Arc<LoadedVersion>> = match name {
@@ -82,9 +83,12 @@ pub(super) fn statistics(
     Ok(versions
         .iter()
         .map(|v| {
-            v.metrics
-                .stats
-                .snapshot(&v.model, v.version, v.scheduler.queue_depth())
+            v.metrics.stats.snapshot(
+                &v.model,
+                v.version,
+                v.scheduler.queue_depth(),
+                cache_on && v.config.response_cache,
+            )
         })
         .collect())
 }

@@ -1,7 +1,10 @@
 //! The one inference path every protocol takes: resolve the version, check
-//! the request against it, queue it on that version's scheduler, wait for
-//! its rows, and record the outcome.
+//! the request against it, answer it from the response cache or queue it on
+//! that version's scheduler, wait for its rows, classify the outputs asked
+//! for, and record the outcome.
 
+use super::cache::{Lookup, ResponseCache};
+use super::classify;
 use super::types::{InferRequest, InferResponse, Limits, Protocol};
 use super::validate::validate;
 use crate::error::Result;
@@ -43,6 +46,7 @@ pub(super) async fn infer(
     registry: &Registry,
     metrics: &Metrics,
     limits: &Limits,
+    cache: Option<&ResponseCache>,
     request: InferRequest,
     protocol: Protocol,
 ) -> Result<InferResponse> {
@@ -56,26 +60,61 @@ pub(super) async fn infer(
         }
     };
     let metrics = version.metrics.clone();
-    let outcome = infer_on(registry, limits, &mut version, request, started).await;
+    // The cache serves only models that enable it.
+    let cache = cache.filter(|_| version.config.response_cache);
+    let outcome = infer_on(registry, limits, cache, &mut version, request, started).await;
     telemetry::record_version(version.version);
-    let (label, timing, rows) = match &outcome {
-        Ok((_, timing, rows)) => ("success", Some(*timing), Some(*rows)),
-        Err(e) => (e.outcome(), None, None),
+    let (label, rows) = match &outcome {
+        Ok((_, Served::Ran(_, rows) | Served::Cached(_, rows))) => ("success", Some(*rows)),
+        Err(e) => (e.outcome(), None),
     };
     telemetry::record_outcome(label, rows);
-    metrics.record_request(protocol.label(), label, started.elapsed(), timing);
-    outcome.map(|(response, _, _)| response)
+    match &outcome {
+        Ok((_, Served::Cached(lookup, rows))) => {
+            metrics.record_cache_hit(protocol.label(), started.elapsed(), *lookup, *rows);
+        }
+        Ok((_, Served::Ran(timing, _))) => {
+            metrics.record_request(protocol.label(), label, started.elapsed(), Some(*timing));
+        }
+        Err(_) => metrics.record_request(protocol.label(), label, started.elapsed(), None),
+    }
+    outcome.map(|(response, _)| response)
+}
+
+/// How a successful request was answered, with its rows.
+enum Served {
+    /// It ran, with these queue and compute times.
+    Ran(Timing, usize),
+    /// From the response cache, whose lookup took this long.
+    Cached(Duration, usize),
 }
 
 async fn infer_on(
     registry: &Registry,
     limits: &Limits,
+    cache: Option<&ResponseCache>,
     version: &mut Arc<LoadedVersion>,
     request: InferRequest,
     started: Instant,
-) -> Result<(InferResponse, Timing, usize)> {
+) -> Result<(InferResponse, Served)> {
     let (id, model, wanted_version) = (request.id.clone(), request.model.clone(), request.version);
+    let mut classes = classify::plan(version, &request.classification)?;
     let mut job = validate(version, request, limits, started)?;
+    // Looked up after validation, so that a request the version would refuse
+    // is refused, and keyed on the validated (signature-ordered) inputs.
+    let miss = match cache.map(|c| c.lookup(version, &job, &classes)) {
+        Some(Lookup::Hit(outputs, took)) => {
+            let response = InferResponse {
+                model: version.model.clone(),
+                version: version.version,
+                id,
+                outputs,
+            };
+            return Ok((response, Served::Cached(took, job.rows)));
+        }
+        Some(Lookup::Miss(miss)) => Some(miss),
+        None => None,
+    };
     let _inflight = {
         version.metrics.inflight.inc();
         InFlight(version.metrics.inflight.clone())
@@ -110,6 +149,10 @@ async fn infer_on(
                             .map(|spec| spec.name.clone())
                             .collect(),
                     ),
+                    classification: classes
+                        .iter()
+                        .map(|(name, count)| (name.clone(), u64::from(*count)))
+                        .collect(),
                     priority: Some(returned.priority as u64),
                     timeout_us: returned.deadline.map(|d| {
                         d.saturating_duration_since(Instant::now())
@@ -119,6 +162,7 @@ async fn infer_on(
                     inputs: returned.inputs,
                 };
                 *version = fresh;
+                classes = classify::plan(version, &request.classification)?;
                 job = validate(version, request, limits, Instant::now())?;
                 names = output_names(version, &job);
             }
@@ -131,13 +175,18 @@ async fn infer_on(
         compute: completion.compute_time,
         phases: completion.phases,
     };
+    let mut outputs: Vec<_> = names.into_iter().zip(completion.outputs).collect();
+    classify::apply(version, &classes, &mut outputs);
+    if let Some(miss) = miss {
+        miss.store(version, &outputs);
+    }
     let response = InferResponse {
         model: version.model.clone(),
         version: version.version,
         id,
-        outputs: names.into_iter().zip(completion.outputs).collect(),
+        outputs,
     };
-    Ok((response, timing, completion.batch_rows))
+    Ok((response, Served::Ran(timing, completion.batch_rows)))
 }
 
 fn output_names(version: &LoadedVersion, job: &Job) -> Vec<String> {

@@ -5,6 +5,8 @@
 //! to the queue, timing and metrics live here, once; no adapter sees the
 //! registry, the scheduler or the runtime.
 
+mod cache;
+mod classify;
 mod control;
 mod describe;
 mod infer;
@@ -43,6 +45,8 @@ struct Inner {
     draining: AtomicBool,
     /// Tests only: the model whose metadata and inference calls panic.
     panic_for_model: Option<String>,
+    /// The response cache; `None` when `--cache-size-bytes` is 0.
+    cache: Option<cache::ResponseCache>,
 }
 
 impl Service {
@@ -61,6 +65,7 @@ impl Service {
                 started: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 panic_for_model: None,
+                cache: None,
             }),
         }
     }
@@ -70,6 +75,15 @@ impl Service {
     pub(crate) fn with_panic_for_model(mut self, model: Option<String>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.panic_for_model = model;
+        }
+        self
+    }
+
+    /// Turns the response cache on with a bound of `bytes` (0: off); call
+    /// before cloning.
+    pub(crate) fn with_response_cache(mut self, bytes: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cache = cache::ResponseCache::new(bytes, inner.metrics.cache.clone());
         }
         self
     }
@@ -182,7 +196,8 @@ impl Service {
         model: Option<&str>,
         version: Option<u64>,
     ) -> Result<Vec<VersionStats>> {
-        describe::statistics(&self.inner.registry, model, version)
+        let cache_on = self.inner.cache.is_some();
+        describe::statistics(&self.inner.registry, model, version, cache_on)
     }
 
     /// Every metric family, in Prometheus' text format.
@@ -235,6 +250,7 @@ impl Service {
             &inner.registry,
             &inner.metrics,
             &inner.limits,
+            inner.cache.as_ref(),
             request,
             protocol,
         )

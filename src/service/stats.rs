@@ -81,6 +81,10 @@ pub(crate) struct Stats {
     compute_input: Tally,
     compute_infer: Tally,
     compute_output: Tally,
+    /// Response-cache lookups that hit (lookup time), and that missed
+    /// (lookup plus insert time), as Triton reports them.
+    cache_hit: Tally,
+    cache_miss: Tally,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last inference.
@@ -101,15 +105,18 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Stats {
     pub(crate) fn record_batch(&self, rows: usize, phases: Phases) {
         self.inference_count
             .fetch_add(rows as u64, Ordering::Relaxed);
         self.execution_count.fetch_add(1, Ordering::Relaxed);
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_inference_ms.store(ms, Ordering::Relaxed);
+        self.last_inference_ms.store(now_ms(), Ordering::Relaxed);
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let slot = batches.entry(rows).or_default();
         slot.count += 1;
@@ -133,13 +140,30 @@ impl Stats {
         }
     }
 
+    /// A request answered from the response cache: as in Triton, a success
+    /// and `rows` inferences, but no execution, queue or compute time.
+    pub(crate) fn record_cache_hit(&self, total: Duration, lookup: Duration, rows: usize) {
+        self.success.add(total);
+        self.cache_hit.add(lookup);
+        self.inference_count
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.last_inference_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A response-cache miss, whose lookup and insert took `took`.
+    pub(crate) fn record_cache_miss(&self, took: Duration) {
+        self.cache_miss.add(took);
+    }
+
     /// What has been recorded so far, for `name` version `version` with
-    /// `pending_requests` queued now.
+    /// `pending_requests` queued now; `cached` when the version uses the
+    /// response cache (else its cache fields are left out).
     pub(crate) fn snapshot(
         &self,
         name: &str,
         version: u64,
         pending_requests: usize,
+        cached: bool,
     ) -> VersionStats {
         let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let d = |count, ns| StatDuration { count, ns };
@@ -155,8 +179,8 @@ impl Stats {
             compute_input: self.compute_input.get(),
             compute_infer: self.compute_infer.get(),
             compute_output: self.compute_output.get(),
-            cache_hit: None,
-            cache_miss: None,
+            cache_hit: cached.then(|| self.cache_hit.get()),
+            cache_miss: cached.then(|| self.cache_miss.get()),
             batches: batches
                 .iter()
                 .map(|(&size, b)| BatchStats {

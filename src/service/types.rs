@@ -35,6 +35,10 @@ pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// Outputs to return, by name; `None` means all of them.
     pub outputs: Option<Vec<String>>,
+    /// Triton's classification extension: outputs to answer as their top
+    /// classes, as (output name, `classification` parameter). The service
+    /// checks the counts (0 means the raw tensor, as in Triton).
+    pub classification: Vec<(String, u64)>,
     /// Priority level (1 is the highest); `None` or 0 means the model's default.
     pub priority: Option<u64>,
     /// Queue timeout in µs; it can only shorten the model's default.
@@ -82,6 +86,7 @@ impl Protocol {
 /// reports them on both protocols.
 pub const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
+    "classification",
     "statistics",
     "model_configuration",
     "model_repository",

@@ -109,6 +109,21 @@ def iris_input(mod, rows):
     return x, inp
 
 
+def test_classification_class_count(http, grpc):
+    """InferRequestedOutput(class_count=N): the top N "<value>:<index>" per row, as Triton."""
+    x, _ = iris_input(httpclient, 3)
+    probs = reference("iris", "input", x)["probabilities"]
+    want = [[f"{row[i]:.6f}:{i}".encode() for i in np.argsort(-row, kind="stable")[:2]] for row in probs]
+    for mod, client in ((httpclient, http), (grpcclient, grpc)):
+        _, inp = iris_input(mod, 3)
+        for binary in ((True, False) if mod is httpclient else (None,)):
+            kwargs = {} if binary is None else {"binary_data": binary}
+            out = mod.InferRequestedOutput("probabilities", class_count=2, **kwargs)
+            got = client.infer("iris", [inp], outputs=[out]).as_numpy("probabilities")
+            assert got.shape == (3, 2), got.shape
+            assert [[v if isinstance(v, bytes) else str(v).encode() for v in row] for row in got] == want
+
+
 def test_async_concurrent_requests(http, grpc):
     n = 32
     expected = {}

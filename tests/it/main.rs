@@ -8,6 +8,8 @@
 mod bad_inputs;
 mod batching;
 mod binary;
+mod cache;
+mod classification;
 mod faults;
 mod gpu;
 mod grpc;

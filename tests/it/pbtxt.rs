@@ -217,6 +217,23 @@ async fn a_config_using_every_supported_field_serves_what_onnx_runtime_computes(
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["outputs"][1]["data"], json!([0, 2]));
+    // Classification carries the labels of `label_filename`.
+    let (status, out) = s
+        .post_json(
+            "/v2/models/iris_pb/infer",
+            &json!({"inputs": [{"name": "input", "shape": [2, 2, 2], "datatype": "FP32",
+                "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 1}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["outputs"][0]["shape"], json!([2, 1]));
+    let classes = out["outputs"][0]["data"].as_array().unwrap();
+    assert!(classes[0].as_str().unwrap().ends_with(":0:setosa"), "{out}");
+    assert!(
+        classes[1].as_str().unwrap().ends_with(":2:virginica"),
+        "{out}"
+    );
     let (status, meta) = s.get("/v2/models/dyn_partial").await;
     assert_eq!(status, 200, "{meta}");
     assert_eq!(meta["outputs"][1]["name"], "s");

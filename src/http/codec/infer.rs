@@ -122,13 +122,20 @@ fn decode(
         all: json::param_bool(params, "binary_data_output")?.unwrap_or(false),
         each: Vec::new(),
     };
+    let mut classification = Vec::new();
     let outputs = match parsed.outputs {
         None => None,
         Some(outs) => {
             let mut names = Vec::with_capacity(outs.len());
             for out in outs {
-                if let Some(b) = json::param_bool(out.parameters.as_ref(), "binary_data")? {
+                let params = out.parameters.as_ref();
+                if let Some(b) = json::param_bool(params, "binary_data")? {
                     format.each.push((out.name.clone(), b));
+                }
+                let count = json::param_u64(params, "classification")
+                    .map_err(|e| Error::invalid(format!("output '{}': {e}", out.name)))?;
+                if let Some(count) = count {
+                    classification.push((out.name.clone(), count));
                 }
                 names.push(out.name);
             }
@@ -141,6 +148,7 @@ fn decode(
         id: parsed.id,
         inputs,
         outputs,
+        classification,
         priority: json::param_u64(params, "priority")?,
         timeout_us: json::param_u64(params, "timeout")?,
     };

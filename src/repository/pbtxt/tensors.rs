@@ -5,10 +5,6 @@
 use super::{Findings, pb};
 use crate::repository::spec::{Labels, ModelFiles, TensorDecl};
 use crate::tensor::DataType;
-use std::sync::Arc;
-
-/// Largest label file read (bytes).
-const MAX_LABEL_FILE: u64 = 64 << 20;
 
 /// Triton's datatype enum as Sluice's datatype. `TYPE_STRING` is BYTES.
 pub(super) fn datatype(value: i32, field: &str) -> Result<DataType, String> {
@@ -155,7 +151,7 @@ pub(super) fn outputs(
                 &field,
             )?;
             if !output.label_filename.is_empty() {
-                decl.labels = Some(labels(&output.label_filename, files, &field)?);
+                decl.labels = Some(Labels::read(&output.label_filename, files, &field)?);
             }
             if output.is_shape_tensor {
                 found.unsupported(
@@ -199,29 +195,5 @@ fn decl(
         reshape,
         labels: None,
         optional: false,
-    })
-}
-
-/// Reads an output's label file: one label per line, in class order.
-fn labels(file: &str, files: &ModelFiles, field: &str) -> Result<Labels, String> {
-    let at = |e: String| format!("`{field}.label_filename` {e}");
-    let path = files.resolve("", file).map_err(at)?;
-    let size = std::fs::metadata(&path)
-        .map_err(|e| at(format!("cannot be read: {e}")))?
-        .len();
-    if size > MAX_LABEL_FILE {
-        return Err(at(format!(
-            "is {size} bytes, over the limit of {MAX_LABEL_FILE}"
-        )));
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| at(format!("cannot be read as UTF-8 text: {e}")))?;
-    let labels = text
-        .lines()
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-        .collect();
-    Ok(Labels {
-        file: file.to_string(),
-        labels: Arc::new(labels),
     })
 }
