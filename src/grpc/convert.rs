@@ -295,6 +295,35 @@ pub(crate) fn config(c: &ModelConfigView) -> pb::ModelConfig {
             ..Default::default()
         })
     });
+    if let Some(steps) = &c.ensemble {
+        let step = steps
+            .iter()
+            .map(|s| pb::model_ensembling::Step {
+                model_name: s.model_name.clone(),
+                model_version: s.model_version,
+                input_map: s.input_map.clone().into_iter().collect(),
+                output_map: s.output_map.clone().into_iter().collect(),
+                ..Default::default()
+            })
+            .collect();
+        return pb::ModelConfig {
+            name: c.name.clone(),
+            platform: "ensemble".into(),
+            version_policy: Some(pb::ModelVersionPolicy {
+                policy_choice: Some(policy),
+            }),
+            max_batch_size: i32::try_from(c.max_batch_size).unwrap_or(i32::MAX),
+            input: inputs,
+            output: outputs,
+            scheduling_choice: Some(pb::model_config::SchedulingChoice::EnsembleScheduling(
+                pb::ModelEnsembling {
+                    step,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+    }
     pb::ModelConfig {
         name: c.name.clone(),
         platform: "onnxruntime_onnx".into(),

@@ -84,7 +84,7 @@ pub struct ModelConfig {
     /// cache; no effect until the server has one). (config.pbtxt only.)
     #[serde(skip)]
     pub(crate) response_cache: bool,
-    /// The pipeline, when the model is an ensemble (not served yet).
+    /// The pipeline, when the model is an ensemble. (config.pbtxt only.)
     #[serde(skip)]
     pub(crate) ensemble: Option<Ensemble>,
     /// Fields Sluice does not support: the model is UNAVAILABLE unless the

@@ -2,9 +2,9 @@
 //! effective configuration, and statistics, each as a plain snapshot.
 
 use super::stats::VersionStats;
-use super::types::{ConfigTensor, ModelConfigView, ModelMetadata};
+use super::types::{ConfigTensor, EnsembleStepView, ModelConfigView, ModelMetadata};
 use crate::error::Result;
-use crate::registry::{LoadedVersion, Registry};
+use crate::registry::{LoadedEnsemble, LoadedVersion, Registry};
 use crate::tensor::TensorSpec;
 use std::sync::Arc;
 
@@ -15,6 +15,28 @@ pub(super) fn metadata(
     name: &str,
     version: Option<u64>,
 ) -> Result<ModelMetadata> {
+    if let Some(bound) = registry.ensemble(name, version) {
+        let (e, _) = bound?;
+        let versions = match version {
+            Some(_) => vec![e.version],
+            None => registry
+                .ensembles()
+                .get(name)
+                .map(|v| v.keys().copied().collect())
+                .unwrap_or_default(),
+        };
+        return Ok(ModelMetadata {
+            name: e.name.clone(),
+            version: e.version,
+            versions,
+            platform: "ensemble",
+            inputs: e.inputs.clone(),
+            outputs: e.outputs.clone(),
+            max_batch_size: e.max_batch_size,
+            execution_provider: String::new(),
+            provider_fallbacks: Vec::new(),
+        });
+    }
     let v = registry.resolve(name, version)?;
     let versions = match version {
         Some(_) => vec![v.version],
@@ -43,21 +65,11 @@ pub(super) fn model_config(
     name: &str,
     version: Option<u64>,
 ) -> Result<ModelConfigView> {
+    if let Some(bound) = registry.ensemble(name, version) {
+        return Ok(ensemble_config(&bound?.0));
+    }
     let v = registry.resolve(name, version)?;
-    let batching = v.max_batch_size > 0;
-    let tensors = |specs: &[TensorSpec]| -> Vec<ConfigTensor> {
-        specs
-            .iter()
-            .map(|t| ConfigTensor {
-                name: t.name.clone(),
-                datatype: t.datatype,
-                dims: match t.shape.split_first() {
-                    Some((_, rest)) if batching => rest.to_vec(),
-                    _ => t.shape.clone(),
-                },
-            })
-            .collect()
-    };
+    let tensors = |specs: &[TensorSpec]| config_tensors(specs, v.max_batch_size > 0);
     Ok(ModelConfigView {
         name: v.model.clone(),
         max_batch_size: v.max_batch_size,
@@ -68,7 +80,50 @@ pub(super) fn model_config(
         device_id: v.placement.device_id,
         dynamic_batching: v.config.dynamic_batching.clone(),
         version_policy: v.config.version_policy.clone(),
+        ensemble: None,
     })
+}
+
+/// Declared tensors as a config shows them: without the batch dimension
+/// when the model batches.
+fn config_tensors(specs: &[TensorSpec], batching: bool) -> Vec<ConfigTensor> {
+    specs
+        .iter()
+        .map(|t| ConfigTensor {
+            name: t.name.clone(),
+            datatype: t.datatype,
+            dims: match t.shape.split_first() {
+                Some((_, rest)) if batching => rest.to_vec(),
+                _ => t.shape.clone(),
+            },
+        })
+        .collect()
+}
+
+fn ensemble_config(e: &LoadedEnsemble) -> ModelConfigView {
+    let batching = e.max_batch_size > 0;
+    ModelConfigView {
+        name: e.name.clone(),
+        max_batch_size: e.max_batch_size,
+        inputs: config_tensors(&e.inputs, batching),
+        outputs: config_tensors(&e.outputs, batching),
+        instances: 0,
+        gpu: false,
+        device_id: 0,
+        dynamic_batching: e.config.dynamic_batching.clone(),
+        version_policy: e.config.version_policy.clone(),
+        ensemble: Some(
+            e.steps
+                .iter()
+                .map(|s| EnsembleStepView {
+                    model_name: s.model_name.clone(),
+                    model_version: s.model_version.map_or(-1, |v| v as i64),
+                    input_map: s.input_map.clone(),
+                    output_map: s.output_map.clone(),
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// Statistics of one model (all its served versions, or one), or of every
@@ -78,6 +133,19 @@ pub(super) fn statistics(
     name: Option<&str>,
     version: Option<u64>,
 ) -> Result<Vec<VersionStats>> {
+    if let Some(name) = name {
+        if let Some(ensembles) = registry.ensembles().get(name) {
+            return match version {
+                None => Ok(ensembles.values().map(|e| ensemble_stats(e)).collect()),
+                Some(v) => match ensembles.get(&v) {
+                    Some(e) => Ok(vec![ensemble_stats(e)]),
+                    None => Err(crate::error::Error::NotFound(format!(
+                        "model '{name}' has no version {v} being served"
+                    ))),
+                },
+            };
+        }
+    }
     let served = registry.served();
     let versions: Vec<Arc<LoadedVersion>> = match name {
         None => {
@@ -94,12 +162,27 @@ pub(super) fn statistics(
             _ => vec![registry.resolve(name, version)?],
         },
     };
-    Ok(versions
+    let mut stats: Vec<VersionStats> = versions
         .iter()
         .map(|v| {
             v.metrics
                 .stats
                 .snapshot(&v.model, v.version, v.scheduler.queue_depth())
         })
-        .collect())
+        .collect();
+    if name.is_none() {
+        let ensembles = registry.ensembles();
+        stats.extend(
+            ensembles
+                .values()
+                .flat_map(|e| e.values().map(|e| ensemble_stats(e))),
+        );
+        stats.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    }
+    Ok(stats)
+}
+
+/// An ensemble's statistics: its own requests; it queues nothing itself.
+fn ensemble_stats(e: &LoadedEnsemble) -> VersionStats {
+    e.metrics.stats.snapshot(&e.name, e.version, 0)
 }

@@ -56,7 +56,7 @@ pub(super) async fn infer(
         }
     };
     let metrics = version.metrics.clone();
-    let outcome = infer_on(registry, limits, &mut version, request, started).await;
+    let outcome = infer_on(Some(registry), limits, &mut version, request, started).await;
     telemetry::record_version(version.version);
     let (label, timing, rows) = match &outcome {
         Ok((_, timing, rows)) => ("success", Some(*timing), Some(*rows)),
@@ -67,8 +67,32 @@ pub(super) async fn infer(
     outcome.map(|(response, _, _)| response)
 }
 
+/// Runs `request` on exactly `version`, as an ensemble step does: when that
+/// version was swapped out it fails (`Unavailable`) rather than move to the
+/// successor, so that one ensemble run never mixes versions. It counts
+/// under its model like any request.
+pub(super) async fn infer_pinned(
+    mut version: Arc<LoadedVersion>,
+    limits: &Limits,
+    request: InferRequest,
+    protocol: Protocol,
+) -> Result<(InferResponse, Timing)> {
+    let started = Instant::now();
+    let outcome = infer_on(None, limits, &mut version, request, started).await;
+    let (label, timing) = match &outcome {
+        Ok((_, timing, _)) => ("success", Some(*timing)),
+        Err(e) => (e.outcome(), None),
+    };
+    version
+        .metrics
+        .record_request(protocol.label(), label, started.elapsed(), timing);
+    outcome.map(|(response, timing, _)| (response, timing))
+}
+
+/// `successor`: where to find the version that replaced a closed one
+/// (`None`: fail instead).
 async fn infer_on(
-    registry: &Registry,
+    successor: Option<&Registry>,
     limits: &Limits,
     version: &mut Arc<LoadedVersion>,
     request: InferRequest,
@@ -90,7 +114,7 @@ async fn infer_on(
                 // A closed scheduler means the version was swapped out
                 // between resolve and submit; its successor is already
                 // published, so take the job there.
-                let Some(returned) = rejected.job.map(|j| *j) else {
+                let (Some(returned), Some(registry)) = (rejected.job.map(|j| *j), successor) else {
                     return Err(rejected.error);
                 };
                 attempts += 1;

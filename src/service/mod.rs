@@ -7,6 +7,7 @@
 
 mod control;
 mod describe;
+mod ensemble;
 mod infer;
 pub(crate) mod stats;
 mod types;
@@ -14,8 +15,8 @@ mod validate;
 
 pub(crate) use stats::{StatDuration, VersionStats};
 pub use types::{
-    ConfigTensor, EXTENSIONS, IndexRow, InferRequest, InferResponse, Limits, ModelConfigView,
-    ModelMetadata, Protocol, ServerMetadata,
+    ConfigTensor, EXTENSIONS, EnsembleStepView, IndexRow, InferRequest, InferResponse, Limits,
+    ModelConfigView, ModelMetadata, Protocol, ServerMetadata,
 };
 
 use crate::error::{Error, Result};
@@ -140,7 +141,12 @@ impl Service {
 
     /// Whether a model (version) can take requests now.
     pub(crate) fn model_ready(&self, model: &str, version: Option<u64>) -> Result<bool> {
-        match self.inner.registry.resolve(model, version) {
+        let registry = &self.inner.registry;
+        let found = match registry.ensemble(model, version) {
+            Some(bound) => bound.map(|_| ()),
+            None => registry.resolve(model, version).map(|_| ()),
+        };
+        match found {
             Ok(_) => Ok(true),
             Err(Error::Unavailable(_)) => Ok(false),
             Err(e) => Err(e),
@@ -232,6 +238,17 @@ impl Service {
             );
         }
         let inner = &self.inner;
+        if let Some(bound) = inner.registry.ensemble(&request.model, request.version) {
+            return ensemble::infer(
+                &inner.registry,
+                &inner.metrics,
+                &inner.limits,
+                bound,
+                request,
+                protocol,
+            )
+            .await;
+        }
         infer::infer(
             &inner.registry,
             &inner.metrics,

@@ -140,4 +140,19 @@ pub struct ModelConfigView {
     pub(crate) device_id: u32,
     pub(crate) dynamic_batching: DynamicBatching,
     pub(crate) version_policy: VersionPolicy,
+    /// The steps, when the model is an ensemble (`platform: "ensemble"`;
+    /// then it has no instances and no batcher of its own).
+    pub(crate) ensemble: Option<Vec<EnsembleStepView>>,
+}
+
+/// One step of an ensemble's configuration (Triton's `ensemble_scheduling.step`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsembleStepView {
+    pub(crate) model_name: String,
+    /// -1: the latest version.
+    pub(crate) model_version: i64,
+    /// Step model's input -> ensemble tensor.
+    pub(crate) input_map: std::collections::BTreeMap<String, String>,
+    /// Step model's output -> ensemble tensor.
+    pub(crate) output_map: std::collections::BTreeMap<String, String>,
 }

@@ -8,6 +8,7 @@
 mod bad_inputs;
 mod batching;
 mod binary;
+mod ensemble;
 mod faults;
 mod gpu;
 mod grpc;

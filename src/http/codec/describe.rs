@@ -129,6 +129,29 @@ pub(crate) fn config_json(c: &ModelConfigView) -> Value {
         }],
         "default_model_filename": "model.onnx",
     });
+    if let Some(steps) = &c.ensemble {
+        let steps: Vec<Value> = steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "model_name": s.model_name,
+                    "model_version": s.model_version,
+                    "input_map": s.input_map,
+                    "output_map": s.output_map,
+                })
+            })
+            .collect();
+        return json!({
+            "name": c.name,
+            "platform": "ensemble",
+            "backend": "",
+            "version_policy": policy,
+            "max_batch_size": c.max_batch_size,
+            "input": tensors(&c.inputs),
+            "output": tensors(&c.outputs),
+            "ensemble_scheduling": {"step": steps},
+        });
+    }
     if c.max_batch_size > 0 {
         super::set(
             &mut config,

@@ -87,10 +87,6 @@ pub(super) fn model_config(
                 ),
                 Some(SchedulingChoice::EnsembleScheduling(e)) => {
                     config.ensemble = Some(ensemble(e, is_ensemble)?);
-                    found.unsupported(
-                        "ensemble_scheduling",
-                        "ensembles are parsed but not served yet",
-                    );
                 }
                 _ => {}
             }
