@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::{LoadedEnsemble, LoadedVersion, Registry, step_label};
 use crate::scheduler::job::{Phases, Timing};
+use crate::telemetry;
 use crate::tensor::{DataType, RunOutput, Tensor, TensorData, element_count, fmt_shape};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -56,6 +57,7 @@ pub(super) async fn infer(
         Ok(bound) => bound,
         Err(e) => {
             metrics.record_unrouted(&request.model, protocol.label(), e.outcome());
+            telemetry::record_outcome(e.outcome(), None);
             return Err(e);
         }
     };
@@ -68,15 +70,17 @@ pub(super) async fn infer(
     )
     .await;
     let took = started.elapsed();
-    let (label, timing) = match &outcome {
+    telemetry::record_version(ensemble.version);
+    let (label, timing, rows) = match &outcome {
         Ok((_, timing, rows)) => {
             ensemble
                 .metrics
                 .record_execution(*rows, took, timing.phases);
-            ("success", Some(*timing))
+            ("success", Some(*timing), Some(*rows))
         }
-        Err(e) => (e.outcome(), None),
+        Err(e) => (e.outcome(), None, None),
     };
+    telemetry::record_outcome(label, rows);
     ensemble
         .metrics
         .record_request(protocol.label(), label, took, timing);

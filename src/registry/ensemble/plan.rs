@@ -159,3 +159,147 @@ pub(crate) fn check_plan(name: &str, config: &ModelConfig) -> Result<(), String>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::spec::{Ensemble, TensorDecl};
+    use crate::tensor::DataType;
+
+    fn decl(name: &str) -> TensorDecl {
+        TensorDecl {
+            name: name.into(),
+            datatype: DataType::Fp32,
+            dims: vec![4],
+            reshape: None,
+            labels: None,
+        }
+    }
+
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+    /// Steps as (model, [(input, tensor)], [(output, tensor)]).
+    fn config(
+        inputs: &[&str],
+        outputs: &[&str],
+        steps: &[(&str, Pairs<'_>, Pairs<'_>)],
+    ) -> ModelConfig {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        ModelConfig {
+            inputs: inputs.iter().map(|n| decl(n)).collect(),
+            outputs: outputs.iter().map(|n| decl(n)).collect(),
+            ensemble: Some(Ensemble {
+                steps: steps
+                    .iter()
+                    .map(|(model, ins, outs)| EnsembleStep {
+                        model_name: model.to_string(),
+                        model_version: None,
+                        input_map: map(ins),
+                        output_map: map(outs),
+                    })
+                    .collect(),
+            }),
+            ..ModelConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_chain_in_any_order_is_a_plan() {
+        let c = config(
+            &["IN"],
+            &["OUT", "MID"],
+            &[
+                ("b", &[("x", "MID")], &[("y", "OUT")]),
+                ("a", &[("x", "IN")], &[("y", "MID")]),
+            ],
+        );
+        check_plan("e", &c).unwrap();
+    }
+
+    #[test]
+    fn only_the_steps_on_a_cycle_are_named() {
+        let c = config(
+            &["IN"],
+            &["OUT"],
+            &[
+                ("a", &[("x", "IN")], &[("y", "A")]),
+                ("b", &[("x", "A"), ("z", "C")], &[("y", "B")]),
+                ("c", &[("x", "B")], &[("y", "C")]),
+                ("d", &[("x", "C")], &[("y", "OUT")]),
+            ],
+        );
+        let err = check_plan("e", &c).unwrap_err();
+        assert_eq!(
+            err,
+            "ensemble_scheduling.step[1] (model 'b'), ensemble_scheduling.step[2] (model 'c') form a cycle: each waits for a tensor that another of them produces"
+        );
+        let c = config(
+            &["IN"],
+            &["OUT"],
+            &[("a", &[("x", "OUT")], &[("y", "OUT")])],
+        );
+        assert!(
+            check_plan("e", &c)
+                .unwrap_err()
+                .starts_with("ensemble_scheduling.step[0] (model 'a') form a cycle")
+        );
+    }
+
+    #[test]
+    fn each_static_error_names_its_step() {
+        let cases: Vec<(ModelConfig, &str)> = vec![
+            (
+                config(
+                    &["IN"],
+                    &["OUT"],
+                    &[
+                        ("a", &[("x", "IN")], &[("y", "OUT")]),
+                        ("b", &[("x", "IN")], &[("y", "OUT")]),
+                    ],
+                ),
+                "ensemble_scheduling.step[1] (model 'b'): `output_map` maps output 'y' to ensemble tensor 'OUT', which ensemble_scheduling.step[0] (model 'a') produces too",
+            ),
+            (
+                config(&["IN"], &["OUT"], &[("a", &[("x", "IN")], &[("y", "IN")])]),
+                "ensemble_scheduling.step[0] (model 'a'): `output_map` maps output 'y' to 'IN', which is an input of the ensemble",
+            ),
+            (
+                config(
+                    &["IN"],
+                    &["OUT"],
+                    &[("a", &[("x", "NOPE")], &[("y", "OUT")])],
+                ),
+                "ensemble_scheduling.step[0] (model 'a'): `input_map` maps input 'x' to ensemble tensor 'NOPE', which no step produces",
+            ),
+            (
+                config(
+                    &["IN"],
+                    &["OUT", "MORE"],
+                    &[("a", &[("x", "IN")], &[("y", "OUT")])],
+                ),
+                "ensemble output 'MORE' is not produced by any step",
+            ),
+            (
+                config(&["IN"], &["OUT"], &[("e", &[("x", "IN")], &[("y", "OUT")])]),
+                "ensemble_scheduling.step[0] (model 'e'): an ensemble cannot run itself",
+            ),
+            (
+                config(&["IN"], &["OUT"], &[("a", &[("x", "IN")], &[])]),
+                "ensemble_scheduling.step[0] (model 'a'): `output_map` must map at least one output",
+            ),
+            (
+                config(&[], &["OUT"], &[("a", &[], &[("y", "OUT")])]),
+                "an ensemble must declare its `input` and `output` tensors",
+            ),
+        ];
+        for (c, needle) in cases {
+            let err = check_plan("e", &c).unwrap_err();
+            assert!(err.contains(needle), "{needle}\n  gave: {err}");
+        }
+    }
+}

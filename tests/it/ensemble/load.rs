@@ -225,3 +225,72 @@ async fn swapping_the_middle_model_by_load_calls_under_ensemble_load_gives_zero_
 async fn swapping_the_middle_model_by_polling_under_ensemble_load_gives_zero_errors() {
     swap_under_load(true).await;
 }
+
+/// `slow` then `m` (y = x + k at version k): the answer tells which version
+/// of `m` the run used.
+const SLOWPIPE: &str = r#"
+platform: "ensemble"
+max_batch_size: 0
+input [ { name: "X", data_type: TYPE_FP32, dims: [ -1, 1 ] } ]
+output [ { name: "Y", data_type: TYPE_FP32, dims: [ -1, 1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "slow", model_version: -1, input_map { key: "x" value: "X" }, output_map { key: "y" value: "A" } },
+    { model_name: "m", model_version: -1, input_map { key: "x" value: "A" }, output_map { key: "y" value: "Y" } }
+  ]
+}
+"#;
+
+#[tokio::test]
+async fn a_run_whose_pinned_version_is_swapped_out_starts_again_on_the_new_one() {
+    use crate::harness::models::{Repo, SLOW_SERIAL, slow, swap_model};
+    let repo = Repo::new()
+        .with("slow", &slow(), Some(SLOW_SERIAL))
+        .with("m", &swap_model(1), None);
+    super::add_ensemble(repo.path(), "slowpipe", SLOWPIPE);
+    let s = TestServer::start(repo.path()).await;
+    // Twelve runs, each bound to m v1 when admitted, queue on slow's one
+    // instance (about 0.1-0.5 s each).
+    let n = 12;
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (s.client.clone(), s.url("/v2/models/slowpipe/infer"));
+            tokio::spawn(async move {
+                let body = json!({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [i as f32]}]});
+                let r = client.post(&url).json(&body).send().await.unwrap();
+                let status = r.status().as_u16();
+                (i, status, r.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let inflight = [("model", "slowpipe")];
+    eventually("every run to be bound and in flight", PATIENCE, || async {
+        s.metric("sluice_inflight_requests", &inflight).await == n as f64
+    })
+    .await;
+    // Swap m while most runs still wait for slow: their pinned v1 closes.
+    let staging = repo.path().join("m/.2.tmp");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::copy(swap_model(2), staging.join("model.onnx")).unwrap();
+    std::fs::rename(&staging, repo.path().join("m/2")).unwrap();
+    let (status, out) = s
+        .post_json("/v2/repository/models/m/load", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let mut ks = Vec::new();
+    for run in runs {
+        let (i, status, out) = run.await.unwrap();
+        assert_eq!(status, 200, "run {i}: {out}");
+        let y = out["outputs"][0]["data"][0].as_f64().unwrap();
+        ks.push(y - i as f64);
+    }
+    assert!(ks.iter().all(|&k| k == 1.0 || k == 2.0), "{ks:?}");
+    // Every run was bound to v1; one answered by v2 ran again after the swap.
+    assert!(ks.contains(&2.0), "no run started again on m v2: {ks:?}");
+    let (_, stats) = s.get("/v2/models/slowpipe/stats").await;
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["success"]["count"],
+        n
+    );
+    s.stop().await;
+}
