@@ -495,6 +495,7 @@ impl Registry {
             };
             next
         });
+        self.refresh_ensemble_gauges();
         previous
     }
 }

@@ -29,6 +29,7 @@ pub(crate) use plan::step_label;
 
 use plan::{check_plan, full_shape};
 
+use super::state::ModelState;
 use super::{LoadedVersion, Model, Registry, VersionState};
 use crate::error::{Error, Result};
 use crate::metrics::VersionMetrics;
@@ -151,10 +152,6 @@ impl Registry {
                 self.metrics.forget_version(name, *v);
             }
         }
-        for v in &kept {
-            self.metrics
-                .set_state(name, *v, super::state::ModelState::Ready);
-        }
         {
             let mut index = self.index_lock();
             let states = index.entry(name.to_string()).or_default();
@@ -163,6 +160,7 @@ impl Registry {
                 states.insert(Some(*v), VersionState::Ready);
             }
         }
+        self.refresh_ensemble_gauges();
         match self.ensemble(name, None) {
             Some(Err(e)) => {
                 tracing::warn!(model = name, reason = %e, "ensemble loaded; it serves once its composing models do");
@@ -171,6 +169,23 @@ impl Registry {
             _ => {
                 tracing::info!(model = name, versions = ?kept, "ensemble ready");
                 Ok(())
+            }
+        }
+    }
+
+    /// Sets every ensemble's `sluice_model_state` to what it is now: ready
+    /// while its composing models serve compatible versions. Called on each
+    /// change of the served set.
+    pub(super) fn refresh_ensemble_gauges(&self) {
+        let unready = self.unready_ensembles();
+        for (name, versions) in self.ensembles.load().iter() {
+            let state = if unready.contains_key(name) {
+                ModelState::Unavailable
+            } else {
+                ModelState::Ready
+            };
+            for v in versions.keys() {
+                self.metrics.set_state(name, *v, state);
             }
         }
     }

@@ -199,6 +199,12 @@ async fn an_ensemble_is_ready_exactly_while_its_composing_models_are() {
     );
     let (status, ready) = s.get("/v2/models/pipeline/ready").await;
     assert_ne!(status, 200, "{ready}");
+    let gauge = |state| [("model", "pipeline"), ("state", state)];
+    assert_eq!(
+        s.metric("sluice_model_state", &gauge("unavailable")).await,
+        1.0
+    );
+    assert_eq!(s.metric("sluice_model_state", &gauge("ready")).await, 0.0);
     let (status, out) = s
         .post_json("/v2/models/pipeline/infer", &json_body(&rows(1, 0)))
         .await;
@@ -224,6 +230,7 @@ async fn an_ensemble_is_ready_exactly_while_its_composing_models_are() {
     }
     let (status, ready) = s.get("/v2/models/pipeline/ready").await;
     assert_eq!((status, &ready["ready"]), (200, &json!(true)));
+    assert_eq!(s.metric("sluice_model_state", &gauge("ready")).await, 1.0);
     let x = rows(2, 3);
     let (status, out) = s
         .post_json("/v2/models/pipeline/infer", &json_body(&x))
@@ -247,6 +254,10 @@ async fn an_ensemble_is_ready_exactly_while_its_composing_models_are() {
     );
     let (status, _) = s.get("/v2/models/pipeline/ready").await;
     assert_ne!(status, 200);
+    assert_eq!(
+        s.metric("sluice_model_state", &gauge("unavailable")).await,
+        1.0
+    );
     s.stop().await;
 }
 
