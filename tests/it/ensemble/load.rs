@@ -294,3 +294,35 @@ async fn a_run_whose_pinned_version_is_swapped_out_starts_again_on_the_new_one()
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_request_timeout_covers_the_whole_run() {
+    use crate::harness::models::{Repo, SLOW_SERIAL, slow, swap_model};
+    let repo = Repo::new()
+        .with("slow", &slow(), Some(SLOW_SERIAL))
+        .with("m", &swap_model(1), None);
+    super::add_ensemble(repo.path(), "slowpipe", SLOWPIPE);
+    let s = TestServer::start(repo.path()).await;
+    // 5 ms cannot cover the slow step (32 chained 512 x 512 MatMuls): the
+    // run ends at the queue of one step or before the next, never with an answer.
+    let body = json!({
+        "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}],
+        "parameters": {"timeout": 5000},
+    });
+    let (status, out) = s.post_json("/v2/models/slowpipe/infer", &body).await;
+    assert_eq!(status, 504, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap()
+            .contains("ensemble 'slowpipe'"),
+        "{out}"
+    );
+    // Without a timeout the same run answers.
+    let body =
+        json!({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]});
+    let (status, out) = s.post_json("/v2/models/slowpipe/infer", &body).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["outputs"][0]["data"][0], 2.0);
+    s.stop().await;
+}

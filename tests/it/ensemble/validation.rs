@@ -140,6 +140,14 @@ async fn load_time_errors_name_the_step() {
             ],
         ),
         (
+            "e_nested",
+            ensemble(OUT, &step("e_bad_key", ("RAW", "RAW"), ("OUT", "OUT"))),
+            &[
+                "ensemble_scheduling.step[0] (model 'e_bad_key')",
+                "is an ensemble; ensembles cannot be nested",
+            ],
+        ),
+        (
             "e_bad_output_key",
             ensemble(OUT, &step("pre", ("x", "RAW"), ("z", "OUT"))),
             &[
