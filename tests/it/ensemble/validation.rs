@@ -270,7 +270,8 @@ async fn an_ensemble_is_ready_exactly_while_its_composing_models_are() {
 }
 
 #[tokio::test]
-async fn a_startup_scan_in_any_order_ends_ready_and_strict_readiness_follows() {
+async fn a_startup_scan_in_any_order_ends_ready_even_with_exit_on_error_and_strict_readiness_follows()
+ {
     // "a_pipeline" sorts before its models, so it loads first.
     let repo = Repo::new()
         .with("pre", &fixture("pre"), None)
@@ -281,7 +282,13 @@ async fn a_startup_scan_in_any_order_ends_ready_and_strict_readiness_follows() {
         "a_pipeline",
         &PIPELINE.replace("\"pipeline\"", "\"a_pipeline\""),
     );
-    let s = TestServer::start_with(repo.path(), |c| c.strict_readiness = true).await;
+    // With --exit-on-error too: the ensemble's own load, before its models,
+    // is not a start-up failure once they have loaded.
+    let s = TestServer::start_with(repo.path(), |c| {
+        c.strict_readiness = true;
+        c.exit_on_error = true;
+    })
+    .await;
     let (state, reason) = index_row(&s, "a_pipeline").await;
     assert_eq!(state, "READY", "{reason}");
     let x = rows(1, 4);
