@@ -140,11 +140,16 @@ async fn run(
             Err(e) if restarts < RESTARTS && matches!(e, Error::Unavailable(_)) => {
                 // Was a pinned version swapped out? Then run again on the
                 // successors; otherwise the error stands.
-                let Some(Ok((_, fresh))) =
+                let Some(Ok((now, fresh))) =
                     registry.ensemble(&ensemble.name, Some(ensemble.version))
                 else {
                     return Err(e);
                 };
+                // The fresh versions are bound to the ensemble's steps now;
+                // they fit this run only if its steps are the same.
+                if now.steps != ensemble.steps {
+                    return Err(e);
+                }
                 let same = fresh.len() == pinned.len()
                     && fresh.iter().zip(&pinned).all(|(a, b)| Arc::ptr_eq(a, b));
                 if same {
