@@ -5,7 +5,8 @@ Writes (Triton layout, ``<repo>/<name>/<version>/model.onnx``):
 
   models/                 bundled example repository (iris, dense, multi_input)
   tests/models/           test repository used by the Rust integration tests
-  tests/fixtures/         loose models copied around by tests (swap/v1..v6, slow)
+  tests/fixtures/         loose models copied around by tests (swap/v1..v6, slow,
+                          the ensemble pipeline ensemble/{pre,net_v1,net_v2,post})
 
 Everything is deterministic: fixed seeds, fixed producer name/version, no
 timestamps, so running the script twice yields byte-identical files.
@@ -400,6 +401,51 @@ def build_simple() -> onnx.ModelProto:
     )
 
 
+# The three models of the ensemble pipeline (tests/it/ensemble/): pre-processing,
+# a linear layer in two versions (for hot swaps), and post-processing. The
+# tests compute the expected outputs from these constants on their own.
+ENS_MEAN, ENS_SCALE = 2.0, 0.5
+ENS_W = np.array([[1, -1, 0], [0, 2, -1], [-1, 0, 1], [0.5, 0.5, 0.5]], np.float32)
+
+
+def ens_bias(k: int) -> np.ndarray:
+    return np.array([0.0, k, -k], np.float32)
+
+
+def build_ens_pre() -> onnx.ModelProto:
+    """y = (x - 2) * 0.5 on FP32 [batch, 4]."""
+    return make_model(
+        [helper.make_node("Sub", ["x", "mean"], ["centred"], name="centre"),
+         helper.make_node("Mul", ["centred", "scale"], ["y"], name="scale")],
+        [vi("x", TP.FLOAT, ["batch", 4])], [vi("y", TP.FLOAT, ["batch", 4])],
+        [const("mean", np.array(ENS_MEAN, np.float32)),
+         const("scale", np.array(ENS_SCALE, np.float32))],
+        name="ens_pre", doc="ensemble pre-processing: y = (x - 2) * 0.5",
+    )
+
+
+def build_ens_net(k: int) -> onnx.ModelProto:
+    """logits = features @ W + [0, k, -k] on FP32 [batch, 4] -> [batch, 3]."""
+    return make_model(
+        [helper.make_node("MatMul", ["features", "W"], ["xw"], name="matmul"),
+         helper.make_node("Add", ["xw", "b"], ["logits"], name="bias")],
+        [vi("features", TP.FLOAT, ["batch", 4])], [vi("logits", TP.FLOAT, ["batch", 3])],
+        [const("W", ENS_W), const("b", ens_bias(k))], name="ens_net",
+        doc=f"ensemble model v{k}: logits = features @ W + [0, {k}, -{k}]", model_version=k,
+    )
+
+
+def build_ens_post() -> onnx.ModelProto:
+    """probs = softmax(logits), label = argmax(logits) as INT64 [batch, 1]."""
+    return make_model(
+        [helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
+         helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=1, name="argmax")],
+        [vi("logits", TP.FLOAT, ["batch", 3])],
+        [vi("probs", TP.FLOAT, ["batch", 3]), vi("label", TP.INT64, ["batch", 1])],
+        name="ens_post", doc="ensemble post-processing: softmax and argmax",
+    )
+
+
 # ---------------------------------------------------------------------------
 # generation
 # ---------------------------------------------------------------------------
@@ -432,6 +478,10 @@ def artifacts() -> dict[str, bytes]:
     put("tests/fixtures/constant.onnx", build_constant())
     put("tests/fixtures/defaulted.onnx", build_defaulted())
     put("tests/triton_repo/simple/1/model.onnx", build_simple())
+    put("tests/fixtures/ensemble/pre.onnx", build_ens_pre())
+    for k in (1, 2):
+        put(f"tests/fixtures/ensemble/net_v{k}.onnx", build_ens_net(k))
+    put("tests/fixtures/ensemble/post.onnx", build_ens_post())
     return out
 
 
@@ -657,6 +707,25 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
             except Exception:
                 pass  # expected: Gather index out of bounds inside ONNX Runtime
             note = f"y=10i+0.5; i={LOOKUP_SIZE} fails at run time (expected)"
+        elif rel.startswith("tests/fixtures/ensemble/"):
+            x = np.array([[2.0, 4.0, 0.0, 6.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+            stem = Path(rel).stem
+            if stem == "pre":
+                (y,) = sess.run(None, {"x": x})
+                assert np.allclose(y, (x - ENS_MEAN) * ENS_SCALE), y
+                note = "y=(x-2)*0.5"
+            elif stem.startswith("net_v"):
+                k = int(stem[len("net_v"):])
+                (y,) = sess.run(None, {"features": x})
+                assert np.allclose(y, x @ ENS_W + ens_bias(k)), y
+                note = f"logits=x@W+[0,{k},-{k}]"
+            else:
+                logits = np.array([[1.0, 3.0, 2.0], [0.0, -1.0, 0.5]], np.float32)
+                probs, label = sess.run(None, {"logits": logits})
+                e = np.exp(logits - logits.max(1, keepdims=True))
+                assert np.allclose(probs, e / e.sum(1, keepdims=True)), probs
+                assert label.tolist() == [[1], [2]], label
+                note = "softmax, argmax"
         elif name == "constant":
             (y,) = sess.run(None, {})
             assert y.tolist() == [[1.0, 2.0, 3.0]], y

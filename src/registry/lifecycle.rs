@@ -33,18 +33,22 @@ pub(crate) async fn load_at_start(
             Err(crate::error::Error::NotFound(why)) => {
                 tracing::error!(model = %name, "{why}");
                 registry.record_missing(name);
-                failed.push(why);
+                failed.push((name, why));
             }
-            Err(e) => failed.push(e.to_string()),
+            Err(e) => failed.push((name, e.to_string())),
         }
     }
+    // An ensemble loaded before its composing models answers its own load
+    // with an error; it failed only if it still cannot serve now that
+    // every model has been tried.
+    failed.retain(|(name, _)| !matches!(registry.ensemble(name, None), Some(Ok(_))));
     tracing::info!(
         loaded = names.len() - failed.len(),
         failed = failed.len(),
         took_ms = started.elapsed().as_millis() as u64,
         "model repository loaded"
     );
-    Ok(failed)
+    Ok(failed.into_iter().map(|(_, why)| why).collect())
 }
 
 /// Rescans the repository every `interval` until `stop` turns true (see

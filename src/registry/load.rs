@@ -83,6 +83,8 @@ pub(super) struct Loaded {
     pub(crate) fingerprint: Fingerprint,
     /// Versions that were loaded anew (the rest were unchanged and kept).
     pub(crate) fresh: Vec<u64>,
+    /// An ensemble's versions (then `versions` is empty).
+    pub(crate) ensemble: Option<super::EnsembleVersions>,
 }
 
 fn model_failure(reason: String) -> LoadFailure {
@@ -130,6 +132,17 @@ impl Registry {
             fingerprint.config ^ xxhash_rust::xxh3::xxh3_64(text.as_bytes())
         });
         self.admit(name, &config).map_err(failure)?;
+        if config.ensemble.is_some() {
+            let ensemble = self
+                .load_ensemble(name, &config, &model_dir, fingerprint.config)
+                .map_err(failure)?;
+            return Ok(Loaded {
+                versions: BTreeMap::new(),
+                fingerprint,
+                fresh: Vec::new(),
+                ensemble: Some(ensemble),
+            });
+        }
         let current = self.served.load().get(name).cloned();
         let mut versions = BTreeMap::new();
         let mut fresh = Vec::new();
@@ -178,6 +191,7 @@ impl Registry {
             versions,
             fingerprint,
             fresh,
+            ensemble: None,
         })
     }
 

@@ -14,7 +14,11 @@
 //!   every other model serving. A failed load leaves the serving version as is.
 //! - Loads are serialised by one async mutex, so two loads of the same model
 //!   cannot interleave.
+//! - Ensembles are kept beside the served models, not in their map (they
+//!   have no session and no scheduler); a name is one or the other. Their
+//!   own rules are in `ensemble`.
 
+mod ensemble;
 mod lifecycle;
 mod load;
 mod settings;
@@ -22,6 +26,7 @@ mod signature;
 pub(crate) mod state;
 mod warmup;
 
+pub(crate) use ensemble::{EnsembleVersions, LoadedEnsemble, step_label};
 pub(crate) use lifecycle::{load_at_start, spawn_polling};
 pub use load::LoadedVersion;
 pub use settings::{ControlMode, Defaults};
@@ -59,6 +64,8 @@ pub(crate) struct IndexEntry {
 pub struct Registry {
     root: PathBuf,
     served: ArcSwap<HashMap<String, Arc<Model>>>,
+    /// The served ensembles, swapped like `served`.
+    ensembles: ArcSwap<HashMap<String, EnsembleVersions>>,
     /// The state of every model known from disk or from a load call.
     index: Mutex<BTreeMap<String, BTreeMap<Option<u64>, VersionState>>>,
     loads: tokio::sync::Mutex<()>,
@@ -87,6 +94,7 @@ impl Registry {
         Self {
             root,
             served: ArcSwap::from_pointee(HashMap::new()),
+            ensembles: ArcSwap::from_pointee(HashMap::new()),
             index: Mutex::new(BTreeMap::new()),
             loads: tokio::sync::Mutex::new(()),
             attempted: Mutex::new(HashMap::new()),
@@ -182,6 +190,9 @@ impl Registry {
             Ok(loaded) => {
                 self.metrics.record_load(name, took, true);
                 self.remember(name, Some(loaded.fingerprint.clone()));
+                if let Some(ensemble) = loaded.ensemble {
+                    return self.publish_ensemble(name, ensemble);
+                }
                 let fresh = loaded.fresh.clone();
                 self.publish(name, loaded.versions);
                 for v in &fresh {
@@ -223,6 +234,10 @@ impl Registry {
                     .load()
                     .get(name)
                     .map(|m| m.versions.keys().copied().collect())
+                    .or_else(|| {
+                        let ensembles = self.ensembles.load();
+                        ensembles.get(name).map(|e| e.keys().copied().collect())
+                    })
                     .unwrap_or_default();
                 let still_serving: Vec<u64> = match failure.version {
                     Some(v) => served.into_iter().filter(|s| *s == v).collect(),
@@ -354,7 +369,8 @@ impl Registry {
         let _serial = self.loads.lock().await;
         let known = self.index_lock().contains_key(name);
         let removed = self.replace(name, None);
-        if removed.is_none() && !known {
+        let was_ensemble = self.remove_ensemble(name);
+        if removed.is_none() && !was_ensemble && !known {
             return Err(Error::NotFound(format!("model '{name}' is not loaded")));
         }
         if let Some(old) = removed {
@@ -422,13 +438,13 @@ impl Registry {
 
     /// Every model of the index, with its versions' states.
     pub(crate) fn index(&self) -> Vec<IndexEntry> {
-        self.index_lock()
-            .iter()
+        self.effective_index()
+            .into_iter()
             .flat_map(|(name, states)| {
-                states.iter().map(move |(version, state)| IndexEntry {
+                states.into_iter().map(move |(version, state)| IndexEntry {
                     name: name.clone(),
-                    version: *version,
-                    state: state.clone(),
+                    version,
+                    state,
                 })
             })
             .collect()
@@ -438,7 +454,7 @@ impl Registry {
     /// to load and did not unload) that have no version serving now, each
     /// with its state and reason: what strict readiness waits for.
     pub(crate) fn not_ready(&self) -> Vec<String> {
-        let index = self.index_lock();
+        let index = self.effective_index();
         let mut missing = Vec::new();
         for (name, states) in index.iter() {
             if states.values().any(VersionState::is_serving)
@@ -503,6 +519,7 @@ impl Registry {
     /// Publishes the freshly loaded versions of `name` in one store; versions
     /// that are no longer wanted are closed and drain.
     fn publish(&self, name: &str, loaded: BTreeMap<u64, Arc<LoadedVersion>>) {
+        self.remove_ensemble(name);
         let versions: Vec<u64> = loaded.keys().copied().collect();
         for v in &versions {
             self.metrics.set_state(name, *v, ModelState::Ready);
@@ -545,6 +562,7 @@ impl Registry {
             };
             next
         });
+        self.refresh_ensemble_gauges();
         previous
     }
 }

@@ -89,7 +89,7 @@ pub struct ModelConfig {
     /// `parameters` and `optimization.graph`.)
     #[serde(skip)]
     pub(crate) session: SessionOptions,
-    /// The pipeline, when the model is an ensemble (not served yet).
+    /// The pipeline, when the model is an ensemble. (config.pbtxt only.)
     #[serde(skip)]
     pub(crate) ensemble: Option<Ensemble>,
     /// Fields Sluice does not support: the model is UNAVAILABLE unless the

@@ -156,6 +156,22 @@ pub(crate) fn read_model(root: &Path, name: &str) -> std::io::Result<ModelDir> {
     })
 }
 
+/// The version directories of a model directory, ascending, whatever they
+/// hold (an ensemble's versions hold no model file).
+pub(crate) fn version_dirs(path: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            if let Some(v) = entry.file_name().to_str().and_then(parse_version) {
+                versions.push(v);
+            }
+        }
+    }
+    versions.sort_unstable();
+    Ok(versions)
+}
+
 /// Lists every model directory of the repository, by name.
 pub(crate) fn scan(root: &Path) -> std::io::Result<Vec<ModelDir>> {
     let mut models = Vec::new();

@@ -135,8 +135,8 @@ pub(crate) enum WarmupData {
     },
 }
 
-/// An ensemble: a pipeline of models run inside the server (kept from
-/// `ensemble_scheduling`; not served yet).
+/// An ensemble: a pipeline of models run inside the server (from
+/// `ensemble_scheduling`; served by `registry::ensemble`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ensemble {
     pub(crate) steps: Vec<EnsembleStep>,

@@ -17,7 +17,8 @@
 
 use crate::error::{Error, Result};
 use crate::registry::LoadedVersion;
-use crate::tensor::{DataType, RunOutput, TensorData};
+use crate::repository::ModelConfig;
+use crate::tensor::{DataType, RunOutput, TensorData, TensorSpec};
 use bytes::Bytes;
 use std::cmp::Ordering;
 
@@ -27,18 +28,21 @@ pub(crate) type Classes = Vec<(String, u32)>;
 /// Checks a request's classification parameters against the version it
 /// reaches: the output exists and has a numeric datatype, the count fits.
 pub(super) fn plan(version: &LoadedVersion, wanted: &[(String, u64)]) -> Result<Classes> {
+    plan_for(&version.model, &version.signature.outputs, wanted)
+}
+
+/// [`plan`] for any model (an ensemble too): its name and its outputs.
+pub(super) fn plan_for(
+    model: &str,
+    outputs: &[TensorSpec],
+    wanted: &[(String, u64)],
+) -> Result<Classes> {
     let mut classes: Classes = Vec::with_capacity(wanted.len());
     for (name, count) in wanted {
-        let Some(spec) = version.signature.outputs.iter().find(|s| &s.name == name) else {
-            let known: Vec<&str> = version
-                .signature
-                .outputs
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
+        let Some(spec) = outputs.iter().find(|s| &s.name == name) else {
+            let known: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
             return Err(Error::invalid(format!(
-                "unknown output '{name}' for model '{}'; expected outputs: {}",
-                version.model,
+                "unknown output '{name}' for model '{model}'; expected outputs: {}",
                 known.join(", ")
             )));
         };
@@ -80,13 +84,28 @@ pub(super) fn apply(
     classes: &Classes,
     outputs: &mut [(String, RunOutput)],
 ) {
+    apply_for(
+        version.max_batch_size > 0,
+        &version.config,
+        classes,
+        outputs,
+    );
+}
+
+/// [`apply`] for any model: whether it batches, and its configuration (for
+/// label files).
+pub(super) fn apply_for(
+    batching: bool,
+    config: &ModelConfig,
+    classes: &Classes,
+    outputs: &mut [(String, RunOutput)],
+) {
     if classes.is_empty() {
         return;
     }
-    let batching = version.max_batch_size > 0;
     for (name, output) in outputs.iter_mut() {
         if let Some((_, count)) = classes.iter().find(|(n, _)| n == name) {
-            let labels = version.config.labels(name);
+            let labels = config.labels(name);
             if let Some(classified) = classify(output, *count, batching, labels) {
                 *output = classified;
             }

@@ -4,7 +4,7 @@
 use super::stats::VersionStats;
 use super::types::{ModelConfigView, ModelMetadata};
 use crate::error::Result;
-use crate::registry::{LoadedVersion, Registry};
+use crate::registry::{LoadedEnsemble, LoadedVersion, Registry};
 use crate::repository::pbtxt::render;
 use std::sync::Arc;
 
@@ -15,6 +15,28 @@ pub(super) fn metadata(
     name: &str,
     version: Option<u64>,
 ) -> Result<ModelMetadata> {
+    if let Some(bound) = registry.ensemble(name, version) {
+        let (e, _) = bound?;
+        let versions = match version {
+            Some(_) => vec![e.version],
+            None => registry
+                .ensembles()
+                .get(name)
+                .map(|v| v.keys().copied().collect())
+                .unwrap_or_default(),
+        };
+        return Ok(ModelMetadata {
+            name: e.name.clone(),
+            version: e.version,
+            versions,
+            platform: "ensemble",
+            inputs: e.inputs.clone(),
+            outputs: e.outputs.clone(),
+            max_batch_size: e.max_batch_size,
+            execution_provider: String::new(),
+            provider_fallbacks: Vec::new(),
+        });
+    }
     let v = registry.resolve(name, version)?;
     let versions = match version {
         Some(_) => vec![v.version],
@@ -43,6 +65,9 @@ pub(super) fn model_config(
     name: &str,
     version: Option<u64>,
 ) -> Result<ModelConfigView> {
+    if let Some(bound) = registry.ensemble(name, version) {
+        return Ok(ensemble_config(&bound?.0));
+    }
     let v = registry.resolve(name, version)?;
     let served = render::Served {
         name: &v.model,
@@ -56,6 +81,19 @@ pub(super) fn model_config(
     Ok(ModelConfigView(render::model_config(&v.config, &served)))
 }
 
+fn ensemble_config(e: &LoadedEnsemble) -> ModelConfigView {
+    let served = render::Served {
+        name: &e.name,
+        max_batch_size: e.max_batch_size,
+        inputs: &e.inputs,
+        outputs: &e.outputs,
+        instances: 0,
+        provider: "cpu",
+        device_id: 0,
+    };
+    ModelConfigView(render::ensemble_config(&e.config, &served))
+}
+
 /// Statistics of one model (all its served versions, or one), or of every
 /// served model when `name` is `None`, ordered by model then version.
 pub(super) fn statistics(
@@ -64,6 +102,19 @@ pub(super) fn statistics(
     version: Option<u64>,
     cache_on: bool,
 ) -> Result<Vec<VersionStats>> {
+    if let Some(name) = name {
+        if let Some(ensembles) = registry.ensembles().get(name) {
+            return match version {
+                None => Ok(ensembles.values().map(|e| ensemble_stats(e)).collect()),
+                Some(v) => match ensembles.get(&v) {
+                    Some(e) => Ok(vec![ensemble_stats(e)]),
+                    None => Err(crate::error::Error::NotFound(format!(
+                        "model '{name}' has no version {v} being served"
+                    ))),
+                },
+            };
+        }
+    }
     let served = registry.served();
     let versions: Vec<Arc<LoadedVersion>> = match name {
         None => {
@@ -80,7 +131,7 @@ pub(super) fn statistics(
             _ => vec![registry.resolve(name, version)?],
         },
     };
-    Ok(versions
+    let mut stats: Vec<VersionStats> = versions
         .iter()
         .map(|v| {
             v.metrics.stats.snapshot(
@@ -90,5 +141,20 @@ pub(super) fn statistics(
                 cache_on && v.config.response_cache,
             )
         })
-        .collect())
+        .collect();
+    if name.is_none() {
+        let ensembles = registry.ensembles();
+        stats.extend(
+            ensembles
+                .values()
+                .flat_map(|e| e.values().map(|e| ensemble_stats(e))),
+        );
+        stats.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    }
+    Ok(stats)
+}
+
+/// An ensemble's statistics: its own requests; it queues nothing itself.
+fn ensemble_stats(e: &LoadedEnsemble) -> VersionStats {
+    e.metrics.stats.snapshot(&e.name, e.version, 0, false)
 }

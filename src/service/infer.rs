@@ -62,7 +62,15 @@ pub(super) async fn infer(
     let metrics = version.metrics.clone();
     // The cache serves only models that enable it.
     let cache = cache.filter(|_| version.config.response_cache);
-    let outcome = infer_on(registry, limits, cache, &mut version, request, started).await;
+    let outcome = infer_on(
+        Some(registry),
+        limits,
+        cache,
+        &mut version,
+        request,
+        started,
+    )
+    .await;
     telemetry::record_version(version.version);
     let (label, rows) = match &outcome {
         Ok((_, Served::Ran(_, rows) | Served::Cached(_, rows))) => ("success", Some(*rows)),
@@ -89,8 +97,38 @@ enum Served {
     Cached(Duration, usize),
 }
 
+/// Runs `request` on exactly `version`, as an ensemble step does: when that
+/// version was swapped out it fails (`Unavailable`) rather than move to the
+/// successor, so that one ensemble run never mixes versions. It counts
+/// under its model like any request.
+pub(super) async fn infer_pinned(
+    mut version: Arc<LoadedVersion>,
+    limits: &Limits,
+    request: InferRequest,
+    protocol: Protocol,
+) -> Result<(InferResponse, Timing)> {
+    let started = Instant::now();
+    let outcome = infer_on(None, limits, None, &mut version, request, started).await;
+    let (label, timing) = match &outcome {
+        Ok((_, Served::Ran(timing, _))) => ("success", Some(*timing)),
+        Ok((_, Served::Cached(..))) => ("success", None),
+        Err(e) => (e.outcome(), None),
+    };
+    version
+        .metrics
+        .record_request(protocol.label(), label, started.elapsed(), timing);
+    outcome.and_then(|(response, served)| match served {
+        Served::Ran(timing, _) => Ok((response, timing)),
+        Served::Cached(..) => Err(crate::error::Error::internal(
+            "an ensemble step was answered from the cache, which steps never use",
+        )),
+    })
+}
+
+/// `successor`: where to find the version that replaced a closed one
+/// (`None`: fail instead).
 async fn infer_on(
-    registry: &Registry,
+    successor: Option<&Registry>,
     limits: &Limits,
     cache: Option<&ResponseCache>,
     version: &mut Arc<LoadedVersion>,
@@ -129,7 +167,7 @@ async fn infer_on(
                 // A closed scheduler means the version was swapped out
                 // between resolve and submit; its successor is already
                 // published, so take the job there.
-                let Some(returned) = rejected.job.map(|j| *j) else {
+                let (Some(returned), Some(registry)) = (rejected.job.map(|j| *j), successor) else {
                     return Err(rejected.error);
                 };
                 attempts += 1;

@@ -9,6 +9,7 @@ mod cache;
 mod classify;
 mod control;
 mod describe;
+mod ensemble;
 mod infer;
 pub(crate) mod stats;
 mod types;
@@ -154,7 +155,12 @@ impl Service {
 
     /// Whether a model (version) can take requests now.
     pub(crate) fn model_ready(&self, model: &str, version: Option<u64>) -> Result<bool> {
-        match self.inner.registry.resolve(model, version) {
+        let registry = &self.inner.registry;
+        let found = match registry.ensemble(model, version) {
+            Some(bound) => bound.map(|_| ()),
+            None => registry.resolve(model, version).map(|_| ()),
+        };
+        match found {
             Ok(_) => Ok(true),
             Err(Error::Unavailable(_)) => Ok(false),
             Err(e) => Err(e),
@@ -246,6 +252,17 @@ impl Service {
             );
         }
         let inner = &self.inner;
+        if let Some(bound) = inner.registry.ensemble(&request.model, request.version) {
+            return ensemble::infer(
+                &inner.registry,
+                &inner.metrics,
+                &inner.limits,
+                bound,
+                request,
+                protocol,
+            )
+            .await;
+        }
         infer::infer(
             &inner.registry,
             &inner.metrics,

@@ -87,10 +87,18 @@ pub(super) fn model_config(
                 ),
                 Some(SchedulingChoice::EnsembleScheduling(e)) => {
                     config.ensemble = Some(ensemble(e, is_ensemble)?);
-                    found.unsupported(
-                        "ensemble_scheduling",
-                        "ensembles are parsed but not served yet",
-                    );
+                    if e.max_inflight_requests > 0 {
+                        found.note(
+                            "ensemble_scheduling.max_inflight_requests",
+                            "each step is bounded by its own model's queue instead",
+                        );
+                    }
+                    if e.step.iter().any(|s| !s.model_namespace.is_empty()) {
+                        found.note(
+                            "ensemble_scheduling.step[].model_namespace",
+                            "Sluice's repository has one namespace",
+                        );
+                    }
                 }
                 _ => {}
             }

@@ -7,8 +7,8 @@
 //! - A syntax error, an unknown field or a bad value is a load error naming
 //!   the file, the line and column (syntax) or the field, what was expected
 //!   and what was given.
-//! - Every field is either mapped, kept for later work (ensembles),
-//!   accepted as a documented no-op (logged at
+//! - Every field is either mapped (ensembles included), accepted as a
+//!   documented no-op (logged at
 //!   load, in `ModelConfig::notes`), or recorded as [`Unsupported`]: never
 //!   silently dropped. The registry decides what an unsupported field does.
 //! - Paths in the file (label files, warmup data) resolve inside the model

@@ -57,6 +57,41 @@ pub(crate) fn triton_datatype(dt: DataType) -> pb::DataType {
     }
 }
 
+/// The effective `ModelConfig` of an ensemble: its tensors, version policy
+/// and steps (it has no instances, batcher or session of its own).
+pub(crate) fn ensemble_config(config: &ModelConfig, served: &Served<'_>) -> pb::ModelConfig {
+    let mut rendered = model_config(config, served);
+    let step = config
+        .ensemble
+        .iter()
+        .flat_map(|e| &e.steps)
+        .map(|s| pb::model_ensembling::Step {
+            model_name: s.model_name.clone(),
+            model_version: s
+                .model_version
+                .map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+            input_map: s.input_map.clone().into_iter().collect(),
+            output_map: s.output_map.clone().into_iter().collect(),
+            ..Default::default()
+        })
+        .collect();
+    pb::ModelConfig {
+        name: rendered.name,
+        platform: "ensemble".into(),
+        version_policy: rendered.version_policy,
+        max_batch_size: rendered.max_batch_size,
+        input: std::mem::take(&mut rendered.input),
+        output: std::mem::take(&mut rendered.output),
+        scheduling_choice: Some(pb::model_config::SchedulingChoice::EnsembleScheduling(
+            pb::ModelEnsembling {
+                step,
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
 /// The effective `ModelConfig` of a served version.
 pub(crate) fn model_config(config: &ModelConfig, served: &Served<'_>) -> pb::ModelConfig {
     let batching = served.max_batch_size > 0;
@@ -99,6 +134,12 @@ pub(crate) fn model_config(config: &ModelConfig, served: &Served<'_>) -> pb::Mod
                 label_filename: decl
                     .and_then(|d| d.labels.as_ref())
                     .map(|l| l.file.clone())
+                    .or_else(|| {
+                        config
+                            .output_settings
+                            .get(&t.name)
+                            .and_then(|o| o.label_filename.clone())
+                    })
                     .unwrap_or_default(),
                 ..Default::default()
             }
