@@ -173,6 +173,7 @@ mod tests {
             dims: vec![4],
             reshape: None,
             labels: None,
+            optional: false,
         }
     }
 

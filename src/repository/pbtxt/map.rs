@@ -104,6 +104,14 @@ pub(super) fn model_config(
             }
         }
     }
+    if is_ensemble {
+        for input in c.input.iter().filter(|i| i.optional) {
+            found.unsupported(
+                format!("input '{}'.optional", input.name),
+                "an ensemble's inputs are all required (only an ONNX model's input with a default can be optional)",
+            );
+        }
+    }
     if is_ensemble && config.ensemble.is_none() {
         return Err(format!(
             "`platform: \"{ENSEMBLE}\"` needs an `ensemble_scheduling` block"
