@@ -482,8 +482,20 @@ def artifacts() -> dict[str, bytes]:
     for k in (1, 2):
         put(f"tests/fixtures/ensemble/net_v{k}.onnx", build_ens_net(k))
     put("tests/fixtures/ensemble/post.onnx", build_ens_post())
+    for rel, same in TRITON_REPO_COPIES.items():
+        out[rel] = out[same]
     return out
 
+
+# The rest of tests/triton_repo: the same bytes as models made above, laid out
+# as a Triton repository (iris with a label file, and the ensemble pipeline's
+# three models behind a `pipeline` ensemble).
+TRITON_REPO_COPIES = {
+    "tests/triton_repo/iris/1/model.onnx": "models/iris/1/model.onnx",
+    "tests/triton_repo/ens_pre/1/model.onnx": "tests/fixtures/ensemble/pre.onnx",
+    "tests/triton_repo/ens_net/1/model.onnx": "tests/fixtures/ensemble/net_v1.onnx",
+    "tests/triton_repo/ens_post/1/model.onnx": "tests/fixtures/ensemble/post.onnx",
+}
 
 MANAGED_DIRS = ["models", "tests/models", "tests/fixtures", "tests/triton_repo"]
 
@@ -624,7 +636,11 @@ def verify(root: Path, files: dict[str, bytes]) -> dict:
         sess = session(path, quiet=rel.startswith(("tests/models/matmul_dyn/", "tests/fixtures/lookup")))
         name = rel.split("/")[-3] if rel.endswith("/model.onnx") else Path(rel).stem
 
-        if name == "iris":
+        if rel in TRITON_REPO_COPIES:
+            same = TRITON_REPO_COPIES[rel]
+            assert files[rel] == files[same], rel
+            note = f"same bytes as {same}"
+        elif name == "iris":
             x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]],
                          np.float32)
             label, proba = sess.run(None, {"input": x})

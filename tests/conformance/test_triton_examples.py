@@ -207,3 +207,105 @@ def test_model_control_with_a_config_override():
         http.load_model("simple")
         http.close()
         grpc.close()
+
+
+# --- classification and an ensemble, from the same repository -------------
+
+IRIS_X = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+IRIS_LABELS = ["setosa", "versicolor", "virginica"]
+
+
+def parse_classes(row):
+    """'<score>:<index>:<label>' strings as (score, index, label)."""
+    out = []
+    for item in row:
+        score, index, label = (item.decode() if isinstance(item, bytes) else item).split(":")
+        out.append((float(score), int(index), label))
+    return out
+
+
+def check_top2(classes, probabilities):
+    for row, probs in zip(classes, probabilities):
+        got = parse_classes(row)
+        want = sorted(range(len(probs)), key=lambda i: -probs[i])[:2]
+        assert [i for _, i, _ in got] == want, (got, probs)
+        assert [label for _, _, label in got] == [IRIS_LABELS[i] for i in want]
+        for score, i, _ in got:
+            assert abs(score - probs[i]) < 1e-6
+
+
+def test_class_count_with_labels_over_http_json_binary_and_grpc():
+    http = httpclient.InferenceServerClient(url=HTTP)
+    grpc = grpcclient.InferenceServerClient(url=GRPC)
+    try:
+        raw = httpclient.InferInput("input", list(IRIS_X.shape), "FP32")
+        raw.set_data_from_numpy(IRIS_X)
+        probabilities = http.infer("iris", [raw]).as_numpy("probabilities")
+        for binary in (False, True):
+            inp = httpclient.InferInput("input", list(IRIS_X.shape), "FP32")
+            inp.set_data_from_numpy(IRIS_X, binary_data=binary)
+            out = httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=2)
+            classes = http.infer("iris", [inp], outputs=[out]).as_numpy("probabilities")
+            assert classes.shape == (2, 2)
+            check_top2(classes, probabilities)
+        ginp = grpcclient.InferInput("input", list(IRIS_X.shape), "FP32")
+        ginp.set_data_from_numpy(IRIS_X)
+        gout = grpcclient.InferRequestedOutput("probabilities", class_count=2)
+        check_top2(grpc.infer("iris", [ginp], outputs=[gout]).as_numpy("probabilities"), probabilities)
+    finally:
+        http.close()
+        grpc.close()
+
+
+# The pipeline's constants (scripts/gen_models.py: ens_pre, ens_net v1, ens_post).
+ENS_W = np.array([[1, -1, 0], [0, 2, -1], [-1, 0, 1], [0.5, 0.5, 0.5]], np.float32)
+ENS_B = np.array([0.0, 1.0, -1.0], np.float32)
+
+
+def pipeline_expected(x):
+    logits = ((x - np.float32(2.0)) * np.float32(0.5)) @ ENS_W + ENS_B
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True), logits.argmax(1).reshape(-1, 1)
+
+
+def test_the_ensemble_through_http_and_grpc_concurrently():
+    http = httpclient.InferenceServerClient(url=HTTP, concurrency=8)
+    grpc = grpcclient.InferenceServerClient(url=GRPC)
+    try:
+        assert http.is_model_ready("pipeline")
+        assert http.get_model_config("pipeline")["platform"] == "ensemble"
+        xs = [np.arange(4 * (1 + i % 3), dtype=np.float32).reshape(-1, 4) / np.float32(1 + i) for i in range(16)]
+        handles = []
+        for x in xs:
+            inp = httpclient.InferInput("RAW", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            handles.append(http.async_infer("pipeline", [inp]))
+        done = queue.Queue()
+        for i, x in enumerate(xs):
+            ginp = grpcclient.InferInput("RAW", list(x.shape), "FP32")
+            ginp.set_data_from_numpy(x)
+            grpc.async_infer("pipeline", [ginp], partial(lambda i, result, error: done.put((i, result, error)), i))
+        for x, h in zip(xs, handles):
+            probs, cls = pipeline_expected(x)
+            r = h.get_result(timeout=30)
+            np.testing.assert_allclose(r.as_numpy("PROBS"), probs, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(r.as_numpy("CLASS"), cls)
+        for _ in xs:
+            i, result, error = done.get(timeout=30)
+            assert error is None, error
+            probs, cls = pipeline_expected(xs[i])
+            np.testing.assert_allclose(result.as_numpy("PROBS"), probs, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(result.as_numpy("CLASS"), cls)
+        # Classification of an ensemble output, with the ensemble's labels.
+        x = xs[3]
+        inp = httpclient.InferInput("RAW", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        out = httpclient.InferRequestedOutput("PROBS", class_count=1)
+        top = http.infer("pipeline", [inp], outputs=[out]).as_numpy("PROBS")
+        probs, cls = pipeline_expected(x)
+        for row, c in zip(top, cls[:, 0]):
+            _, index, label = parse_classes(row)[0]
+            assert index == c and label == ["cat", "dog", "bird"][c]
+    finally:
+        http.close()
+        grpc.close()
