@@ -14,6 +14,7 @@
 
 use super::infer;
 use super::types::{InferRequest, InferResponse, Limits, Protocol};
+use super::validate::check_type_and_shape;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::{LoadedEnsemble, LoadedVersion, Registry, step_label};
@@ -369,26 +370,7 @@ fn check_inputs(
                 tensor.name
             )));
         }
-        if tensor.datatype != spec.datatype {
-            return Err(Error::invalid(format!(
-                "input '{}': expected datatype {}, got {}",
-                spec.name, spec.datatype, tensor.datatype
-            )));
-        }
-        let fits = tensor.shape.len() == spec.shape.len()
-            && tensor
-                .shape
-                .iter()
-                .zip(&spec.shape)
-                .all(|(&got, &want)| want < 0 || i64::try_from(got).is_ok_and(|g| g == want));
-        if !fits {
-            return Err(Error::invalid(format!(
-                "input '{}': expected shape {} (-1 is any size), got {}",
-                spec.name,
-                fmt_shape(&spec.shape),
-                fmt_shape(&tensor.shape)
-            )));
-        }
+        check_type_and_shape(spec, &tensor)?;
         let count = element_count(&tensor.shape).unwrap_or(usize::MAX);
         if count > limits.max_tensor_elements {
             return Err(Error::TooLarge(format!(

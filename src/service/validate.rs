@@ -6,7 +6,7 @@ use super::types::{InferRequest, Limits};
 use crate::error::{Error, Result};
 use crate::registry::LoadedVersion;
 use crate::scheduler::{BatchKey, Job};
-use crate::tensor::{DataType, Tensor, TensorData, element_count, fmt_shape};
+use crate::tensor::{DataType, Tensor, TensorData, TensorSpec, element_count, fmt_shape};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,26 +96,7 @@ pub(crate) fn validate(
                 version.model
             )));
         };
-        if tensor.datatype != spec.datatype {
-            return Err(Error::invalid(format!(
-                "input '{}': expected datatype {}, got {}",
-                spec.name, spec.datatype, tensor.datatype
-            )));
-        }
-        let fits = tensor.shape.len() == spec.shape.len()
-            && tensor
-                .shape
-                .iter()
-                .zip(&spec.shape)
-                .all(|(&got, &want)| want < 0 || i64::try_from(got).is_ok_and(|g| g == want));
-        if !fits {
-            return Err(Error::invalid(format!(
-                "input '{}': expected shape {} (-1 is any size), got {}",
-                spec.name,
-                fmt_shape(&spec.shape),
-                fmt_shape(&tensor.shape)
-            )));
-        }
+        check_type_and_shape(spec, &tensor)?;
         tensor.check_consistent().map_err(Error::InvalidArgument)?;
         if batching {
             let n = tensor.rows();
@@ -217,6 +198,32 @@ pub(crate) fn validate(
         deadline: timeout.map(|t| now + t),
         trace: tracing::Span::none(),
     })
+}
+
+/// Checks a given input's datatype and shape against the spec it fills
+/// (-1 in the spec is any size).
+pub(super) fn check_type_and_shape(spec: &TensorSpec, tensor: &Tensor) -> Result<()> {
+    if tensor.datatype != spec.datatype {
+        return Err(Error::invalid(format!(
+            "input '{}': expected datatype {}, got {}",
+            spec.name, spec.datatype, tensor.datatype
+        )));
+    }
+    let fits = tensor.shape.len() == spec.shape.len()
+        && tensor
+            .shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&got, &want)| want < 0 || i64::try_from(got).is_ok_and(|g| g == want));
+    if !fits {
+        return Err(Error::invalid(format!(
+            "input '{}': expected shape {} (-1 is any size), got {}",
+            spec.name,
+            fmt_shape(&spec.shape),
+            fmt_shape(&tensor.shape)
+        )));
+    }
+    Ok(())
 }
 
 // === repository and model configuration ===
