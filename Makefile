@@ -31,8 +31,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	scripts/check-boundaries.sh
 
+## unit: every Rust test; the remote-repository tests need the real object stores (moto, Azurite),
+## which scripts/setup-stores.sh installs once from PyPI and npm
 unit: setup
-	$(CARGO) test --workspace --locked
+	scripts/setup-stores.sh
+	SLUICE_STORES_REQUIRED=1 $(CARGO) test --workspace --locked
 
 conformance: setup
 	@if [ -x tests/conformance/run.sh ]; then \

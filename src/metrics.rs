@@ -7,8 +7,10 @@
 //! [`VersionMetrics`] so the hot path never formats labels.
 
 mod cache;
+mod repository;
 
 pub(crate) use cache::CacheMetrics;
+pub(crate) use repository::{RepositoryFamilies, RepositoryMetrics};
 
 use crate::registry::state::ModelState;
 use crate::scheduler::job::{Phases, Timing};
@@ -84,6 +86,8 @@ pub struct Metrics {
     pub(crate) edge: crate::net::metrics::EdgeMetrics,
     /// The response cache's families (present, at zero, when it is off).
     pub(crate) cache: CacheMetrics,
+    /// Remote model repositories' downloads, failures and cache size.
+    pub(crate) repositories: RepositoryFamilies,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -193,6 +197,7 @@ impl Metrics {
             ),
             edge: crate::net::metrics::EdgeMetrics::new(),
             cache: CacheMetrics::new(),
+            repositories: RepositoryFamilies::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -217,7 +222,8 @@ impl Metrics {
         let collectors = collectors
             .into_iter()
             .chain(m.edge.collectors())
-            .chain(m.cache.collectors());
+            .chain(m.cache.collectors())
+            .chain(m.repositories.collectors());
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
                 tracing::warn!(error = %e, "metric not registered");

@@ -187,14 +187,6 @@ pub(crate) struct Core {
 /// Checks the repository, loads ONNX Runtime (`ORT_DYLIB_PATH` or the usual
 /// places) and builds the [`Core`]; no model is loaded yet.
 pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
-    // A repository that cannot be read is a start-up error, not a ready
-    // server with no models.
-    std::fs::read_dir(&config.model_repository).with_context(|| {
-        format!(
-            "cannot read the model repository {}",
-            config.model_repository.display()
-        )
-    })?;
     let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
     let ort_version = runtime::init(&library)?;
@@ -202,8 +194,18 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
 
     let metrics = metrics::Metrics::new();
     let edge_metrics = metrics.edge.clone();
-    let registry = Arc::new(registry::Registry::new(
-        config.model_repository.clone(),
+    // A local repository that cannot be read, or a remote one that cannot
+    // be set up (a bad URL, a cache directory that cannot be made), is a
+    // start-up error, not a ready server with no models. A remote store
+    // that is only unreachable is not: its models wait for it.
+    let repositories = crate::repository::Repositories::new(
+        &config.model_repositories,
+        &config.model_cache,
+        &metrics.repositories,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let registry = Arc::new(registry::Registry::with_repositories(
+        repositories,
         metrics.clone(),
         registry::Defaults {
             cores: config.cores,
@@ -252,10 +254,7 @@ pub(crate) async fn load_models(
     registry: &Arc<registry::Registry>,
     service: &service::Service,
 ) -> anyhow::Result<()> {
-    let repository = config.model_repository.display();
-    let failed = registry::load_at_start(registry, config.control_mode, &config.load_models)
-        .await
-        .with_context(|| format!("cannot read the model repository {repository}"))?;
+    let failed = registry::load_at_start(registry, config.control_mode, &config.load_models).await;
     if config.exit_on_error && !failed.is_empty() {
         anyhow::bail!(
             "{} model(s) failed to load at start and --exit-on-error is set: {}",

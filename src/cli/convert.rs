@@ -49,10 +49,30 @@ impl TryFrom<&ServeArgs> for ServerConfig {
                 );
             }
         }
+        let model_repositories = crate::repository::location::parse_all(&args.model_repository)
+            .map_err(anyhow::Error::msg)?;
+        if let Some(marker) = &args.model_ready_marker {
+            if marker.is_empty() || marker.contains(['/', '\\']) || marker == "." || marker == ".."
+            {
+                anyhow::bail!(
+                    "--model-ready-marker: expected a file name such as .ready, got '{marker}'"
+                );
+            }
+        }
+        let mut model_cache = crate::repository::CacheSettings {
+            max_bytes: args.model_cache_max_bytes,
+            ready_marker: args.model_ready_marker.clone(),
+            downloads: usize::from(args.model_downloads),
+            ..Default::default()
+        };
+        if let Some(dir) = &args.model_cache_dir {
+            model_cache.dir = dir.clone();
+        }
         let (control_mode, poll_interval) = args.control();
         let defaults = ServerConfig::default();
         Ok(ServerConfig {
-            model_repository: args.model_repository.clone(),
+            model_repositories,
+            model_cache,
             onnxruntime_lib: args.onnxruntime_lib.clone(),
             limits: crate::service::Limits {
                 max_tensor_elements: args.max_tensor_elements,
@@ -164,7 +184,15 @@ pub fn non_default_settings(serve: &clap::ArgMatches) -> String {
             .flatten()
             .map(|v| v.to_string_lossy().into_owned())
             .collect();
-        let shown = if arg.is_hide_env_values_set() {
+        let shown = if id == "model_repository" {
+            // URLs may carry credentials or SAS tokens: print them as logs do.
+            values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(|v| crate::repository::Location::parse(v).map_or_else(|e| e, |l| l.display()))
+                .collect::<Vec<_>>()
+                .join(",")
+        } else if arg.is_hide_env_values_set() {
             format!("[redacted]x{}", values.len())
         } else if values.is_empty() {
             "true".to_string()
@@ -184,7 +212,6 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser as _;
-    use std::path::PathBuf;
 
     #[test]
     fn serve_flags_parse() {
@@ -202,7 +229,7 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!()
         };
-        assert_eq!(args.model_repository, PathBuf::from("m"));
+        assert_eq!(args.model_repository, ["m"]);
         assert_eq!((args.http_port, args.grpc_port), (0, 9));
         assert_eq!(args.shutdown_grace_secs, 30);
     }

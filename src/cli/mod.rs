@@ -37,10 +37,33 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Model repository: <dir>/<model>/<version>/model.onnx, with an optional <dir>/<model>/config.toml.
+    /// Model repository: <dir>/<model>/<version>/model.onnx, with an optional <dir>/<model>/config.toml
+    /// or config.pbtxt. A directory, or a URL: s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (azure://, Triton's as://account/container/prefix), http(s):// (WebDAV),
+    /// file://. Repeatable or comma-separated; a model name must be in only one.
     #[arg(long, env = "SLUICE_MODEL_REPOSITORY", default_value = d::MODEL_REPOSITORY,
-          alias = "model-store")]
-    pub(crate) model_repository: PathBuf,
+          alias = "model-store", value_delimiter = ',')]
+    pub(crate) model_repository: Vec<String>,
+
+    /// Where remote repositories are downloaded to (one subdirectory each). Default: sluice-model-cache
+    /// under the system temp dir. In Kubernetes, an emptyDir.
+    #[arg(long, env = "SLUICE_MODEL_CACHE_DIR")]
+    pub(crate) model_cache_dir: Option<PathBuf>,
+
+    /// Bound on the bytes of downloaded repositories: cached versions that no version policy selects
+    /// are removed, least recently used first, to stay within it. 0: no bound.
+    #[arg(long, env = "SLUICE_MODEL_CACHE_MAX_BYTES", default_value_t = 0)]
+    pub(crate) model_cache_max_bytes: u64,
+
+    /// In remote repositories, load a version only once this marker object exists in its directory
+    /// (e.g. `.ready`, uploaded after the version's files). Unset: every version directory counts.
+    #[arg(long, env = "SLUICE_MODEL_READY_MARKER")]
+    pub(crate) model_ready_marker: Option<String>,
+
+    /// Models of remote repositories downloaded at the same time.
+    #[arg(long, env = "SLUICE_MODEL_DOWNLOADS", default_value_t = d::MODEL_DOWNLOADS,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) model_downloads: u16,
 
     /// Address to listen on.
     #[arg(long, env = "SLUICE_HOST", default_value = d::HOST)]

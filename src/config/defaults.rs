@@ -4,6 +4,8 @@
 
 /// The model repository served when none is named.
 pub(crate) const MODEL_REPOSITORY: &str = "models";
+/// Models of remote repositories downloaded at once.
+pub(crate) const MODEL_DOWNLOADS: u16 = 4;
 pub(crate) const HOST: &str = "0.0.0.0";
 pub(crate) const HTTP_PORT: u16 = 8000;
 pub(crate) const GRPC_PORT: u16 = 8001;

@@ -14,7 +14,10 @@ use std::time::Duration;
 /// Everything [`crate::run`] needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub(crate) model_repository: PathBuf,
+    /// Where models come from: directories and object-store URLs.
+    pub model_repositories: Vec<crate::repository::Location>,
+    /// The local cache of remote repositories.
+    pub model_cache: crate::repository::CacheSettings,
     /// The ONNX Runtime library to load; `None` finds it the usual way
     /// (`ORT_DYLIB_PATH`, then `make setup`'s folder, then the executable's).
     pub onnxruntime_lib: Option<PathBuf>,
@@ -80,7 +83,10 @@ impl Default for ServerConfig {
         use defaults as d;
         let secs = Duration::from_secs;
         Self {
-            model_repository: PathBuf::from(d::MODEL_REPOSITORY),
+            model_repositories: vec![crate::repository::Location::Local(PathBuf::from(
+                d::MODEL_REPOSITORY,
+            ))],
+            model_cache: crate::repository::CacheSettings::default(),
             onnxruntime_lib: None,
             limits: crate::service::Limits::default(),
             http: crate::http::HttpConfig::default(),
@@ -115,7 +121,7 @@ impl ServerConfig {
     /// library at `onnxruntime_lib`.
     pub fn new(model_repository: PathBuf, onnxruntime_lib: PathBuf) -> Self {
         Self {
-            model_repository,
+            model_repositories: vec![crate::repository::Location::Local(model_repository)],
             onnxruntime_lib: Some(onnxruntime_lib),
             ..Self::default()
         }

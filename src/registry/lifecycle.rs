@@ -7,24 +7,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Loads every model of the repository (in explicit mode with a list,
+/// Loads every model of the repositories (in explicit mode with a list,
 /// those named by `load_models`), each in its own failure domain. Returns
-/// the models that failed, with why; a repository that cannot be read is
-/// an error.
+/// the models that failed, with why.
 pub(crate) async fn load_at_start(
     registry: &Arc<Registry>,
     mode: ControlMode,
     load_models: &[String],
-) -> std::io::Result<Vec<String>> {
+) -> Vec<String> {
     let explicit = mode == ControlMode::Explicit
         && !load_models.is_empty()
         && !load_models.iter().any(|m| m == "*");
-    let discovered = if explicit {
-        Ok(load_models.to_vec())
+    // Remote repositories are downloaded first (only the named models, in
+    // explicit mode with a list); one that cannot be listed is logged and
+    // its models, if a previous run cached them, load from the cache.
+    let wanted = |name: &str| !explicit || load_models.iter().any(|m| m == name);
+    registry.sync(&wanted, true).await;
+    let names = if explicit {
+        load_models.to_vec()
     } else {
         registry.discover()
     };
-    let names = discovered?;
     let started = Instant::now();
     let mut failed = Vec::new();
     for name in &names {
@@ -48,7 +51,7 @@ pub(crate) async fn load_at_start(
         took_ms = started.elapsed().as_millis() as u64,
         "model repository loaded"
     );
-    Ok(failed.into_iter().map(|(_, why)| why).collect())
+    failed.into_iter().map(|(_, why)| why).collect()
 }
 
 /// Rescans the repository every `interval` until `stop` turns true (see

@@ -100,9 +100,11 @@ impl Registry {
     /// and config are unchanged keep their running instance; others are
     /// loaded and warmed anew. Nothing is published here.
     pub(super) fn load_blocking(&self, name: &str) -> Result<Loaded, LoadFailure> {
-        let dir = self.root.join(name);
-        let model_dir = repository::read_model(&self.root, name)
-            .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;
+        let model_dir = self
+            .repos
+            .read_model(name)
+            .map_err(|e| model_failure(format!("cannot read model '{name}': {e}")))?;
+        let dir = model_dir.path.clone();
         let fingerprint = model_dir
             .fingerprint()
             .map_err(|e| model_failure(format!("cannot read {}: {e}", dir.display())))?;

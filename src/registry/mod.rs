@@ -34,7 +34,7 @@ pub(crate) use state::{ModelState, VersionState};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::repository::{self, Fingerprint, valid_model_name};
+use crate::repository::{self, Fingerprint, Repositories, valid_model_name};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -62,7 +62,7 @@ pub(crate) struct IndexEntry {
 }
 
 pub struct Registry {
-    root: PathBuf,
+    repos: Repositories,
     served: ArcSwap<HashMap<String, Arc<Model>>>,
     /// The served ensembles, swapped like `served`.
     ensembles: ArcSwap<HashMap<String, EnsembleVersions>>,
@@ -84,15 +84,21 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("root", &self.root)
+            .field("repositories", &self.repos.describe())
             .finish_non_exhaustive()
     }
 }
 
 impl Registry {
+    /// A registry over one local repository directory.
     pub fn new(root: PathBuf, metrics: Metrics, defaults: Defaults) -> Self {
+        Self::with_repositories(Repositories::local(root), metrics, defaults)
+    }
+
+    /// A registry over every repository of `repos`, local or remote.
+    pub fn with_repositories(repos: Repositories, metrics: Metrics, defaults: Defaults) -> Self {
         Self {
-            root,
+            repos,
             served: ArcSwap::from_pointee(HashMap::new()),
             ensembles: ArcSwap::from_pointee(HashMap::new()),
             index: Mutex::new(BTreeMap::new()),
@@ -104,12 +110,24 @@ impl Registry {
         }
     }
 
-    /// Names of every model directory in the repository.
-    pub(crate) fn discover(&self) -> std::io::Result<Vec<String>> {
-        Ok(repository::scan(&self.root)?
-            .into_iter()
-            .map(|m| m.name)
-            .collect())
+    /// Names of every model of the repositories (those in two included:
+    /// their load reports the conflict).
+    pub(crate) fn discover(&self) -> Vec<String> {
+        let scan = self.repos.scan();
+        let mut names: Vec<String> = scan.models.into_iter().map(|m| m.name).collect();
+        names.extend(scan.conflicts.into_iter().map(|(name, _)| name));
+        names.sort();
+        names
+    }
+
+    /// Brings the local copies of remote repositories up to date (a no-op
+    /// without one), holding the load lock so no load reads a directory
+    /// while a download replaces it.
+    pub(crate) async fn sync(&self, wanted: &(dyn Fn(&str) -> bool + Sync), now: bool) {
+        if self.repos.has_remote() {
+            let _serial = self.loads.lock().await;
+            self.repos.sync(wanted, now).await;
+        }
     }
 
     /// The repository API's load: refused in `none` control mode. `config`
@@ -117,6 +135,9 @@ impl Registry {
     /// from this load on; `None` goes back to the files.
     pub async fn load(self: &Arc<Self>, name: &str, config: Option<String>) -> Result<()> {
         self.check_api()?;
+        if valid_model_name(name) {
+            self.sync(&|m: &str| m == name, true).await;
+        }
         if let Some(text) = &config {
             self.check_override(name, text)?;
         }
@@ -127,10 +148,9 @@ impl Registry {
     /// configuration that cannot load is the caller's error (400), named as
     /// the parameter, before anything changes.
     fn check_override(&self, name: &str, text: &str) -> Result<()> {
-        let dir = self.root.join(name);
-        if !valid_model_name(name) || !dir.is_dir() {
+        let Some(dir) = self.repos.model_dir(name) else {
             return Ok(()); // the load reports it
-        }
+        };
         let context = repository::pbtxt::Context {
             dir: &dir,
             name,
@@ -165,11 +185,25 @@ impl Registry {
             )));
         }
         let _serial = self.loads.lock().await;
-        let dir = self.root.join(name);
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!(
-                "model '{name}' is not in the model repository"
-            )));
+        match self.repos.root_of(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let why = match self.repos.problem(Some(name)) {
+                    Some(problem) => {
+                        format!("model '{name}' is not in the model repository ({problem})")
+                    }
+                    None => format!("model '{name}' is not in the model repository"),
+                };
+                return Err(Error::NotFound(why));
+            }
+            Err(conflict) => {
+                self.set_state(
+                    name,
+                    None,
+                    Some(VersionState::Unavailable(conflict.clone())),
+                );
+                return Err(Error::Unavailable(conflict));
+            }
         }
         let previous = config.map(|config| {
             let mut overrides = self.overrides_lock();
@@ -299,31 +333,44 @@ impl Registry {
     /// anything else (a hidden or non-numeric name, a version without its
     /// model.onnx yet) is ignored until complete.
     pub(crate) async fn poll_once(self: &Arc<Self>) {
-        let root = self.root.clone();
+        self.sync(&|_: &str| true, false).await;
+        let this = self.clone();
         let scanned = tokio::task::spawn_blocking(move || {
-            repository::scan(&root).map(|models| {
-                models
-                    .into_iter()
-                    .map(|m| {
-                        let fp = m.fingerprint();
-                        (m.name, fp)
-                    })
-                    .collect::<Vec<_>>()
-            })
+            let scan = this.repos.scan();
+            let models = scan
+                .models
+                .into_iter()
+                .map(|m| {
+                    let fp = m.fingerprint();
+                    (m.name, fp)
+                })
+                .collect::<Vec<_>>();
+            (models, scan.conflicts, scan.complete)
         })
         .await;
-        let models = match scanned {
-            Ok(Ok(models)) => models,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot scan the model repository; keeping what is served");
-                return;
-            }
+        let (models, conflicts, complete) = match scanned {
+            Ok(scanned) => scanned,
             Err(e) => {
                 tracing::warn!(error = %e, "repository scan failed; keeping what is served");
                 return;
             }
         };
-        let on_disk: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
+        let mut on_disk: Vec<String> = models.iter().map(|(n, _)| n.clone()).collect();
+        for (name, conflict) in conflicts {
+            // Serving what was loaded from the one repository it was in
+            // before; a model never loaded becomes UNAVAILABLE.
+            let serving = self.served.load().contains_key(&name);
+            if !serving
+                && self.index_lock().get(&name).is_none_or(|s| {
+                    !s.values()
+                        .any(|v| matches!(v, VersionState::Unavailable(r) if *r == conflict))
+                })
+            {
+                tracing::error!(model = %name, "{conflict}");
+                self.set_state(&name, None, Some(VersionState::Unavailable(conflict)));
+            }
+            on_disk.push(name);
+        }
         for (name, fingerprint) in models {
             let fingerprint = match fingerprint {
                 Ok(fingerprint) => fingerprint,
@@ -343,6 +390,9 @@ impl Registry {
             if !unchanged {
                 let _ = self.load_internal(&name).await;
             }
+        }
+        if !complete {
+            return; // a model not seen may be in the repository not read
         }
         let gone: Vec<String> = self
             .index_lock()
@@ -437,8 +487,32 @@ impl Registry {
     }
 
     /// Every model of the index, with its versions' states.
+    /// A model of a remote repository that cannot be listed or downloaded
+    /// now says so in its reason, while it serves what was downloaded.
     pub(crate) fn index(&self) -> Vec<IndexEntry> {
-        self.effective_index()
+        let mut index = self.effective_index();
+        if self.repos.has_remote() {
+            for (name, states) in index.iter_mut() {
+                let Some(problem) = self.repos.problem(Some(name)) else {
+                    continue;
+                };
+                for state in states.values_mut() {
+                    *state = match &*state {
+                        VersionState::Ready => VersionState::ReloadFailed(format!(
+                            "{problem}; serving the version downloaded before"
+                        )),
+                        VersionState::ReloadFailed(r) => {
+                            VersionState::ReloadFailed(format!("{r}; {problem}"))
+                        }
+                        VersionState::Unavailable(r) => {
+                            VersionState::Unavailable(format!("{r}; {problem}"))
+                        }
+                        other => other.clone(),
+                    };
+                }
+            }
+        }
+        index
             .into_iter()
             .flat_map(|(name, states)| {
                 states.into_iter().map(move |(version, state)| IndexEntry {

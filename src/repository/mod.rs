@@ -12,11 +12,17 @@
 //! config.pbtxt's `default_model_filename`) is not (yet) a version.
 
 pub(crate) mod config;
+pub(crate) mod location;
 pub(crate) mod pbtxt;
+pub(crate) mod remote;
+mod set;
 mod source;
 pub(crate) mod spec;
 
 pub use config::{DynamicBatching, ModelConfig, VersionPolicy, WarmupRun};
+pub use location::Location;
+pub use remote::CacheSettings;
+pub use set::Repositories;
 pub(crate) use source::load_config;
 
 use std::path::{Path, PathBuf};

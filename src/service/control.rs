@@ -31,10 +31,7 @@ pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRo
             version: e.version,
         })
         .collect();
-    let on_disk = registry
-        .discover()
-        .map_err(|e| Error::internal(format!("cannot read the model repository: {e}")))?;
-    for name in on_disk {
+    for name in registry.discover() {
         if !rows.iter().any(|r| r.name == name) {
             rows.push(IndexRow {
                 name,

@@ -26,6 +26,7 @@ mod panics;
 mod pbtxt;
 mod protocols;
 mod readiness;
+mod remote;
 mod rest;
 mod security;
 mod shutdown;

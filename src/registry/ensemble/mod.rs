@@ -380,7 +380,7 @@ impl Registry {
         }
         match self.resolve(model, step.model_version) {
             Ok(_) => format!("model '{model}' was not being served a moment ago"),
-            Err(Error::NotFound(_)) if !self.root.join(model).is_dir() => {
+            Err(Error::NotFound(_)) if self.repos.model_dir(model).is_none() => {
                 format!("model '{model}' is not in the model repository")
             }
             Err(Error::NotFound(_)) if !self.index_lock().contains_key(model) => {

@@ -27,16 +27,29 @@ pub fn command() -> Command {
 /// `sluice serve` over a repository, on 127.0.0.1, with the test ONNX
 /// Runtime; [`Sluice::start`] runs it.
 pub struct Sluice {
-    repo: PathBuf,
+    repo: OsString,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl Sluice {
     pub fn serve(repo: &Path) -> Self {
+        Self::serve_from(repo.as_os_str())
+    }
+
+    /// `--model-repository` as given: a directory or a URL.
+    pub fn serve_from(repo: impl Into<OsString>) -> Self {
         Self {
-            repo: repo.to_path_buf(),
+            repo: repo.into(),
             args: Vec::new(),
+            envs: Vec::new(),
         }
+    }
+
+    /// An environment variable of the process (credentials, endpoints).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// More flags (not `--http-port`, `--grpc-port`, `--log` or
@@ -70,6 +83,7 @@ impl Sluice {
             .arg("--onnxruntime-lib")
             .arg(ort_lib())
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -1,0 +1,854 @@
+//! A model repository in an object store, mirrored into a local cache
+//! directory that the registry then reads like any local repository.
+//!
+//! # Rules
+//! - One **listing** of the prefix per sync tells what changed: a file's
+//!   size, ETag and last-modified time are compared with what was
+//!   downloaded (kept in each model's `.sluice-remote.json`). Nothing is
+//!   downloaded to find out.
+//! - A **download** streams to a hidden temporary file, asks the store for
+//!   exactly the listed object (`If-Match` on its ETag), checks the byte
+//!   count against the listed size, and is renamed into place. A version is
+//!   downloaded whole into a hidden directory and renamed to its number, so
+//!   the registry never sees part of one.
+//! - With a **ready marker** (`--model-ready-marker .ready`), a version
+//!   directory counts only once `<version>/.ready` exists: publishers upload
+//!   the files, then the marker. A version without it is never downloaded.
+//! - Only the versions the model's version policy selects are downloaded.
+//!   Others already in the cache stay there (a rollback by deleting the
+//!   newest version needs no download) until the cache budget removes them.
+//! - A **failed listing is not a deletion.** Nothing cached is removed, what
+//!   serves keeps serving, and the error is kept for the index and the log;
+//!   the next attempt backs off. An empty listing counts as a failure (a
+//!   missing prefix looks the same as an empty one), never as "every model
+//!   was deleted".
+//! - A model or version that is gone from a listing that succeeded is
+//!   removed from the cache; the registry then applies its usual rules.
+
+pub(crate) mod store;
+
+use super::config::VersionPolicy;
+use crate::metrics::RepositoryMetrics;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, ObjectMeta, ObjectStore};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncWriteExt;
+
+/// Each model directory's record of what it holds from the store.
+const MANIFEST: &str = ".sluice-remote.json";
+/// A body that delivers nothing for this long is a failed download.
+const IDLE_READ: Duration = Duration::from_secs(60);
+/// Files at least this large log their progress.
+const PROGRESS_BYTES: u64 = 64 << 20;
+/// How often a large download logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The longest wait between attempts at a failing store.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The most one listing may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Settings shared by every remote repository.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Where downloaded repositories are kept; one subdirectory each.
+    pub dir: PathBuf,
+    /// Bound on the bytes of every cached repository together; 0: none.
+    pub max_bytes: u64,
+    /// The marker object a version needs before it is loaded.
+    pub ready_marker: Option<String>,
+    /// Models downloaded at once.
+    pub downloads: usize,
+    /// The first wait after a failed listing; it doubles up to a minute.
+    pub backoff: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            dir: std::env::temp_dir().join("sluice-model-cache"),
+            max_bytes: 0,
+            ready_marker: None,
+            downloads: 4,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one object looked like in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    size: u64,
+    etag: Option<String>,
+    modified: String,
+}
+
+impl From<&ObjectMeta> for Meta {
+    fn from(m: &ObjectMeta) -> Self {
+        Self {
+            size: m.size,
+            etag: m.e_tag.clone(),
+            modified: m.last_modified.to_rfc3339(),
+        }
+    }
+}
+
+/// One listed object: where it is and what it looked like.
+#[derive(Debug, Clone)]
+struct Object {
+    location: StorePath,
+    meta: Meta,
+}
+
+/// One version directory as listed.
+#[derive(Debug, Default)]
+struct ListedVersion {
+    files: BTreeMap<String, Object>,
+    marker: bool,
+}
+
+/// One model directory as listed: its own files (config, labels,
+/// `warmup/...`, by path relative to the model directory) and versions.
+#[derive(Debug, Default)]
+struct ListedModel {
+    files: BTreeMap<String, Object>,
+    versions: BTreeMap<u64, ListedVersion>,
+}
+
+/// What a model's cache directory holds from the store.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    files: BTreeMap<String, Meta>,
+    versions: BTreeMap<u64, CachedVersion>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct CachedVersion {
+    files: BTreeMap<String, Meta>,
+    /// Whether the model's version policy selected it at the last sync.
+    selected: bool,
+    /// Unix seconds when it was last selected (or downloaded).
+    last_selected: u64,
+}
+
+impl CachedVersion {
+    fn bytes(&self) -> u64 {
+        self.files.values().map(|m| m.size).sum()
+    }
+}
+
+/// A cached version the budget may remove.
+#[derive(Debug, Clone)]
+pub(crate) struct Evictable {
+    pub(crate) model: String,
+    pub(crate) version: u64,
+    pub(crate) bytes: u64,
+    pub(crate) last_selected: u64,
+}
+
+/// The last sync's outcome.
+#[derive(Debug, Default)]
+struct Status {
+    /// Why the last listing failed; `None` after one that succeeded.
+    error: Option<String>,
+    /// Models whose last download failed, with why.
+    model_errors: BTreeMap<String, String>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// One remote repository and its local copy.
+pub(crate) struct Mirror {
+    pub(crate) display: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    /// The local copy: a repository directory in Triton's layout.
+    pub(crate) root: PathBuf,
+    settings: CacheSettings,
+    status: Mutex<Status>,
+    metrics: RepositoryMetrics,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("repository", &self.display)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Mirror {
+    pub(crate) fn new(
+        remote: &super::location::RemoteUrl,
+        settings: &CacheSettings,
+        metrics: RepositoryMetrics,
+    ) -> Result<Self, String> {
+        let (store, prefix) = store::build(remote)?;
+        let root = settings.dir.join(cache_name(&remote.display));
+        std::fs::create_dir_all(&root).map_err(|e| {
+            format!(
+                "--model-cache-dir: cannot create {} for {}: {e}",
+                root.display(),
+                remote.display
+            )
+        })?;
+        Ok(Self {
+            display: remote.display.clone(),
+            store,
+            prefix,
+            root,
+            settings: settings.clone(),
+            status: Mutex::new(Status::default()),
+            metrics,
+        })
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why this repository, or this model of it, is not up to date with the
+    /// store, if it is not.
+    pub(crate) fn problem(&self, model: Option<&str>) -> Option<String> {
+        let status = self.status();
+        let model_error = model.and_then(|m| status.model_errors.get(m));
+        match (&status.error, model_error) {
+            (Some(e), _) => Some(format!("repository {}: {e}", self.display)),
+            (None, Some(e)) => Some(format!("repository {}: {e}", self.display)),
+            (None, None) => None,
+        }
+    }
+
+    /// Lists the store and brings the local copy of every model `wanted`
+    /// accepts up to date. Unless `now`, a repository that failed recently
+    /// waits out its backoff (and answers with its last error).
+    pub(crate) async fn sync(
+        &self,
+        wanted: &(dyn Fn(&str) -> bool + Sync),
+        now: bool,
+    ) -> Result<(), String> {
+        if !now {
+            let status = self.status();
+            if let (Some(at), Some(e)) = (status.retry_at, &status.error) {
+                if Instant::now() < at {
+                    return Err(e.clone());
+                }
+            }
+        }
+        let listed = match self.list().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.metrics.failure("list");
+                let mut status = self.status();
+                status.failures = status.failures.saturating_add(1);
+                let backoff = self
+                    .settings
+                    .backoff
+                    .saturating_mul(1 << status.failures.min(8).saturating_sub(1))
+                    .min(MAX_BACKOFF);
+                status.retry_at = Some(Instant::now() + backoff);
+                if status.error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(repository = %self.display, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot list the model repository; keeping what is cached and served");
+                }
+                status.error = Some(e.clone());
+                return Err(e);
+            }
+        };
+        let recovered = {
+            let mut status = self.status();
+            let recovered = status.error.take().is_some();
+            status.failures = 0;
+            status.retry_at = None;
+            recovered
+        };
+        if recovered {
+            tracing::info!(repository = %self.display, "model repository reachable again");
+        }
+        self.remove_deleted(&listed);
+        // A model not downloaded now still gets its (empty) directory, so
+        // the repository index lists it and a load call can fetch it.
+        for name in listed.keys().filter(|name| !wanted(name)) {
+            let dir = self.root.join(name);
+            if !dir.join(MANIFEST).is_file() {
+                let made = std::fs::create_dir_all(&dir)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| write_manifest(&dir, &Manifest::default()));
+                if let Err(e) = made {
+                    tracing::warn!(repository = %self.display, model = %name, error = %e, "cannot record the model in the cache");
+                }
+            }
+        }
+        let jobs =
+            listed
+                .into_iter()
+                .filter(|(name, _)| wanted(name))
+                .map(|(name, model)| async move {
+                    let outcome = self.sync_model(&name, model).await;
+                    (name, outcome)
+                });
+        let outcomes: Vec<(String, Result<(), String>)> = futures::stream::iter(jobs)
+            .buffer_unordered(self.settings.downloads.max(1))
+            .collect()
+            .await;
+        let mut status = self.status();
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    status.model_errors.remove(&name);
+                }
+                Err(e) => {
+                    self.metrics.failure("download");
+                    if status.model_errors.get(&name) != Some(&e) {
+                        tracing::warn!(repository = %self.display, model = %name, error = %e, "cannot download the model; keeping what is cached");
+                    }
+                    status.model_errors.insert(name, e);
+                }
+            }
+        }
+        drop(status);
+        self.metrics.synced();
+        self.metrics.set_cache_bytes(self.cached_bytes());
+        Ok(())
+    }
+
+    /// Every object under the prefix, grouped by model.
+    async fn list(&self) -> Result<BTreeMap<String, ListedModel>, String> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let objects = tokio::time::timeout(LIST_TIMEOUT, async {
+            let mut stream = self.store.list(prefix);
+            let mut objects = Vec::new();
+            while let Some(item) = stream.next().await {
+                objects.push(item.map_err(|e| describe(&e))?);
+            }
+            Ok::<_, String>(objects)
+        })
+        .await
+        .map_err(|_| format!("listing took over {} s", LIST_TIMEOUT.as_secs()))??;
+        if objects.is_empty() {
+            return Err(
+                "the listing is empty: the prefix is missing or holds no model (what is cached stays)"
+                    .into(),
+            );
+        }
+        let depth = self.prefix.parts().count();
+        let marker = self.settings.ready_marker.as_deref();
+        let mut models: BTreeMap<String, ListedModel> = BTreeMap::new();
+        for meta in &objects {
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .skip(depth)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            let Some((model, rest)) = parts.split_first() else {
+                continue;
+            };
+            if !super::valid_model_name(model)
+                || rest.is_empty()
+                || !rest.iter().all(|p| safe_part(p))
+            {
+                continue;
+            }
+            let entry = models.entry(model.clone()).or_default();
+            let object = Object {
+                location: meta.location.clone(),
+                meta: Meta::from(meta),
+            };
+            match (rest.first().and_then(|p| super::parse_version(p)), rest) {
+                (Some(v), [_, file]) if Some(file.as_str()) == marker => {
+                    entry.versions.entry(v).or_default().marker = true;
+                }
+                (Some(v), [_, inner @ ..]) if !inner.is_empty() => {
+                    if inner.iter().any(|p| p.starts_with('.')) {
+                        continue;
+                    }
+                    entry
+                        .versions
+                        .entry(v)
+                        .or_default()
+                        .files
+                        .insert(inner.join("/"), object);
+                }
+                _ => {
+                    // Hidden files, and a file named like a version, are
+                    // not part of a model directory.
+                    let version_named = rest.len() == 1 && super::parse_version(&rest[0]).is_some();
+                    if version_named || rest.iter().any(|p| p.starts_with('.')) {
+                        continue;
+                    }
+                    entry.files.insert(rest.join("/"), object);
+                }
+            }
+        }
+        Ok(models)
+    }
+
+    /// Removes the cached models that a successful listing no longer has.
+    fn remove_deleted(&self, listed: &BTreeMap<String, ListedModel>) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if listed.contains_key(&name) || !path.join(MANIFEST).is_file() {
+                continue;
+            }
+            tracing::info!(repository = %self.display, model = %name, "model deleted from the store; removing its cached copy");
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a deleted model's cached copy");
+            }
+        }
+    }
+
+    /// Brings one model's cache directory up to date with its listing.
+    async fn sync_model(&self, name: &str, listed: ListedModel) -> Result<(), String> {
+        let dir = self.root.join(name);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut manifest = read_manifest(&dir);
+        clean_strays(&dir, &manifest);
+
+        // The model's own files first: the version policy is in its config.
+        for (rel, object) in &listed.files {
+            let path = dir.join(rel);
+            if manifest.files.get(rel) == Some(&object.meta) && path.is_file() {
+                continue;
+            }
+            self.download(name, object, &path).await?;
+            manifest.files.insert(rel.clone(), object.meta.clone());
+        }
+        let stale: Vec<String> = manifest
+            .files
+            .keys()
+            .filter(|rel| !listed.files.contains_key(*rel))
+            .cloned()
+            .collect();
+        for rel in stale {
+            let _ = std::fs::remove_file(dir.join(&rel));
+            manifest.files.remove(&rel);
+        }
+        write_manifest(&dir, &manifest)?;
+
+        let marker = self.settings.ready_marker.is_some();
+        let complete: Vec<u64> = listed
+            .versions
+            .iter()
+            .filter(|(_, v)| !v.files.is_empty() && (v.marker || !marker))
+            .map(|(v, _)| *v)
+            .collect();
+        let gone: Vec<u64> = manifest
+            .versions
+            .keys()
+            .filter(|v| !complete.contains(v))
+            .copied()
+            .collect();
+        for v in gone {
+            tracing::info!(repository = %self.display, model = name, version = v, "version gone from the store (or its marker is); removing its cached copy");
+            let _ = std::fs::remove_dir_all(dir.join(v.to_string()));
+            manifest.versions.remove(&v);
+        }
+        let policy = super::load_config(&dir, name, false)
+            .map(|c| c.version_policy)
+            .unwrap_or(VersionPolicy::Latest(1));
+        let selected = policy.select(&complete);
+        let now = now_secs();
+        for cached in manifest.versions.values_mut() {
+            cached.selected = false;
+        }
+        let mut outcome = Ok(());
+        for v in selected {
+            let Some(version) = listed.versions.get(&v) else {
+                continue;
+            };
+            let remote: BTreeMap<String, Meta> = version
+                .files
+                .iter()
+                .map(|(rel, o)| (rel.clone(), o.meta.clone()))
+                .collect();
+            let current = manifest
+                .versions
+                .get(&v)
+                .is_some_and(|c| c.files == remote && dir.join(v.to_string()).is_dir());
+            if !current {
+                if let Err(e) = self.download_version(name, v, version, &dir).await {
+                    outcome = Err(e);
+                    continue;
+                }
+            }
+            let record = manifest.versions.entry(v).or_default();
+            record.files = remote;
+            record.selected = true;
+            record.last_selected = now;
+        }
+        write_manifest(&dir, &manifest)?;
+        outcome
+    }
+
+    /// Downloads a whole version beside the cache's copy and renames it
+    /// into place, so the registry sees all of it or none.
+    async fn download_version(
+        &self,
+        name: &str,
+        version: u64,
+        listed: &ListedVersion,
+        dir: &Path,
+    ) -> Result<(), String> {
+        let staging = dir.join(format!(".{version}.partial"));
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        let started = Instant::now();
+        let bytes: u64 = listed.files.values().map(|o| o.meta.size).sum();
+        for (rel, object) in &listed.files {
+            if let Err(e) = self.download(name, object, &staging.join(rel)).await {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                return Err(format!("version {version}: {e}"));
+            }
+        }
+        let target = dir.join(version.to_string());
+        let retired = dir.join(format!(".{version}.old"));
+        let _ = tokio::fs::remove_dir_all(&retired).await;
+        let swap = async {
+            if tokio::fs::metadata(&target).await.is_ok() {
+                tokio::fs::rename(&target, &retired).await?;
+            }
+            tokio::fs::rename(&staging, &target).await
+        };
+        swap.await
+            .map_err(|e| format!("version {version}: cannot move it into the cache: {e}"))?;
+        let _ = tokio::fs::remove_dir_all(&retired).await;
+        tracing::info!(repository = %self.display, model = name, version, bytes, took_ms = started.elapsed().as_millis() as u64, "model version downloaded");
+        Ok(())
+    }
+
+    /// Streams one object to `path` through a temporary file, checking that
+    /// it is the listed object and that every byte arrived.
+    async fn download(&self, model: &str, object: &Object, path: &Path) -> Result<(), String> {
+        let started = Instant::now();
+        let what = object.location.as_ref().to_string();
+        let parent = path.parent().unwrap_or(path);
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = parent.join(format!(".{file_name}.download"));
+        let result = self.fetch_to(model, object, &temp).await;
+        match result {
+            Ok(bytes) => {
+                tokio::fs::rename(&temp, path)
+                    .await
+                    .map_err(|e| format!("{what}: cannot move it into place: {e}"))?;
+                self.metrics.downloaded(bytes, started.elapsed());
+                Ok(())
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                Err(format!("{what}: {e}"))
+            }
+        }
+    }
+
+    async fn fetch_to(&self, model: &str, object: &Object, temp: &Path) -> Result<u64, String> {
+        let options = GetOptions {
+            if_match: object.meta.etag.clone(),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&object.location, options)
+            .await
+            .map_err(|e| describe(&e))?;
+        let expected = object.meta.size;
+        let etag_changed = match (&object.meta.etag, &result.meta.e_tag) {
+            (Some(listed), Some(got)) => bare_etag(listed) != bare_etag(got),
+            _ => false,
+        };
+        if result.meta.size != expected || etag_changed {
+            return Err("changed since it was listed; trying again at the next sync".into());
+        }
+        let mut file = tokio::fs::File::create(temp)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+        let mut stream = result.into_stream();
+        let mut written: u64 = 0;
+        let started = Instant::now();
+        let mut reported = Instant::now();
+        loop {
+            let chunk = match tokio::time::timeout(IDLE_READ, stream.next()).await {
+                Err(_) => {
+                    return Err(format!(
+                        "no data for {} s after {written} of {expected} bytes",
+                        IDLE_READ.as_secs()
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(describe(&e)),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            written = written.saturating_add(chunk.len() as u64);
+            if written > expected {
+                return Err(format!(
+                    "the store sent more than the {expected} bytes listed"
+                ));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+            if expected >= PROGRESS_BYTES && reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                log_progress(&self.display, model, object, written, started.elapsed());
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+        if written != expected {
+            return Err(format!(
+                "truncated: {written} of the {expected} bytes listed arrived"
+            ));
+        }
+        Ok(written)
+    }
+
+    /// Bytes of every file this repository's cache holds.
+    pub(crate) fn cached_bytes(&self) -> u64 {
+        self.manifests()
+            .values()
+            .map(|m| {
+                m.files.values().map(|f| f.size).sum::<u64>()
+                    + m.versions.values().map(CachedVersion::bytes).sum::<u64>()
+            })
+            .sum()
+    }
+
+    fn manifests(&self) -> HashMap<String, Manifest> {
+        let mut all = HashMap::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return all;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if dir.join(MANIFEST).is_file() {
+                all.insert(
+                    entry.file_name().to_string_lossy().into_owned(),
+                    read_manifest(&dir),
+                );
+            }
+        }
+        all
+    }
+
+    /// Cached versions that no version policy selects now: what a cache
+    /// budget may remove.
+    pub(crate) fn evictable(&self) -> Vec<Evictable> {
+        let mut out = Vec::new();
+        for (model, manifest) in self.manifests() {
+            for (v, cached) in &manifest.versions {
+                if !cached.selected {
+                    out.push(Evictable {
+                        model: model.clone(),
+                        version: *v,
+                        bytes: cached.bytes(),
+                        last_selected: cached.last_selected,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes one cached version.
+    pub(crate) fn evict(&self, model: &str, version: u64) {
+        let dir = self.root.join(model);
+        let mut manifest = read_manifest(&dir);
+        if manifest.versions.get(&version).is_some_and(|c| !c.selected) {
+            tracing::info!(repository = %self.display, model, version, "removing a cached version that is not served, to stay within --model-cache-max-bytes");
+            let _ = std::fs::remove_dir_all(dir.join(version.to_string()));
+            manifest.versions.remove(&version);
+            let _ = write_manifest(&dir, &manifest);
+        }
+        self.metrics.set_cache_bytes(self.cached_bytes());
+    }
+}
+
+fn log_progress(repository: &str, model: &str, object: &Object, written: u64, took: Duration) {
+    let total = object.meta.size;
+    let rate = written as f64 / took.as_secs_f64().max(1e-3);
+    let left = total.saturating_sub(written) as f64 / rate.max(1.0);
+    tracing::info!(
+        repository,
+        model,
+        object = %object.location,
+        bytes = written,
+        total,
+        mib_per_s = format!("{:.1}", rate / f64::from(1 << 20)),
+        seconds_left = format!("{left:.0}"),
+        "downloading"
+    );
+}
+
+/// An object store error as Sluice prints it: what it means first, then
+/// the store's own words without the response body, and never a secret.
+fn describe(e: &object_store::Error) -> String {
+    let full = e.to_string();
+    // The store's words, up to the XML or JSON body some stores append.
+    let detail = full
+        .split_once(": <?xml")
+        .or_else(|| full.split_once(": {"))
+        .map_or(full.as_str(), |(head, _)| head);
+    let code = |codes: &[&str]| codes.iter().any(|c| full.contains(c));
+    let meaning = match e {
+        object_store::Error::Precondition { .. } => {
+            return "changed since it was listed; trying again at the next sync".to_string();
+        }
+        _ if code(&["NoSuchBucket", "ContainerNotFound"]) => {
+            "the bucket or container does not exist"
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => "access denied",
+        _ if code(&[
+            "AccessDenied",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "403 Forbidden",
+            "401 Unauthorized",
+        ]) =>
+        {
+            "access denied"
+        }
+        object_store::Error::NotFound { .. } => "not found",
+        _ if code(&[
+            "Connection refused",
+            "error trying to connect",
+            "dns error",
+            "timed out",
+        ]) =>
+        {
+            "the store is unreachable"
+        }
+        _ => "the store failed",
+    };
+    store::redact(&format!("{meaning}: {detail}"))
+}
+
+/// An ETag without its quotes and weak prefix: stores quote it in headers
+/// but not always in listings (Azure).
+fn bare_etag(etag: &str) -> &str {
+    etag.trim_start_matches("W/").trim_matches('"')
+}
+
+/// A path part that is safe to use as a file name.
+fn safe_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && !part.contains(['/', '\\', '\0'])
+        && part.len() <= 255
+}
+
+/// A directory name for a repository's cache: readable, and unique per URL.
+fn cache_name(display: &str) -> String {
+    let readable: String = display
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(60)
+        .collect();
+    let hash = xxhash_rust::xxh3::xxh3_64(display.as_bytes());
+    format!("{readable}-{hash:016x}")
+}
+
+fn read_manifest(dir: &Path) -> Manifest {
+    std::fs::read(dir.join(MANIFEST))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), String> {
+    let temp = dir.join(format!("{MANIFEST}.tmp"));
+    let bytes =
+        serde_json::to_vec(manifest).map_err(|e| format!("cannot encode the cache record: {e}"))?;
+    std::fs::write(&temp, bytes)
+        .and_then(|()| std::fs::rename(&temp, dir.join(MANIFEST)))
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(MANIFEST).display()))
+}
+
+/// Removes leftovers of an interrupted sync: hidden staging directories and
+/// version directories the manifest does not know.
+fn clean_strays(dir: &Path, manifest: &Manifest) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let stray_version =
+            super::parse_version(&name).is_some_and(|v| !manifest.versions.contains_key(&v));
+        let staging =
+            name.starts_with('.') && (name.ends_with(".partial") || name.ends_with(".old"));
+        if is_dir && (stray_version || staging) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if !is_dir && name.starts_with('.') && name.ends_with(".download") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_are_distinct_and_plain() {
+        let a = cache_name("s3://bucket/models");
+        let b = cache_name("s3://bucket/models2");
+        assert_ne!(a, b);
+        assert!(a.starts_with("s3___bucket_models-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        );
+    }
+
+    #[test]
+    fn unsafe_parts_are_refused() {
+        for bad in ["", ".", "..", "a\\b", "a\0"] {
+            assert!(!safe_part(bad), "{bad:?}");
+        }
+        assert!(safe_part("model.onnx"));
+    }
+
+    #[test]
+    fn stray_versions_and_staging_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["1", "2", ".3.partial", ".1.old", "warmup"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join(".config.pbtxt.download"), b"x").unwrap();
+        let mut manifest = Manifest::default();
+        manifest.versions.insert(1, CachedVersion::default());
+        clean_strays(dir.path(), &manifest);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["1", "warmup"]);
+    }
+}

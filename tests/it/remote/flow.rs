@@ -1,0 +1,339 @@
+//! The publishing flow, the same against each store: serve from the store,
+//! match the local-directory answers, publish a version with its marker
+//! under load, ignore one without it, fall back when the newest version is
+//! deleted, and ride out a store outage.
+
+use super::*;
+use crate::harness::TestServer;
+use crate::harness::bundled_repo;
+use crate::harness::models::{swap_model, x_body};
+use crate::harness::process::Sluice;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const BUCKET: &str = "models";
+const PREFIX: &str = "repo";
+const MARKER: &str = ".ready";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_serves_publishes_and_survives_an_outage() {
+    if let Some(tools) = tools() {
+        publish_and_swap(Kind::S3, &tools).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_serves_publishes_and_survives_an_outage() {
+    if let Some(tools) = tools() {
+        publish_and_swap(Kind::Azure, &tools).await;
+    }
+}
+
+/// What the clients saw: every request ends as ok, wrong or lost.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    wrong: Mutex<Vec<String>>,
+    lost: Mutex<Vec<String>>,
+    last_k: Mutex<Option<u64>>,
+    ks: Mutex<BTreeSet<u64>>,
+}
+
+impl Tally {
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn last_k(&self) -> Option<u64> {
+        *self.last_k.lock().unwrap()
+    }
+}
+
+/// `clients` HTTP clients on `swap` (y = x + K) until `stop`; an answer
+/// must be 200 with K in `allowed`.
+fn clients(
+    base: &str,
+    tally: &Arc<Tally>,
+    stop: &Arc<AtomicBool>,
+    clients: usize,
+    allowed: &[u64],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|c| {
+            let (tally, stop, allowed) = (tally.clone(), stop.clone(), allowed.to_vec());
+            let url = format!("{base}/v2/models/swap/infer");
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let x = (1000 * (c as u64 + 1) + n % 1000) as f32;
+                    match client.post(&url).json(&x_body(x)).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let out: Value = r.json().await.unwrap_or(Value::Null);
+                            let k = out["outputs"][0]["data"][0]
+                                .as_f64()
+                                .map(|y| y - f64::from(x));
+                            match k {
+                                Some(k) if status == 200 && allowed.contains(&(k as u64)) => {
+                                    tally.ok.fetch_add(1, Ordering::Relaxed);
+                                    *tally.last_k.lock().unwrap() = Some(k as u64);
+                                    tally.ks.lock().unwrap().insert(k as u64);
+                                }
+                                _ => tally
+                                    .wrong
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("x={x}: {status} {out}")),
+                            }
+                        }
+                        Err(e) => tally.lost.lock().unwrap().push(format!("x={x}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn more_ok(tally: &Tally, n: u64) {
+    let target = tally.ok() + n;
+    eventually(format!("{n} more answers"), PATIENCE, || async move {
+        tally.ok() >= target
+    })
+    .await;
+}
+
+/// `<dir>/<version>/model.onnx` from `file`, and the marker.
+fn version(dir: &Path, v: u64, file: &Path, marker: bool) {
+    let vdir = dir.join(v.to_string());
+    std::fs::create_dir_all(&vdir).unwrap();
+    std::fs::copy(file, vdir.join("model.onnx")).unwrap();
+    if marker {
+        std::fs::write(vdir.join(MARKER), b"").unwrap();
+    }
+}
+
+/// The first repository: iris (bundled) and `swap` version 1, each with
+/// its marker; swap has a config.toml too.
+fn first_repository(dir: &Path) {
+    version(
+        &dir.join("iris"),
+        1,
+        &bundled_repo().join("iris/1/model.onnx"),
+        true,
+    );
+    version(&dir.join("swap"), 1, &swap_model(1), true);
+    std::fs::write(
+        dir.join("swap/config.toml"),
+        "instances = 1\nmax_batch_size = 8\n",
+    )
+    .unwrap();
+}
+
+async fn infer(client: &reqwest::Client, base: &str, model: &str, body: &Value) -> Value {
+    let out: Value = client
+        .post(format!("{base}/v2/models/{model}/infer"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    out["outputs"].clone()
+}
+
+/// The index rows of `model`.
+async fn rows(client: &reqwest::Client, base: &str, model: &str) -> Vec<Value> {
+    index(client, base)
+        .await
+        .into_iter()
+        .filter(|r| r["name"] == model)
+        .collect()
+}
+
+async fn publish_and_swap(kind: Kind, tools: &store::Tools) {
+    let store = StoreServer::start(kind, tools).await;
+    let gate = Gate::open_to(store.addr).await;
+    store.create(BUCKET);
+    let local = tempfile::tempdir().unwrap();
+    first_repository(local.path());
+    store.upload(BUCKET, local.path(), PREFIX);
+    // A file named like a version and a hidden file at the top of a model
+    // are not part of it.
+    store.put(BUCKET, &format!("{PREFIX}/swap/.notes"), &swap_model(1));
+
+    let url = kind.url(BUCKET, PREFIX);
+    let cache = tempfile::tempdir().unwrap();
+    let mut sluice = Sluice::serve_from(&url)
+        .args([
+            "--repository-poll-secs",
+            "1",
+            "--model-ready-marker",
+            MARKER,
+        ])
+        .args([OsString::from("--model-cache-dir"), cache.path().into()]);
+    for (key, value) in kind.env(&gate.endpoint()) {
+        sluice = sluice.env(key, value);
+    }
+    let sluice = sluice.start().await;
+    let base = sluice.base.clone();
+    let client = reqwest::Client::new();
+    let repository = [("repository", url.as_str())];
+
+    // The answers are those of the same repository served from a directory.
+    let local_server = TestServer::start(local.path()).await;
+    let iris = json!({"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32",
+        "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3, 5.9, 3.0, 4.2, 1.5]}]});
+    for (model, body) in [("iris", iris), ("swap", x_body(2.5))] {
+        let remote = infer(&client, &base, model, &body).await;
+        let direct = infer(&local_server.client, &local_server.base(), model, &body).await;
+        assert!(remote.is_array(), "{model}: {remote}");
+        assert_eq!(
+            remote, direct,
+            "{model}: from the store vs from a directory"
+        );
+    }
+    local_server.stop().await;
+    let downloaded = metric(
+        &client,
+        &base,
+        "sluice_repository_download_bytes_total",
+        &repository,
+    )
+    .await;
+    assert!(downloaded > 0.0, "download bytes: {downloaded}");
+
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = clients(&base, &tally, &stop, 3, &[1, 2, 4]);
+    more_ok(&tally, 20).await;
+
+    // Version 2, published files first and marker last, is served after a
+    // poll, with the clients running.
+    let v2 = tempfile::tempdir().unwrap();
+    version(v2.path(), 2, &swap_model(2), true);
+    store.upload(BUCKET, v2.path(), &format!("{PREFIX}/swap"));
+    let t: &Tally = &tally;
+    eventually("version 2 to serve", PATIENCE, || async move {
+        t.last_k() == Some(2)
+    })
+    .await;
+    more_ok(&tally, 20).await;
+
+    // Version 3 without its marker is never served, however many polls.
+    store.put(
+        BUCKET,
+        &format!("{PREFIX}/swap/3/model.onnx"),
+        &swap_model(3),
+    );
+    let syncs = metric(&client, &base, "sluice_repository_syncs_total", &repository).await;
+    let (c, b) = (&client, base.as_str());
+    eventually("three more listings", PATIENCE, || async move {
+        metric(c, b, "sluice_repository_syncs_total", &repository).await >= syncs + 3.0
+    })
+    .await;
+    more_ok(&tally, 10).await;
+    assert!(
+        !tally.ks.lock().unwrap().contains(&3),
+        "version 3 has no marker"
+    );
+    assert!(
+        rows(&client, &base, "swap")
+            .await
+            .iter()
+            .all(|r| r["version"] != "3"),
+        "{:?}",
+        rows(&client, &base, "swap").await
+    );
+
+    // Version 2 deleted: the version policy (latest 1) serves version 1
+    // again, from the cache.
+    store.delete(BUCKET, &format!("{PREFIX}/swap/2"));
+    eventually("version 1 to serve again", PATIENCE, || async move {
+        t.last_k() == Some(1)
+    })
+    .await;
+    more_ok(&tally, 20).await;
+
+    // The store goes down: listings fail, every model keeps serving, and
+    // the index says why.
+    let failures = [("repository", url.as_str()), ("operation", "list")];
+    let failed = metric(
+        &client,
+        &base,
+        "sluice_repository_failures_total",
+        &failures,
+    )
+    .await;
+    gate.shut().await;
+    eventually("two failed listings", PATIENCE, || async move {
+        metric(c, b, "sluice_repository_failures_total", &failures).await >= failed + 2.0
+    })
+    .await;
+    let u = url.as_str();
+    let why = until("the index to report the store", PATIENCE, || async move {
+        rows(c, b, "swap")
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "READY" && r["reason"].as_str().is_some_and(|s| s.contains(u)))
+    })
+    .await;
+    assert_eq!(why["version"], "1", "{why}");
+    more_ok(&tally, 30).await;
+    let (status, _) = get(&client, &format!("{base}/v2/health/ready")).await;
+    assert_eq!(status, 200, "a store outage is not a reason to be unready");
+
+    // Version 4 is published while Sluice cannot see the store; when the
+    // store is back, it is found and served, and the index is clear again.
+    let v4 = tempfile::tempdir().unwrap();
+    version(v4.path(), 4, &swap_model(4), true);
+    store.upload(BUCKET, v4.path(), &format!("{PREFIX}/swap"));
+    gate.open().await;
+    eventually("version 4 to serve", PATIENCE, || async move {
+        t.last_k() == Some(4)
+    })
+    .await;
+    eventually("the index to be clear", PATIENCE, || async move {
+        rows(c, b, "swap").await.iter().all(|r| r["reason"] == "")
+    })
+    .await;
+    more_ok(&tally, 20).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let wrong = tally.wrong.lock().unwrap();
+    let lost = tally.lost.lock().unwrap();
+    eprintln!(
+        "remote: {}: {} answers, {} wrong, {} lost, versions seen {:?}",
+        kind.name(),
+        tally.ok(),
+        wrong.len(),
+        lost.len(),
+        tally.ks.lock().unwrap()
+    );
+    assert!(wrong.is_empty(), "wrong answers: {:?}", wrong.first());
+    assert!(lost.is_empty(), "lost requests: {:?}", lost.first());
+    let cached = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(cached, 1, "one cache directory per repository");
+    drop(sluice);
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
