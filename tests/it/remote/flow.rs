@@ -337,3 +337,137 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
         Err(_) => (0, Value::Null),
     }
 }
+
+/// A Sluice on `kind`'s store at `store`, with more flags.
+async fn serve(
+    kind: Kind,
+    store: &StoreServer,
+    url: &str,
+    cache: &Path,
+    flags: &[&str],
+) -> crate::harness::process::Process {
+    let mut sluice = Sluice::serve_from(url)
+        .args(flags)
+        .args([OsString::from("--model-cache-dir"), cache.into()]);
+    for (key, value) in kind.env(&store.endpoint()) {
+        sluice = sluice.env(key, value);
+    }
+    sluice.start().await
+}
+
+/// The version directories of `model` in the one repository of `cache`.
+fn cached_versions(cache: &Path, model: &str) -> Vec<u64> {
+    let Some(repo) = std::fs::read_dir(cache).ok().and_then(|mut d| d.next()) else {
+        return Vec::new();
+    };
+    let mut versions: Vec<u64> = std::fs::read_dir(repo.unwrap().path().join(model))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort_unstable();
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_budget_removes_versions_no_longer_served_oldest_first() {
+    let Some(tools) = tools() else { return };
+    let kind = Kind::S3;
+    let store = StoreServer::start(kind, &tools).await;
+    store.create(BUCKET);
+    let local = tempfile::tempdir().unwrap();
+    version(&local.path().join("swap"), 1, &swap_model(1), false);
+    store.upload(BUCKET, local.path(), PREFIX);
+    let size = std::fs::metadata(swap_model(1)).unwrap().len();
+    // Room for two versions of swap, not three.
+    let budget = (size * 5 / 2).to_string();
+    let url = kind.url(BUCKET, PREFIX);
+    let cache = tempfile::tempdir().unwrap();
+    let sluice = serve(
+        kind,
+        &store,
+        &url,
+        cache.path(),
+        &[
+            "--repository-poll-secs",
+            "1",
+            "--model-cache-max-bytes",
+            &budget,
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let (c, b) = (&client, sluice.base.as_str());
+    for v in 2..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        version(dir.path(), v, &swap_model(v), false);
+        store.upload(BUCKET, dir.path(), &format!("{PREFIX}/swap"));
+        eventually(format!("version {v} to serve"), PATIENCE, || async move {
+            let out = infer(c, b, "swap", &x_body(0.0)).await;
+            out[0]["data"][0].as_f64() == Some(v as f64)
+        })
+        .await;
+    }
+    // Versions 1 and 2 were each served, then replaced; 1 is the older.
+    let cache_path = cache.path();
+    eventually("version 1 to leave the cache", PATIENCE, || async move {
+        cached_versions(cache_path, "swap") == [2, 3]
+    })
+    .await;
+    let bytes = metric(
+        c,
+        b,
+        "sluice_repository_cache_bytes",
+        &[("repository", url.as_str())],
+    )
+    .await;
+    assert!(bytes <= (size * 5 / 2) as f64, "cache holds {bytes} bytes");
+    // Deleting version 3 serves 2 from the cache, and deleting 2 as well
+    // serves 1, downloaded again.
+    store.delete(BUCKET, &format!("{PREFIX}/swap/3"));
+    store.delete(BUCKET, &format!("{PREFIX}/swap/2"));
+    eventually("version 1 to serve again", PATIENCE, || async move {
+        infer(c, b, "swap", &x_body(0.0)).await[0]["data"][0].as_f64() == Some(1.0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
+    let Some(tools) = tools() else { return };
+    let kind = Kind::Azure;
+    let store = StoreServer::start(kind, &tools).await;
+    store.create(BUCKET);
+    let local = tempfile::tempdir().unwrap();
+    first_repository(local.path());
+    store.upload(BUCKET, local.path(), PREFIX);
+    let url = kind.url(BUCKET, PREFIX);
+    let cache = tempfile::tempdir().unwrap();
+    let sluice = serve(
+        kind,
+        &store,
+        &url,
+        cache.path(),
+        &["--model-control-mode", "explicit", "--load-model", "iris"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base = sluice.base.as_str();
+    // Only iris was downloaded; swap is listed, not loaded, not downloaded.
+    let swap = rows(&client, base, "swap").await;
+    assert_eq!(swap.len(), 1, "{swap:?}");
+    assert_eq!(swap[0]["reason"], "not loaded", "{swap:?}");
+    assert!(cached_versions(cache.path(), "swap").is_empty());
+    // A load call downloads it and serves it.
+    let response = client
+        .post(format!("{base}/v2/repository/models/swap/load"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let out = infer(&client, base, "swap", &x_body(1.0)).await;
+    assert_eq!(out[0]["data"][0].as_f64(), Some(2.0), "{out}");
+    assert_eq!(cached_versions(cache.path(), "swap"), [1]);
+}

@@ -74,3 +74,44 @@ async fn metric(client: &reqwest::Client, base: &str, name: &str, labels: &[(&st
     };
     crate::harness::metrics::metric(&text, name, labels)
 }
+
+/// Two local repositories with a model in each and one in both: the one
+/// in both is UNAVAILABLE with a reason naming both; the others serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_in_two_repositories_is_an_error_for_that_model_only() {
+    use crate::harness::TestServer;
+    use crate::harness::models::{add_model, swap_model};
+    use sluice::repository::Location;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    add_model(a.path(), "only_a", &swap_model(1), None);
+    add_model(b.path(), "only_b", &swap_model(2), None);
+    add_model(a.path(), "both", &swap_model(3), None);
+    add_model(b.path(), "both", &swap_model(4), None);
+    let locations = vec![
+        Location::Local(a.path().to_path_buf()),
+        Location::Local(b.path().to_path_buf()),
+    ];
+    let s = TestServer::start_with(a.path(), |c| c.model_repositories = locations).await;
+    for model in ["only_a", "only_b"] {
+        assert_eq!(
+            s.get(&format!("/v2/models/{model}/ready")).await.0,
+            200,
+            "{model}"
+        );
+    }
+    let rows = index(&s.client, &s.base()).await;
+    let both = rows
+        .iter()
+        .find(|r| r["name"] == "both")
+        .expect("both is listed");
+    let reason = both["reason"].as_str().unwrap_or_default();
+    assert_eq!(both["state"], "UNAVAILABLE", "{both}");
+    assert!(
+        reason.contains("more than one model repository")
+            && reason.contains(&a.path().display().to_string())
+            && reason.contains(&b.path().display().to_string()),
+        "{reason}"
+    );
+    let (status, body) = s.get("/v2/models/both/ready").await;
+    assert_ne!(status, 200, "{body}");
+}
