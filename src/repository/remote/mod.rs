@@ -169,6 +169,8 @@ pub(crate) struct Mirror {
     /// The local copy: a repository directory in Triton's layout.
     pub(crate) root: PathBuf,
     settings: CacheSettings,
+    /// Whether downloads send `If-Match` (not to plain HTTP servers).
+    conditional_get: bool,
     status: Mutex<Status>,
     metrics: RepositoryMetrics,
 }
@@ -203,12 +205,14 @@ impl Mirror {
                 remote.display
             )
         })?;
+        tracing::info!(repository = %remote.display, cache = %root.display(), "remote model repository");
         Ok(Self {
             display: remote.display.clone(),
             store,
             prefix,
             root,
             settings: settings.clone(),
+            conditional_get: !matches!(remote.url.scheme(), "http" | "https"),
             status: Mutex::new(Status::default()),
             metrics,
         })
@@ -563,8 +567,10 @@ impl Mirror {
     }
 
     async fn fetch_to(&self, model: &str, object: &Object, temp: &Path) -> Result<u64, String> {
+        // A WebDAV server may quote ETags differently in a listing and a
+        // GET, so it is compared after the fact (`bare_etag`), not asked.
         let options = GetOptions {
-            if_match: object.meta.etag.clone(),
+            if_match: object.meta.etag.clone().filter(|_| self.conditional_get),
             ..GetOptions::default()
         };
         let result = self

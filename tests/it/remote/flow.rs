@@ -210,6 +210,24 @@ async fn publish_and_swap(kind: Kind, tools: &store::Tools) {
     )
     .await;
     assert!(downloaded > 0.0, "download bytes: {downloaded}");
+    // Every family of docs/observability.md's "Remote repositories" table.
+    for (name, least) in [
+        ("sluice_repository_download_duration_seconds_count", 2.0),
+        ("sluice_repository_syncs_total", 1.0),
+        ("sluice_repository_last_sync_timestamp_seconds", 1.0),
+        ("sluice_repository_cache_bytes", downloaded),
+    ] {
+        let value = metric(&client, &base, name, &repository).await;
+        assert!(value >= least, "{name}: {value} < {least}");
+    }
+    let failures = metric(
+        &client,
+        &base,
+        "sluice_repository_failures_total",
+        &repository,
+    )
+    .await;
+    assert_eq!(failures, 0.0, "no failure yet");
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
