@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real object stores that the remote-repository tests run against, once:
-#   - moto (PyPI) in server mode, an S3-compatible server, into .venv-stores/ (pinned with hashes by
-#     tests/stores/requirements.txt, which also brings azure-storage-blob to create containers);
+#   - moto (PyPI) in server mode, an S3-compatible server, and WsgiDAV, a WebDAV server for http://
+#     repositories, into .venv-stores/ (pinned with hashes by tests/stores/requirements.txt, which
+#     also brings azure-storage-blob to create containers);
 #   - Azurite (npm), Azure's own storage emulator, into .tools-stores/ (pinned by
 #     tests/stores/package-lock.json).
 # Re-installs only when the pins change. Nothing here runs a server: each test starts its own, on
@@ -22,8 +23,8 @@ die() { echo "setup-stores: $*" >&2; exit 1; }
 pins_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 want="$(pins_hash "$PINS/requirements.txt")"
-if [[ ! -f "$VENV/.pins" || "$(cat "$VENV/.pins")" != "$want" || ! -x "$VENV/bin/moto_server" ]]; then
-  echo "setup-stores: installing moto and azure-storage-blob into .venv-stores (pinned with hashes)"
+if [[ ! -f "$VENV/.pins" || "$(cat "$VENV/.pins")" != "$want" || ! -x "$VENV/bin/moto_server" || ! -x "$VENV/bin/wsgidav" ]]; then
+  echo "setup-stores: installing moto, WsgiDAV and azure-storage-blob into .venv-stores (pinned with hashes)"
   "$PYTHON" -m venv --clear "$VENV" || die "cannot create $VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     --require-hashes -r "$PINS/requirements.txt" || die "pip install of tests/stores/requirements.txt failed"
@@ -44,4 +45,4 @@ if [[ ! -f "$NODE_DIR/.pins" || "$(cat "$NODE_DIR/.pins")" != "$want" || ! -x "$
     die "npm resolved something else than tests/stores/package-lock.json; regenerate the lock"
   printf '%s\n' "$want" >"$NODE_DIR/.pins"
 fi
-echo "setup-stores: $VENV/bin/moto_server and $NODE_DIR/node_modules/.bin/azurite-blob are ready"
+echo "setup-stores: moto, WsgiDAV and Azurite are ready"

@@ -83,9 +83,16 @@ pub(crate) fn build(remote: &RemoteUrl) -> Result<(Arc<dyn ObjectStore>, Path), 
         }
         ObjectStoreScheme::Http => {
             let base = &remote.url[..url::Position::BeforePath];
+            // An http:// URL is the operator's explicit choice of plain HTTP.
+            let plain = if remote.url.scheme() == "http" {
+                "true"
+            } else {
+                "false"
+            };
             Arc::new(
                 HttpBuilder::new()
                     .with_url(base)
+                    .with_config(ClientConfigKey::AllowHttp, plain)
                     .with_config(timeout, REQUEST_TIMEOUT)
                     .with_retry(retry())
                     .build()

@@ -18,6 +18,7 @@ mod bad_input;
 mod flow;
 mod gate;
 mod store;
+mod webdav;
 
 use crate::harness::wait::{PATIENCE, eventually, until};
 use gate::Gate;
@@ -33,10 +34,14 @@ fn tools() -> Option<store::Tools> {
     let tools = store::Tools {
         python: root.join(".venv-stores/bin/python"),
         moto: root.join(".venv-stores/bin/moto_server"),
+        wsgidav: root.join(".venv-stores/bin/wsgidav"),
         azurite: root.join(".tools-stores/node_modules/.bin/azurite-blob"),
         script: root.join("tests/stores/store.py"),
     };
-    if tools.python.is_file() && tools.moto.is_file() && tools.azurite.is_file() {
+    if [&tools.python, &tools.moto, &tools.wsgidav, &tools.azurite]
+        .iter()
+        .all(|p| p.is_file())
+    {
         return Some(tools);
     }
     assert!(

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 pub struct Tools {
     pub python: PathBuf,
     pub moto: PathBuf,
+    pub wsgidav: PathBuf,
     pub azurite: PathBuf,
     pub script: PathBuf,
 }
