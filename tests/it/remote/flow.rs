@@ -172,18 +172,13 @@ async fn publish_and_swap(kind: Kind, tools: &store::Tools) {
 
     let url = kind.url(BUCKET, PREFIX);
     let cache = tempfile::tempdir().unwrap();
-    let mut sluice = Sluice::serve_from(&url)
-        .args([
-            "--repository-poll-secs",
-            "1",
-            "--model-ready-marker",
-            MARKER,
-        ])
-        .args([OsString::from("--model-cache-dir"), cache.path().into()]);
-    for (key, value) in kind.env(&gate.endpoint()) {
-        sluice = sluice.env(key, value);
-    }
-    let sluice = sluice.start().await;
+    let flags = [
+        "--repository-poll-secs",
+        "1",
+        "--model-ready-marker",
+        MARKER,
+    ];
+    let sluice = serve(kind, &gate.endpoint(), &url, cache.path(), &flags).await;
     let base = sluice.base.clone();
     let client = reqwest::Client::new();
     let repository = [("repository", url.as_str())];
@@ -356,10 +351,10 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
     }
 }
 
-/// A Sluice on `kind`'s store at `store`, with more flags.
+/// A Sluice serving `url`, reaching `kind`'s store at `endpoint`.
 async fn serve(
     kind: Kind,
-    store: &StoreServer,
+    endpoint: &str,
     url: &str,
     cache: &Path,
     flags: &[&str],
@@ -367,7 +362,7 @@ async fn serve(
     let mut sluice = Sluice::serve_from(url)
         .args(flags)
         .args([OsString::from("--model-cache-dir"), cache.into()]);
-    for (key, value) in kind.env(&store.endpoint()) {
+    for (key, value) in kind.env(endpoint) {
         sluice = sluice.env(key, value);
     }
     sluice.start().await
@@ -404,7 +399,7 @@ async fn the_cache_budget_removes_versions_no_longer_served_oldest_first() {
     let cache = tempfile::tempdir().unwrap();
     let sluice = serve(
         kind,
-        &store,
+        &store.endpoint(),
         &url,
         cache.path(),
         &[
@@ -464,7 +459,7 @@ async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
     let cache = tempfile::tempdir().unwrap();
     let sluice = serve(
         kind,
-        &store,
+        &store.endpoint(),
         &url,
         cache.path(),
         &["--model-control-mode", "explicit", "--load-model", "iris"],
