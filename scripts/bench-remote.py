@@ -13,11 +13,13 @@ Needs scripts/setup-stores.sh (moto, Azurite) and target/release/sluice (make bu
    version (y = x + K, distinct K) is uploaded, marker last, and a client asks every 10 ms until
    the answer carries the new K. The time from the marker's upload to the first such answer is
    the publish latency: expected about poll/2 on average, plus download, load and warmup.
+   Each publish waits a random part of the poll interval first, so it falls at a random phase.
 """
 
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -70,12 +72,13 @@ def object_url(kind, endpoint, bucket, key):
     return f"{endpoint}/{stores.AZURITE_ACCOUNT}/{bucket}/{key}"
 
 
-def curl_seconds(kind, endpoint, bucket, key):
-    """A plain GET of the object (moto serves it unsigned; Azurite needs a signature, so the
-    container is made public-readable for this one read)."""
+def curl_seconds(kind, endpoint, bucket, key, into):
+    """A plain GET of the object into a file beside Sluice's cache (moto serves it unsigned;
+    Azurite needs a signature, so the container is made public-readable for this read)."""
     url = object_url(kind, endpoint, bucket, key)
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", url],
+    out = subprocess.run(["curl", "-s", "-o", into, "-w", "%{http_code} %{time_total}", url],
                          check=True, capture_output=True, text=True).stdout.split()
+    os.remove(into)
     if out[0] != "200":
         return None
     return float(out[1])
@@ -153,7 +156,8 @@ def bench(kind, args, tmp):
             shutil.copyfile(big, dst)
             copies.append(time.perf_counter() - t)
             os.remove(dst)
-        curls = [s for s in (curl_seconds(kind, endpoint, bucket, "repo/big/1/model.onnx")
+        curls = [s for s in (curl_seconds(kind, endpoint, bucket, "repo/big/1/model.onnx",
+                                          os.path.join(tmp, "curl.bin"))
                              for _ in range(3)) if s]
         cache = os.path.join(tmp, f"{kind}-cache")
         slog = open(os.path.join(tmp, f"{kind}-sluice.log"), "w+")
@@ -181,6 +185,9 @@ def bench(kind, args, tmp):
                 k = 2 + i % 3
                 while infer_k(base) == k:   # alternate K so each publish is visible
                     k = 2 + (k - 1) % 3
+                # At a random phase of the poll: a publish right after a detection would
+                # always wait a whole interval.
+                time.sleep(random.uniform(0, args.poll_secs))
                 client.put(bucket, f"repo/swap/{10 + i}/model.onnx", os.path.join(SWAP, f"v{k}.onnx"))
                 t = time.perf_counter()
                 client.put(bucket, f"repo/swap/{10 + i}/.ready", os.devnull)
