@@ -187,6 +187,7 @@ pub(crate) struct Core {
 /// Checks the repository, loads ONNX Runtime (`ORT_DYLIB_PATH` or the usual
 /// places) and builds the [`Core`]; no model is loaded yet.
 pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
+    net::tls::install_client_provider();
     let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
     let ort_version = runtime::init(&library)?;

@@ -710,12 +710,23 @@ fn log_progress(repository: &str, model: &str, object: &Object, written: u64, to
 /// An object store error as Sluice prints it: what it means first, then
 /// the store's own words without the response body, and never a secret.
 fn describe(e: &object_store::Error) -> String {
-    let full = e.to_string();
+    // The whole chain: the root cause (connection refused, a TLS failure)
+    // is in the sources, not in the top error's text.
+    let mut full = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !full.contains(&text) {
+            full.push_str(": ");
+            full.push_str(&text);
+        }
+        source = cause.source();
+    }
     // The store's words, up to the XML or JSON body some stores append.
     let detail = full
-        .split_once(": <?xml")
+        .split_once("<?xml")
         .or_else(|| full.split_once(": {"))
-        .map_or(full.as_str(), |(head, _)| head);
+        .map_or(full.as_str(), |(head, _)| head.trim_end_matches([':', ' ']));
     let code = |codes: &[&str]| codes.iter().any(|c| full.contains(c));
     let meaning = match e {
         object_store::Error::Precondition { .. } => {
