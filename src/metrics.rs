@@ -7,8 +7,10 @@
 //! [`VersionMetrics`] so the hot path never formats labels.
 
 mod cache;
+mod demand;
 
 pub(crate) use cache::CacheMetrics;
+pub(crate) use demand::DemandMetrics;
 
 use crate::registry::state::ModelState;
 use crate::scheduler::job::{Phases, Timing};
@@ -84,6 +86,9 @@ pub struct Metrics {
     pub(crate) edge: crate::net::metrics::EdgeMetrics,
     /// The response cache's families (present, at zero, when it is off).
     pub(crate) cache: CacheMetrics,
+    /// On-demand loading and the memory budget (present, at zero, in the
+    /// other control modes).
+    pub(crate) demand: DemandMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -193,6 +198,7 @@ impl Metrics {
             ),
             edge: crate::net::metrics::EdgeMetrics::new(),
             cache: CacheMetrics::new(),
+            demand: DemandMetrics::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -217,7 +223,8 @@ impl Metrics {
         let collectors = collectors
             .into_iter()
             .chain(m.edge.collectors())
-            .chain(m.cache.collectors());
+            .chain(m.cache.collectors())
+            .chain(m.demand.collectors());
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
                 tracing::warn!(error = %e, "metric not registered");
@@ -310,6 +317,7 @@ impl Metrics {
         for vec in [&self.pending, &self.inflight] {
             let _ = vec.remove_label_values(&l);
         }
+        let _ = self.demand.memory.remove_label_values(&l);
         for vec in [&self.cache.hits, &self.cache.misses] {
             let _ = vec.remove_label_values(&l);
         }

@@ -147,9 +147,13 @@ pub async fn run(
 
     load_models(&config, &registry, &service).await?;
     tracing::info!("ready");
-    if config.control_mode == registry::ControlMode::Poll {
+    if matches!(
+        config.control_mode,
+        registry::ControlMode::Poll | registry::ControlMode::OnDemand
+    ) {
         registry::spawn_polling(registry.clone(), config.poll_interval, stop_rx.clone());
     }
+    registry::spawn_sweeper(registry.clone(), stop_rx.clone());
 
     // Wait for the listeners to stop, then give admitted requests the grace period.
     let mut stop_wait = stop_rx.clone();
@@ -202,16 +206,19 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
 
     let metrics = metrics::Metrics::new();
     let edge_metrics = metrics.edge.clone();
-    let registry = Arc::new(registry::Registry::new(
-        config.model_repository.clone(),
-        metrics.clone(),
-        registry::Defaults {
-            cores: config.cores,
-            control_mode: config.control_mode,
-            ignore_unsupported_config: config.ignore_unsupported_config,
-            strict_model_config: config.strict_model_config,
-        },
-    ));
+    let registry = Arc::new(
+        registry::Registry::new(
+            config.model_repository.clone(),
+            metrics.clone(),
+            registry::Defaults {
+                cores: config.cores,
+                control_mode: config.control_mode,
+                ignore_unsupported_config: config.ignore_unsupported_config,
+                strict_model_config: config.strict_model_config,
+            },
+        )
+        .with_demand(demand_settings(config)),
+    );
     let service = service::Service::new(
         registry.clone(),
         metrics,
@@ -242,6 +249,24 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
         edge,
         http_guard,
     })
+}
+
+/// On-demand settings from the configuration: a request waits for a load
+/// a little less than the request timeout, so that it is answered 503 with
+/// `Retry-After` before the edge cuts it off; `--load-model` pins.
+fn demand_settings(config: &ServerConfig) -> registry::DemandSettings {
+    let on_demand = config.control_mode == registry::ControlMode::OnDemand;
+    registry::DemandSettings {
+        load_wait: config
+            .request_timeout
+            .map(|t| t.saturating_sub((t / 10).min(Duration::from_secs(1)))),
+        pinned: if on_demand {
+            config.load_models.clone()
+        } else {
+            Vec::new()
+        },
+        ..config.demand.clone()
+    }
 }
 
 /// The start-up load (every model, or `--load-model`'s), then the service

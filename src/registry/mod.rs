@@ -18,6 +18,7 @@
 //!   have no session and no scheduler); a name is one or the other. Their
 //!   own rules are in `ensemble`.
 
+mod demand;
 mod ensemble;
 mod lifecycle;
 mod load;
@@ -26,10 +27,11 @@ mod signature;
 pub(crate) mod state;
 mod warmup;
 
+pub(crate) use demand::{Demand, Usage, spawn_sweeper};
 pub(crate) use ensemble::{EnsembleVersions, LoadedEnsemble, step_label};
 pub(crate) use lifecycle::{load_at_start, spawn_polling};
 pub use load::LoadedVersion;
-pub use settings::{ControlMode, Defaults};
+pub use settings::{ControlMode, Defaults, DemandSettings};
 pub(crate) use state::{ModelState, VersionState};
 
 use crate::error::{Error, Result};
@@ -59,6 +61,11 @@ pub(crate) struct IndexEntry {
     /// `None` when the failure concerns the whole model (e.g. its config).
     pub(crate) version: Option<u64>,
     pub(crate) state: VersionState,
+    /// When the version last served (Unix milliseconds), kept after it
+    /// is evicted or unloaded; `None` before its first load.
+    pub(crate) last_used_ms: Option<u64>,
+    /// The version's measured memory cost in bytes, when known.
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 pub struct Registry {
@@ -79,6 +86,8 @@ pub struct Registry {
     overrides: Mutex<HashMap<String, Arc<str>>>,
     metrics: Metrics,
     defaults: Defaults,
+    /// On-demand loading and the memory budget (`demand`).
+    demand: Demand,
 }
 
 impl std::fmt::Debug for Registry {
@@ -99,9 +108,17 @@ impl Registry {
             loads: tokio::sync::Mutex::new(()),
             attempted: Mutex::new(HashMap::new()),
             overrides: Mutex::new(HashMap::new()),
+            demand: Demand::new(DemandSettings::default(), metrics.demand.clone()),
             metrics,
             defaults,
         }
+    }
+
+    /// The settings of on-demand mode (its budget, idle unloading, load
+    /// wait and pinned models); call before sharing the registry.
+    pub fn with_demand(mut self, settings: DemandSettings) -> Self {
+        self.demand = Demand::new(settings, self.metrics.demand.clone());
+        self
     }
 
     /// Names of every model directory in the repository.
@@ -171,6 +188,7 @@ impl Registry {
                 "model '{name}' is not in the model repository"
             )));
         }
+        let probe = self.before_load(name).await;
         let previous = config.map(|config| {
             let mut overrides = self.overrides_lock();
             match config {
@@ -184,7 +202,8 @@ impl Registry {
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || this.load_blocking(&owned))
             .await
-            .map_err(|e| Error::internal(format!("model load task failed: {e}")))?;
+            .map_err(|e| Error::internal(format!("model load task failed: {e}")))?
+            .and_then(|loaded| self.measure(loaded, probe));
         let took = started.elapsed();
         match outcome {
             Ok(loaded) => {
@@ -205,6 +224,7 @@ impl Registry {
                         tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model version ready");
                     }
                 }
+                self.after_publish(name).await;
                 if self
                     .served
                     .load()
@@ -340,7 +360,7 @@ impl Registry {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&name)
                 .is_some_and(|last| *last == fingerprint);
-            if !unchanged {
+            if !unchanged && !self.defer_to_demand(&name, &fingerprint) {
                 let _ = self.load_internal(&name).await;
             }
         }
@@ -386,6 +406,8 @@ impl Registry {
             states.clear();
             states.insert(None, VersionState::Unloaded);
         }
+        drop(index);
+        self.refresh_demand_gauges();
         Ok(())
     }
 
@@ -399,6 +421,7 @@ impl Registry {
             None => model.versions.values().next_back().cloned(),
         });
         if let Some(found) = found {
+            found.usage.touch();
             return Ok(found);
         }
         let index = self.index_lock();
@@ -438,16 +461,21 @@ impl Registry {
 
     /// Every model of the index, with its versions' states.
     pub(crate) fn index(&self) -> Vec<IndexEntry> {
-        self.effective_index()
+        let mut entries: Vec<IndexEntry> = self
+            .effective_index()
             .into_iter()
             .flat_map(|(name, states)| {
                 states.into_iter().map(move |(version, state)| IndexEntry {
                     name: name.clone(),
                     version,
                     state,
+                    last_used_ms: None,
+                    memory_bytes: None,
                 })
             })
-            .collect()
+            .collect();
+        self.annotate(&mut entries);
+        entries
     }
 
     /// The models this server is meant to serve (every model it was asked
