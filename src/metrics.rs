@@ -342,6 +342,13 @@ impl Metrics {
         }
     }
 
+    /// The in-flight gauge of requests waiting for `model` to load on
+    /// demand: labelled with the version "" (none is loaded yet), so that
+    /// the sum per pod, the autoscaler's metric, counts cold starts.
+    pub(crate) fn cold_inflight(&self, model: &str) -> IntGauge {
+        self.inflight.with_label_values(&[model, ""])
+    }
+
     /// Requests that failed before reaching a model version (unknown model,
     /// undecodable body): labelled with the version asked for, or "".
     pub(crate) fn record_unrouted(&self, model: &str, protocol: &str, outcome: &str) {

@@ -144,6 +144,26 @@ fn heap_bytes() -> u64 {
     0
 }
 
+/// Hands the heap's free memory back to the system. glibc keeps what a
+/// freed session held in the arena of the thread that allocated it (each
+/// session's worker is a thread of its own), so without this the resident
+/// set keeps the peak of every arena after evictions: 300 models under a
+/// budget of 35 MiB grew 100 MiB over it in 45 s of churn, against 15 MiB
+/// with it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: `malloc_trim` takes a plain integer, only works on the
+    // allocator's own free lists under its locks, and touches no memory
+    // that is in use.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Why a version left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
@@ -174,6 +194,9 @@ pub(crate) struct Demand {
     /// Per model: whether it was evicted since its last load, and when it
     /// was reloaded after an eviction, within [`THRASH_WINDOW`].
     reloads: Mutex<HashMap<String, (bool, VecDeque<Instant>)>>,
+    /// Set by an eviction: the sweeper's next tick hands free heap memory
+    /// back to the system (at most once a tick, as it walks every arena).
+    freed: std::sync::atomic::AtomicBool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,6 +215,7 @@ impl Demand {
             remembered: Mutex::default(),
             draining: Mutex::default(),
             reloads: Mutex::default(),
+            freed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -241,13 +265,47 @@ impl Registry {
         };
         let started = Instant::now();
         let metrics = &self.demand.metrics;
-        metrics.cold_waiting.inc();
-        let waiting = Waiting(metrics.cold_waiting.clone());
-        let joined = self.join_load(name, version, wait).await;
+        let waiting = [
+            metrics.cold_waiting.clone(),
+            self.metrics.cold_inflight(name),
+        ]
+        .map(|gauge| {
+            gauge.inc();
+            Waiting(gauge)
+        });
+        let found = self.load_and_resolve(name, version, wait).await;
         drop(waiting);
         metrics.cold_start.observe(started.elapsed().as_secs_f64());
-        joined?;
-        self.resolve(name, version)
+        found
+    }
+
+    /// Joins or starts the load, then resolves. Under a budget too small
+    /// for the models in use, another load can evict the version between
+    /// its load and this resolve: then it loads again, a few times at most.
+    async fn load_and_resolve(
+        self: &Arc<Self>,
+        name: &str,
+        version: Option<u64>,
+        wait: Option<Duration>,
+    ) -> Result<Arc<LoadedVersion>> {
+        const ATTEMPTS: usize = 3;
+        let deadline = wait.map(|w| Instant::now() + w);
+        for _ in 0..ATTEMPTS {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            self.join_load(name, version, left).await?;
+            match self.resolve(name, version) {
+                Ok(found) => return Ok(found),
+                // Evicted again before this request could use it.
+                Err(Error::Unavailable(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Overloaded {
+            message: format!(
+                "model '{name}' was evicted {ATTEMPTS} times before this request could use it: the memory budget is smaller than the models in use; retry"
+            ),
+            retry_after: Duration::from_secs(1),
+        })
     }
 
     /// Whether a request may load `name`: it is in the repository and its
@@ -514,12 +572,16 @@ impl Registry {
         locked(&self.demand.draining).push((Arc::downgrade(&victim), cost));
         // Freeing sessions joins their worker threads: not on the runtime.
         let _ = tokio::task::spawn_blocking(move || drop((old, victim))).await;
+        self.demand.freed.store(true, Ordering::Relaxed);
         self.refresh_demand_gauges();
     }
 
     /// One pass of the idle sweep: unloads versions unused for
     /// `idle_unload` that hold no request, and refreshes the gauges.
     pub(crate) async fn sweep_idle(&self) {
+        if self.demand.freed.swap(false, Ordering::Relaxed) {
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        }
         self.refresh_demand_gauges();
         let Some(idle) = self.demand.settings.idle_unload else {
             return;
