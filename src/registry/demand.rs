@@ -730,3 +730,30 @@ pub(crate) fn spawn_sweeper(registry: Arc<Registry>, mut stop: watch::Receiver<b
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_sees_memory_taken_and_touched() {
+        let before = Probe::now();
+        let taken = vec![1u8; 16 << 20];
+        let growth = before.growth();
+        assert!(taken.iter().all(|&b| b == 1));
+        // Other tests allocate and free meanwhile: only a lower bound holds.
+        assert!(growth >= 8 << 20, "growth {growth}");
+    }
+
+    #[test]
+    fn touch_is_coarse() {
+        let usage = Usage::new(10);
+        usage.last_used_ms.store(0, Ordering::Relaxed);
+        usage.touch();
+        let first = usage.last_used_ms();
+        assert!(first > 0);
+        usage.touch();
+        assert!(usage.last_used_ms() - first < TOUCH_MS);
+        assert_eq!(usage.cost(), 10, "the file size until measured");
+    }
+}
