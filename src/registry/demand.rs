@@ -197,6 +197,10 @@ pub(crate) struct Demand {
     /// Set by an eviction: the sweeper's next tick hands free heap memory
     /// back to the system (at most once a tick, as it walks every arena).
     freed: std::sync::atomic::AtomicBool,
+    /// Models pinned at start beside `settings.pinned`: ensembles and the
+    /// models their steps run, which ensembles need loaded (a step does not
+    /// load its model on demand).
+    ensemble_pinned: Mutex<Vec<String>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,6 +220,7 @@ impl Demand {
             draining: Mutex::default(),
             reloads: Mutex::default(),
             freed: std::sync::atomic::AtomicBool::new(false),
+            ensemble_pinned: Mutex::default(),
         }
     }
 
@@ -241,7 +246,9 @@ impl Registry {
     }
 
     fn pinned(&self, version: &LoadedVersion) -> bool {
-        version.config.pinned || self.demand.settings.pinned.contains(&version.model)
+        version.config.pinned
+            || self.demand.settings.pinned.contains(&version.model)
+            || locked(&self.demand.ensemble_pinned).contains(&version.model)
     }
 
     /// [`Registry::resolve`], loading the model first when on-demand mode
@@ -648,8 +655,12 @@ impl Registry {
         }
     }
 
-    /// The last-used time and cost of each row of the index.
+    /// The last-used time and cost of each row of the index, in on-demand
+    /// mode (the other modes keep Triton's rows exactly).
     pub(super) fn annotate(&self, entries: &mut [IndexEntry]) {
+        if !self.on_demand() {
+            return;
+        }
         let served = self.served.load();
         let remembered = locked(&self.demand.remembered);
         for entry in entries {
@@ -669,21 +680,41 @@ impl Registry {
 }
 
 /// The start-up of on-demand mode: every model of the repository is listed
-/// UNLOADED, and the pinned ones (`pinned`, and those whose config.toml
-/// says `pinned = true`) are loaded. Returns the models that failed, with why.
+/// UNLOADED, and the pinned ones are loaded: `--load-model`'s, those whose
+/// config.toml says `pinned = true`, and every ensemble with the models
+/// its steps run (a step does not load its model on demand). Returns the
+/// models that failed, with why.
 pub(crate) async fn start(registry: &Arc<Registry>) -> std::io::Result<Vec<String>> {
     let names = registry.discover()?;
     let mut pinned: Vec<String> = registry.demand.settings.pinned.clone();
+    // Ensembles, and the ensembles with the models their steps run.
+    let (mut ensembles, mut with_steps): (Vec<String>, Vec<String>) = Default::default();
     for name in &names {
         registry.list_unloaded(name);
         let dir = registry.root.join(name);
         let strict = registry.defaults.strict_model_config;
-        if crate::repository::load_config(&dir, name, strict).is_ok_and(|c| c.pinned)
-            && !pinned.contains(name)
-        {
-            pinned.push(name.clone());
+        let Ok(config) = crate::repository::load_config(&dir, name, strict) else {
+            continue; // its first request reports why
+        };
+        let mut wanted = Vec::new();
+        if config.pinned {
+            wanted.push(name.clone());
+        }
+        if let Some(ensemble) = &config.ensemble {
+            ensembles.push(name.clone());
+            wanted.push(name.clone());
+            wanted.extend(ensemble.steps.iter().map(|s| s.model_name.clone()));
+            with_steps.extend(wanted.iter().cloned());
+        }
+        for model in wanted {
+            if !pinned.contains(&model) {
+                pinned.push(model);
+            }
         }
     }
+    // Ensembles last, after the models their steps run.
+    pinned.sort_by_key(|m| ensembles.contains(m));
+    *locked(&registry.demand.ensemble_pinned) = with_steps;
     let mut failed = Vec::new();
     for name in &pinned {
         if !names.contains(name) {

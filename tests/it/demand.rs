@@ -637,3 +637,55 @@ async fn bench_demand() {
 fn dense_body() -> Value {
     json!({"inputs": [{"name": "input", "shape": [1, 512], "datatype": "FP32", "data": vec![0.0f32; 512]}]})
 }
+
+/// Ensembles, and the models their steps run, are pinned in on-demand
+/// mode (a step does not load its model on demand): loaded at start, kept
+/// when idle, and the ensemble answers.
+#[tokio::test]
+async fn ensembles_and_their_steps_are_pinned() {
+    let repo = Repo::new();
+    generate(repo.path(), 1, ONE_INSTANCE);
+    let models = crate::harness::test_repo();
+    add_model(
+        repo.path(),
+        "dtype_fp32",
+        &models.join("dtype_fp32/1/model.onnx"),
+        None,
+    );
+    std::fs::create_dir_all(repo.path().join("ensemble_fp32")).unwrap();
+    std::fs::copy(
+        models.join("ensemble_fp32/config.pbtxt"),
+        repo.path().join("ensemble_fp32/config.pbtxt"),
+    )
+    .unwrap();
+    let server = TestServer::start_with(repo.path(), |c| {
+        c.control_mode = sluice::registry::ControlMode::OnDemand;
+        c.demand.idle_unload = Some(Duration::from_secs(1));
+    })
+    .await;
+    let base = server.base();
+    let (status, body) = ask(&server.client, &base, "m001", 1.0).await;
+    assert_eq!((status, answer(&body)), (200, Some(2.0)));
+    until("m001 to be unloaded for idleness", PATIENCE, || async {
+        let rows = index(&server.client, &base).await;
+        (row(&rows, "m001")["state"] == "UNAVAILABLE").then_some(())
+    })
+    .await;
+    let rows = index(&server.client, &base).await;
+    assert_eq!(row(&rows, "dtype_fp32")["state"], "READY", "{rows:?}");
+    assert_eq!(row(&rows, "ensemble_fp32")["state"], "READY", "{rows:?}");
+    let (status, body) = server
+        .post_json(
+            "/v2/models/ensemble_fp32/infer",
+            &json!({"inputs": [{"name": "IN", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let quad = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "QUAD")
+        .unwrap();
+    assert_eq!(quad["data"], json!([4.0, 8.0]));
+}
