@@ -689,3 +689,35 @@ async fn ensembles_and_their_steps_are_pinned() {
         .unwrap();
     assert_eq!(quad["data"], json!([4.0, 8.0]));
 }
+
+/// Two models that do not fit together, asked for in turn: each request
+/// evicts the other, and a model reloaded after eviction more than three
+/// times in the window is logged and counted as thrashing. Every answer is
+/// still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_evicted_and_reloaded_again_and_again_is_thrashing() {
+    let repo = Repo::new();
+    generate(repo.path(), 2, ONE_INSTANCE);
+    for name in ["slow", "slow2"] {
+        add_model(repo.path(), name, &slow(), Some(SLOW_CONFIG));
+    }
+    let (pinned, slow_cost) = costs(repo.path()).await;
+    let budget = pinned + slow_cost + slow_cost / 2;
+    let server = Sluice::serve(repo.path())
+        .args(["--model-control-mode", "on-demand", "--load-model", "m002"])
+        .args(["--model-memory-budget-bytes", &budget.to_string()])
+        .start()
+        .await;
+    let client = reqwest::Client::new();
+    for i in 0..10 {
+        let model = if i % 2 == 0 { "slow" } else { "slow2" };
+        let (status, body) = ask(&client, &server.base, model, i as f32).await;
+        assert_eq!((status, answer(&body)), (200, Some(f64::from(i))), "{body}");
+    }
+    assert!(metric(&client, &server.base, "sluice_model_thrash_total").await >= 1.0);
+    assert!(
+        !server
+            .logged("model is thrashing: evicted and reloaded again and again; the memory budget is smaller than the working set")
+            .is_empty()
+    );
+}
