@@ -17,6 +17,9 @@
 //! - Ensembles are kept beside the served models, not in their map (they
 //!   have no session and no scheduler); a name is one or the other. Their
 //!   own rules are in `ensemble`.
+//! - In on-demand mode a request's miss starts (or joins) its model's load,
+//!   and evicting is unpublishing: the same store and close as a swap, so a
+//!   version is freed with its last request. Its rules are in `demand`.
 
 mod demand;
 mod ensemble;

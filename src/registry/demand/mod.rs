@@ -31,138 +31,30 @@
 //!   version's queue; sessions are freed on a blocking thread, so requests
 //!   to other models never wait for it.
 //! - The last-used time is one relaxed atomic per version, written at most
-//!   every `TOUCH_MS`, so the hot path stays a load of the served map.
+//!   every `memory::TOUCH_MS`, so the hot path stays a load of the served map.
 
 use super::settings::{ControlMode, DemandSettings};
 use super::state::VersionState;
 use super::{IndexEntry, LoadedVersion, Model, Registry};
 use crate::error::{Error, Result};
 use crate::metrics::DemandMetrics;
+use memory::{Probe, release_free_memory, unix_ms};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Coarseness of the last-used time: a version serving many requests
-/// writes it at most this often.
-const TOUCH_MS: u64 = 100;
+mod memory;
+mod startup;
+
+pub(crate) use memory::Usage;
+pub(crate) use startup::{spawn_sweeper, start};
+
 /// A model evicted and reloaded more than this many times within
 /// [`THRASH_WINDOW`] is thrashing: the budget is smaller than the working set.
 pub(crate) const THRASH_RELOADS: usize = 3;
 pub(crate) const THRASH_WINDOW: Duration = Duration::from_secs(300);
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// When a loaded version last served, and what it costs.
-#[derive(Debug)]
-pub(crate) struct Usage {
-    /// Unix time in milliseconds.
-    last_used_ms: AtomicU64,
-    /// Measured cost in bytes (0 until measured).
-    cost: AtomicU64,
-    /// Size of the model file: the least a version can cost.
-    file_bytes: u64,
-}
-
-impl Usage {
-    pub(crate) fn new(file_bytes: u64) -> Self {
-        Self {
-            last_used_ms: AtomicU64::new(unix_ms()),
-            cost: AtomicU64::new(file_bytes),
-            file_bytes,
-        }
-    }
-
-    /// Records a use now (coarsely: see [`TOUCH_MS`]).
-    pub(crate) fn touch(&self) {
-        let now = unix_ms();
-        if now.saturating_sub(self.last_used_ms.load(Ordering::Relaxed)) >= TOUCH_MS {
-            self.last_used_ms.store(now, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn last_used_ms(&self) -> u64 {
-        self.last_used_ms.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn cost(&self) -> u64 {
-        self.cost.load(Ordering::Relaxed)
-    }
-}
-
-/// Memory in use by the process at one moment.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Probe {
-    rss: u64,
-    heap: u64,
-}
-
-impl Probe {
-    pub(super) fn now() -> Self {
-        Self {
-            rss: resident_bytes(),
-            heap: heap_bytes(),
-        }
-    }
-
-    /// How much more is in use now than at `self`.
-    fn growth(&self) -> u64 {
-        let now = Self::now();
-        now.rss
-            .saturating_sub(self.rss)
-            .max(now.heap.saturating_sub(self.heap))
-    }
-}
-
-/// The resident set size, from `/proc/self/statm` (0 where unavailable).
-pub(crate) fn resident_bytes() -> u64 {
-    const PAGE: u64 = 4096;
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * PAGE)
-}
-
-/// Bytes of the C heap in use (glibc's `mallinfo2`: allocated chunks plus
-/// mmapped blocks); ONNX Runtime allocates through it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn heap_bytes() -> u64 {
-    // SAFETY: `mallinfo2` takes no arguments, only reads the allocator's
-    // statistics under its own locks, and returns a plain struct by value.
-    #[allow(unsafe_code)]
-    let info = unsafe { libc::mallinfo2() };
-    (info.uordblks as u64).saturating_add(info.hblkhd as u64)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap_bytes() -> u64 {
-    0
-}
-
-/// Hands the heap's free memory back to the system. glibc keeps what a
-/// freed session held in the arena of the thread that allocated it (each
-/// session's worker is a thread of its own), so without this the resident
-/// set keeps the peak of every arena after evictions: 300 models under a
-/// budget of 35 MiB grew 100 MiB over it in 45 s of churn, against 15 MiB
-/// with it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_free_memory() {
-    // SAFETY: `malloc_trim` takes a plain integer, only works on the
-    // allocator's own free lists under its locks, and touches no memory
-    // that is in use.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() {}
 
 /// Why a version left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -676,115 +568,5 @@ impl Registry {
                 past.and_then(|r| entry.version.and_then(|v| r.costs.get(&v).copied()))
             });
         }
-    }
-}
-
-/// The start-up of on-demand mode: every model of the repository is listed
-/// UNLOADED, and the pinned ones are loaded: `--load-model`'s, those whose
-/// config.toml says `pinned = true`, and every ensemble with the models
-/// its steps run (a step does not load its model on demand). Returns the
-/// models that failed, with why.
-pub(crate) async fn start(registry: &Arc<Registry>) -> std::io::Result<Vec<String>> {
-    let names = registry.discover()?;
-    let mut pinned: Vec<String> = registry.demand.settings.pinned.clone();
-    // Ensembles, and the ensembles with the models their steps run.
-    let (mut ensembles, mut with_steps): (Vec<String>, Vec<String>) = Default::default();
-    for name in &names {
-        registry.list_unloaded(name);
-        let dir = registry.root.join(name);
-        let strict = registry.defaults.strict_model_config;
-        let Ok(config) = crate::repository::load_config(&dir, name, strict) else {
-            continue; // its first request reports why
-        };
-        let mut wanted = Vec::new();
-        if config.pinned {
-            wanted.push(name.clone());
-        }
-        if let Some(ensemble) = &config.ensemble {
-            ensembles.push(name.clone());
-            wanted.push(name.clone());
-            wanted.extend(ensemble.steps.iter().map(|s| s.model_name.clone()));
-            with_steps.extend(wanted.iter().cloned());
-        }
-        for model in wanted {
-            if !pinned.contains(&model) {
-                pinned.push(model);
-            }
-        }
-    }
-    // Ensembles last, after the models their steps run.
-    pinned.sort_by_key(|m| ensembles.contains(m));
-    *locked(&registry.demand.ensemble_pinned) = with_steps;
-    let mut failed = Vec::new();
-    for name in &pinned {
-        if !names.contains(name) {
-            registry.record_missing(name);
-            failed.push(format!("model '{name}' is not in the model repository"));
-            continue;
-        }
-        if let Err(e) = registry.load_internal(name).await {
-            failed.push(e.to_string());
-        }
-    }
-    tracing::info!(
-        models = names.len(),
-        pinned = pinned.len(),
-        failed = failed.len(),
-        budget_bytes = registry.demand.settings.budget.unwrap_or(0),
-        "model repository listed for on-demand loading"
-    );
-    Ok(failed)
-}
-
-/// Sweeps idle versions and refreshes the gauges every second (or a
-/// quarter of the idle timeout, if shorter) until `stop` turns true.
-pub(crate) fn spawn_sweeper(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
-    if !registry.on_demand() {
-        return;
-    }
-    let every = registry
-        .demand
-        .settings
-        .idle_unload
-        .map_or(Duration::from_secs(1), |idle| {
-            (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-        });
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stop.wait_for(|&s| s) => return,
-            }
-            registry.sweep_idle().await;
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_probe_sees_memory_taken_and_touched() {
-        let before = Probe::now();
-        let taken = vec![1u8; 16 << 20];
-        let growth = before.growth();
-        assert!(taken.iter().all(|&b| b == 1));
-        // Other tests allocate and free meanwhile: only a lower bound holds.
-        assert!(growth >= 8 << 20, "growth {growth}");
-    }
-
-    #[test]
-    fn touch_is_coarse() {
-        let usage = Usage::new(10);
-        usage.last_used_ms.store(0, Ordering::Relaxed);
-        usage.touch();
-        let first = usage.last_used_ms();
-        assert!(first > 0);
-        usage.touch();
-        assert!(usage.last_used_ms() - first < TOUCH_MS);
-        assert_eq!(usage.cost(), 10, "the file size until measured");
     }
 }
