@@ -7,9 +7,11 @@
 //! [`VersionMetrics`] so the hot path never formats labels.
 
 mod cache;
+mod demand;
 mod repository;
 
 pub(crate) use cache::CacheMetrics;
+pub(crate) use demand::DemandMetrics;
 pub(crate) use repository::{RepositoryFamilies, RepositoryMetrics};
 
 use crate::registry::state::ModelState;
@@ -88,6 +90,9 @@ pub struct Metrics {
     pub(crate) cache: CacheMetrics,
     /// Remote model repositories' downloads, failures and cache size.
     pub(crate) repositories: RepositoryFamilies,
+    /// On-demand loading and the memory budget (present, at zero, in the
+    /// other control modes).
+    pub(crate) demand: DemandMetrics,
     /// The provider label each version's info series carries, to remove it.
     providers: std::sync::Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -198,6 +203,7 @@ impl Metrics {
             edge: crate::net::metrics::EdgeMetrics::new(),
             cache: CacheMetrics::new(),
             repositories: RepositoryFamilies::new(),
+            demand: DemandMetrics::new(),
             providers: Default::default(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -223,7 +229,8 @@ impl Metrics {
             .into_iter()
             .chain(m.edge.collectors())
             .chain(m.cache.collectors())
-            .chain(m.repositories.collectors());
+            .chain(m.repositories.collectors())
+            .chain(m.demand.collectors());
         for c in collectors {
             if let Err(e) = m.registry.register(c) {
                 tracing::warn!(error = %e, "metric not registered");
@@ -316,6 +323,7 @@ impl Metrics {
         for vec in [&self.pending, &self.inflight] {
             let _ = vec.remove_label_values(&l);
         }
+        let _ = self.demand.memory.remove_label_values(&l);
         for vec in [&self.cache.hits, &self.cache.misses] {
             let _ = vec.remove_label_values(&l);
         }
@@ -338,6 +346,13 @@ impl Metrics {
         if !ok {
             self.load_failures.with_label_values(&[model]).inc();
         }
+    }
+
+    /// The in-flight gauge of requests waiting for `model` to load on
+    /// demand: labelled with the version "" (none is loaded yet), so that
+    /// the sum per pod, the autoscaler's metric, counts cold starts.
+    pub(crate) fn cold_inflight(&self, model: &str) -> IntGauge {
+        self.inflight.with_label_values(&[model, ""])
     }
 
     /// Requests that failed before reaching a model version (unknown model,

@@ -147,9 +147,13 @@ pub async fn run(
 
     load_models(&config, &registry, &service).await?;
     tracing::info!("ready");
-    if config.control_mode == registry::ControlMode::Poll {
+    if matches!(
+        config.control_mode,
+        registry::ControlMode::Poll | registry::ControlMode::OnDemand
+    ) {
         registry::spawn_polling(registry.clone(), config.poll_interval, stop_rx.clone());
     }
+    registry::spawn_sweeper(registry.clone(), stop_rx.clone());
 
     // Wait for the listeners to stop, then give admitted requests the grace period.
     let mut stop_wait = stop_rx.clone();
@@ -187,7 +191,6 @@ pub(crate) struct Core {
 /// Checks the repository, loads ONNX Runtime (`ORT_DYLIB_PATH` or the usual
 /// places) and builds the [`Core`]; no model is loaded yet.
 pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
-    net::tls::install_client_provider();
     let env = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let library = runtime::locate_library(config.onnxruntime_lib.as_deref(), env.as_deref())?;
     let ort_version = runtime::init(&library)?;
@@ -205,16 +208,19 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
         &metrics.repositories,
     )
     .map_err(anyhow::Error::msg)?;
-    let registry = Arc::new(registry::Registry::with_repositories(
-        repositories,
-        metrics.clone(),
-        registry::Defaults {
-            cores: config.cores,
-            control_mode: config.control_mode,
-            ignore_unsupported_config: config.ignore_unsupported_config,
-            strict_model_config: config.strict_model_config,
-        },
-    ));
+    let registry = Arc::new(
+        registry::Registry::with_repositories(
+            repositories,
+            metrics.clone(),
+            registry::Defaults {
+                cores: config.cores,
+                control_mode: config.control_mode,
+                ignore_unsupported_config: config.ignore_unsupported_config,
+                strict_model_config: config.strict_model_config,
+            },
+        )
+        .with_demand(demand_settings(config)),
+    );
     let service = service::Service::new(
         registry.clone(),
         metrics,
@@ -245,6 +251,24 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
         edge,
         http_guard,
     })
+}
+
+/// On-demand settings from the configuration: a request waits for a load
+/// a little less than the request timeout, so that it is answered 503 with
+/// `Retry-After` before the edge cuts it off; `--load-model` pins.
+fn demand_settings(config: &ServerConfig) -> registry::DemandSettings {
+    let on_demand = config.control_mode == registry::ControlMode::OnDemand;
+    registry::DemandSettings {
+        load_wait: config
+            .request_timeout
+            .map(|t| t.saturating_sub((t / 10).min(Duration::from_secs(1)))),
+        pinned: if on_demand {
+            config.load_models.clone()
+        } else {
+            Vec::new()
+        },
+        ..config.demand.clone()
+    }
 }
 
 /// The start-up load (every model, or `--load-model`'s), then the service

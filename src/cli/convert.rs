@@ -14,6 +14,7 @@ impl From<ControlModeArg> for ControlMode {
             ControlModeArg::None => ControlMode::None,
             ControlModeArg::Poll => ControlMode::Poll,
             ControlModeArg::Explicit => ControlMode::Explicit,
+            ControlModeArg::OnDemand => ControlMode::OnDemand,
         }
     }
 }
@@ -29,6 +30,7 @@ impl ServeArgs {
         let secs = match (mode, self.repository_poll_secs) {
             (ControlMode::Poll, 0) => d::POLL_MODE_SECS,
             (ControlMode::Poll, n) => n,
+            (ControlMode::OnDemand, n) => n,
             _ => 0,
         };
         (mode, Duration::from_secs(secs))
@@ -69,6 +71,22 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             model_cache.dir = dir.clone();
         }
         let (control_mode, poll_interval) = args.control();
+        let on_demand = control_mode == ControlMode::OnDemand;
+        if !on_demand && args.model_memory_budget_bytes > 0 {
+            anyhow::bail!(
+                "--model-memory-budget-bytes needs --model-control-mode on-demand (evicted models must be able to load again on request)"
+            );
+        }
+        if !on_demand && args.model_idle_unload_secs > 0 {
+            anyhow::bail!(
+                "--model-idle-unload-secs needs --model-control-mode on-demand (unloaded models must be able to load again on request)"
+            );
+        }
+        if on_demand && args.load_model.iter().any(|m| m == "*") {
+            anyhow::bail!(
+                "--load-model '*' cannot be used with --model-control-mode on-demand: name the models to pin"
+            );
+        }
         let defaults = ServerConfig::default();
         Ok(ServerConfig {
             model_repositories,
@@ -125,6 +143,12 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             ignore_unsupported_config: args.ignore_unsupported_config,
             strict_model_config: args.strict_model_config,
             cache_size_bytes: args.cache_size_bytes,
+            demand: crate::registry::DemandSettings {
+                budget: (args.model_memory_budget_bytes > 0)
+                    .then_some(args.model_memory_budget_bytes),
+                idle_unload: nonzero_secs(args.model_idle_unload_secs),
+                ..Default::default()
+            },
             ..defaults
         })
     }
@@ -295,6 +319,47 @@ mod tests {
         };
         let err = ServerConfig::try_from(&*args).unwrap_err();
         assert!(err.to_string().contains("--load-model"), "{err}");
+    }
+
+    #[test]
+    fn on_demand_flags() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["sluice", "serve"];
+            all.extend_from_slice(args);
+            let Command::Serve(a) = Cli::try_parse_from(all).unwrap().command else {
+                panic!()
+            };
+            ServerConfig::try_from(&*a)
+        };
+        let c = config(&[
+            "--model-control-mode",
+            "on-demand",
+            "--model-memory-budget-bytes",
+            "1000",
+            "--model-idle-unload-secs",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(c.control_mode, ControlMode::OnDemand);
+        assert_eq!(c.poll_interval, Duration::ZERO);
+        assert_eq!(c.demand.budget, Some(1000));
+        assert_eq!(c.demand.idle_unload, Some(Duration::from_secs(60)));
+        let polling = config(&[
+            "--model-control-mode",
+            "on-demand",
+            "--repository-poll-secs",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(polling.poll_interval, Duration::from_secs(5));
+        for flag in ["--model-memory-budget-bytes", "--model-idle-unload-secs"] {
+            let err = config(&[flag, "10"]).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains("on-demand"), "{err}");
+        }
+        let err = config(&["--model-control-mode", "on-demand", "--load-model", "*"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name the models to pin"), "{err}");
     }
 
     #[test]

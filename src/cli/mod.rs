@@ -236,15 +236,33 @@ pub struct ServeArgs {
     /// `none` loads every model at start and refuses the repository load/unload API;
     /// `explicit` (the default) loads every model at start (or those named by
     /// --load-model) and accepts the API; `poll` also rescans the repository every
-    /// --repository-poll-secs and loads new or changed models (by content).
+    /// --repository-poll-secs and loads new or changed models (by content);
+    /// `on-demand` lists every model UNLOADED and loads each on its first
+    /// request (the --load-model ones, pinned, at start), evicting the least
+    /// recently used idle versions under --model-memory-budget-bytes; with
+    /// --repository-poll-secs it also rescans, without loading what is not loaded.
     #[arg(long, env = "SLUICE_MODEL_CONTROL_MODE", value_enum)]
     pub(crate) model_control_mode: Option<ControlModeArg>,
+
+    /// In on-demand mode, the bytes of memory the loaded model versions may
+    /// cost together, each version's cost being the resident memory it added
+    /// while loading and warming. A load first evicts least recently used idle
+    /// versions to fit; a model costing more than the whole budget fails to
+    /// load. 0 (the default): no budget.
+    #[arg(long, env = "SLUICE_MODEL_MEMORY_BUDGET_BYTES", default_value_t = 0)]
+    pub(crate) model_memory_budget_bytes: u64,
+
+    /// In on-demand mode, unload versions (not pinned) that served no request
+    /// for this many seconds, even under the budget. 0 (the default): never.
+    #[arg(long, env = "SLUICE_MODEL_IDLE_UNLOAD_SECS", default_value_t = 0)]
+    pub(crate) model_idle_unload_secs: u64,
 
     /// Seconds between repository scans; setting it (> 0) implies `poll` mode. 0 turns polling off.
     #[arg(long, env = "SLUICE_REPOSITORY_POLL_SECS", default_value_t = d::REPOSITORY_POLL_SECS)]
     pub(crate) repository_poll_secs: u64,
 
     /// In explicit mode, the models to load at start (repeatable or comma-separated; `*` = all).
+    /// In on-demand mode, the models to load at start and never evict (pinned).
     #[arg(long = "load-model", env = "SLUICE_LOAD_MODEL", value_delimiter = ',')]
     pub(crate) load_model: Vec<String>,
 
@@ -332,6 +350,7 @@ pub(crate) enum ControlModeArg {
     None,
     Poll,
     Explicit,
+    OnDemand,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -71,6 +71,10 @@ pub struct ServerConfig {
     /// Bytes of the response cache, shared by the models that enable it
     /// (`response_cache`); 0: no cache.
     pub cache_size_bytes: usize,
+    /// On-demand loading: the memory budget and idle unloading (the load
+    /// wait and the pinned models are filled in from `request_timeout` and
+    /// `load_models` at start).
+    pub demand: crate::registry::DemandSettings,
     /// Fault injection for tests of the panic handling: the metadata and
     /// inference calls of the model named here panic, over every protocol. No flag or config
     /// key sets it, so a server started from the command line never has it.
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             load_models: Vec::new(),
             strict_readiness: d::STRICT_READINESS,
             cache_size_bytes: d::CACHE_SIZE_BYTES,
+            demand: crate::registry::DemandSettings::default(),
             exit_on_error: d::EXIT_ON_ERROR,
             ignore_unsupported_config: false,
             strict_model_config: d::STRICT_MODEL_CONFIG,

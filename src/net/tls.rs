@@ -256,12 +256,3 @@ impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
-
-/// Installs ring as the process-wide TLS provider of the HTTP clients
-/// (object stores, the OTLP exporter), as the listeners use it. reqwest is
-/// built without a provider of its own, so this must run before any client
-/// is made; it is idempotent (an earlier install, by a second server in one
-/// process, stays).
-pub fn install_client_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}

@@ -15,6 +15,9 @@ pub(crate) async fn load_at_start(
     mode: ControlMode,
     load_models: &[String],
 ) -> Vec<String> {
+    if mode == ControlMode::OnDemand {
+        return super::demand::start(registry).await;
+    }
     let explicit = mode == ControlMode::Explicit
         && !load_models.is_empty()
         && !load_models.iter().any(|m| m == "*");

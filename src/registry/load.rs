@@ -38,6 +38,8 @@ pub struct LoadedVersion {
     /// number gets a new one, so the response cache never answers with a
     /// predecessor's outputs.
     pub(crate) uid: u64,
+    /// When it last served and what it costs, for on-demand eviction.
+    pub(crate) usage: super::Usage,
 }
 
 /// The next [`LoadedVersion::uid`].
@@ -369,5 +371,6 @@ fn load_version(
         metrics,
         fingerprint,
         uid: next_uid(),
+        usage: super::Usage::new(std::fs::metadata(&path).map_or(0, |m| m.len())),
     })
 }

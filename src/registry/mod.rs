@@ -17,7 +17,11 @@
 //! - Ensembles are kept beside the served models, not in their map (they
 //!   have no session and no scheduler); a name is one or the other. Their
 //!   own rules are in `ensemble`.
+//! - In on-demand mode a request's miss starts (or joins) its model's load,
+//!   and evicting is unpublishing: the same store and close as a swap, so a
+//!   version is freed with its last request. Its rules are in `demand`.
 
+mod demand;
 mod ensemble;
 mod lifecycle;
 mod load;
@@ -26,10 +30,11 @@ mod signature;
 pub(crate) mod state;
 mod warmup;
 
+pub(crate) use demand::{Demand, Usage, spawn_sweeper};
 pub(crate) use ensemble::{EnsembleVersions, LoadedEnsemble, step_label};
 pub(crate) use lifecycle::{load_at_start, spawn_polling};
 pub use load::LoadedVersion;
-pub use settings::{ControlMode, Defaults};
+pub use settings::{ControlMode, Defaults, DemandSettings};
 pub(crate) use state::{ModelState, VersionState};
 
 use crate::error::{Error, Result};
@@ -59,6 +64,11 @@ pub(crate) struct IndexEntry {
     /// `None` when the failure concerns the whole model (e.g. its config).
     pub(crate) version: Option<u64>,
     pub(crate) state: VersionState,
+    /// When the version last served (Unix milliseconds), kept after it
+    /// is evicted or unloaded; `None` before its first load.
+    pub(crate) last_used_ms: Option<u64>,
+    /// The version's measured memory cost in bytes, when known.
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 pub struct Registry {
@@ -79,6 +89,8 @@ pub struct Registry {
     overrides: Mutex<HashMap<String, Arc<str>>>,
     metrics: Metrics,
     defaults: Defaults,
+    /// On-demand loading and the memory budget (`demand`).
+    demand: Demand,
 }
 
 impl std::fmt::Debug for Registry {
@@ -105,9 +117,17 @@ impl Registry {
             loads: tokio::sync::Mutex::new(()),
             attempted: Mutex::new(HashMap::new()),
             overrides: Mutex::new(HashMap::new()),
+            demand: Demand::new(DemandSettings::default(), metrics.demand.clone()),
             metrics,
             defaults,
         }
+    }
+
+    /// The settings of on-demand mode (its budget, idle unloading, load
+    /// wait and pinned models); call before sharing the registry.
+    pub fn with_demand(mut self, settings: DemandSettings) -> Self {
+        self.demand = Demand::new(settings, self.metrics.demand.clone());
+        self
     }
 
     /// Names of every model of the repositories (those in two included:
@@ -205,6 +225,7 @@ impl Registry {
                 return Err(Error::Unavailable(conflict));
             }
         }
+        let probe = self.before_load(name).await;
         let previous = config.map(|config| {
             let mut overrides = self.overrides_lock();
             match config {
@@ -218,7 +239,8 @@ impl Registry {
         let started = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || this.load_blocking(&owned))
             .await
-            .map_err(|e| Error::internal(format!("model load task failed: {e}")))?;
+            .map_err(|e| Error::internal(format!("model load task failed: {e}")))?
+            .and_then(|loaded| self.measure(loaded, probe));
         let took = started.elapsed();
         match outcome {
             Ok(loaded) => {
@@ -239,6 +261,7 @@ impl Registry {
                         tracing::info!(model = name, version = v, provider = %lv.placement, instances = lv.instances, max_batch_size = lv.max_batch_size, took_ms = took.as_millis() as u64, "model version ready");
                     }
                 }
+                self.after_publish(name).await;
                 if self
                     .served
                     .load()
@@ -387,7 +410,7 @@ impl Registry {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&name)
                 .is_some_and(|last| *last == fingerprint);
-            if !unchanged {
+            if !unchanged && !self.defer_to_demand(&name, &fingerprint) {
                 let _ = self.load_internal(&name).await;
             }
         }
@@ -436,6 +459,8 @@ impl Registry {
             states.clear();
             states.insert(None, VersionState::Unloaded);
         }
+        drop(index);
+        self.refresh_demand_gauges();
         Ok(())
     }
 
@@ -449,6 +474,7 @@ impl Registry {
             None => model.versions.values().next_back().cloned(),
         });
         if let Some(found) = found {
+            found.usage.touch();
             return Ok(found);
         }
         let index = self.index_lock();
@@ -512,16 +538,20 @@ impl Registry {
                 }
             }
         }
-        index
+        let mut entries: Vec<IndexEntry> = index
             .into_iter()
             .flat_map(|(name, states)| {
                 states.into_iter().map(move |(version, state)| IndexEntry {
                     name: name.clone(),
                     version,
                     state,
+                    last_used_ms: None,
+                    memory_bytes: None,
                 })
             })
-            .collect()
+            .collect();
+        self.annotate(&mut entries);
+        entries
     }
 
     /// The models this server is meant to serve (every model it was asked

@@ -11,6 +11,11 @@ pub enum ControlMode {
     /// Every model (or those named) loads at start; the repository API
     /// changes the set.
     Explicit,
+    /// Every model of the repository is listed UNLOADED and loads on its
+    /// first request; the pinned ones load at start and stay. Under a
+    /// memory budget the least recently used idle versions are evicted
+    /// (`super::demand`). The repository API works as in `Explicit`.
+    OnDemand,
 }
 
 /// Server-wide settings that apply to every model.
@@ -28,4 +33,20 @@ pub struct Defaults {
     /// and a `config.pbtxt` must be complete (nothing is derived from the
     /// graph). False (the default): missing parts come from the graph.
     pub strict_model_config: bool,
+}
+
+/// The settings of `--model-control-mode on-demand` (see `super::demand`).
+#[derive(Debug, Clone, Default)]
+pub struct DemandSettings {
+    /// Bytes the loaded versions may cost together (their measured costs);
+    /// `None`: no budget.
+    pub budget: Option<u64>,
+    /// Versions unused this long are unloaded; `None`: never.
+    pub idle_unload: Option<std::time::Duration>,
+    /// The longest a request waits for the load it started or joined
+    /// before it is answered 503 with `Retry-After`; `None`: no bound.
+    pub load_wait: Option<std::time::Duration>,
+    /// Models loaded at start and never evicted (`--load-model`), beside
+    /// those whose config.toml says `pinned = true`.
+    pub pinned: Vec<String>,
 }

@@ -61,6 +61,10 @@ pub struct ModelConfig {
     /// response cache (when `--cache-size-bytes` gives it room).
     #[serde(default)]
     pub(crate) response_cache: bool,
+    /// In `--model-control-mode on-demand`: load this model at start and
+    /// never evict it (as naming it with `--load-model` does).
+    #[serde(default)]
+    pub(crate) pinned: bool,
     /// Per-output settings, `[outputs.<name>]`, by output name.
     #[serde(default, rename = "outputs")]
     pub(crate) output_settings: BTreeMap<String, OutputSettings>,

@@ -29,6 +29,8 @@ pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRo
             reason: e.state.reason().to_string(),
             name: e.name,
             version: e.version,
+            last_used_ms: e.last_used_ms,
+            memory_bytes: e.memory_bytes,
         })
         .collect();
     for name in registry.discover() {
@@ -38,6 +40,8 @@ pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRo
                 version: None,
                 state: ModelState::Unavailable.as_str(),
                 reason: "not loaded".into(),
+                last_used_ms: None,
+                memory_bytes: None,
             });
         }
     }

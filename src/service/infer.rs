@@ -43,7 +43,7 @@ pub(super) fn precheck(
 
 /// Checks, queues and runs one request.
 pub(super) async fn infer(
-    registry: &Registry,
+    registry: &Arc<Registry>,
     metrics: &Metrics,
     limits: &Limits,
     cache: Option<&ResponseCache>,
@@ -51,7 +51,16 @@ pub(super) async fn infer(
     protocol: Protocol,
 ) -> Result<InferResponse> {
     let started = Instant::now();
-    let mut version = match registry.resolve(&request.model, request.version) {
+    // On demand, a model that is not loaded loads now (or the request joins
+    // the load under way), waiting at most as long as the request may.
+    let wait = request
+        .timeout_us
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
+    let mut version = match registry
+        .resolve_or_load(&request.model, request.version, wait)
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             metrics.record_unrouted(&request.model, protocol.label(), e.outcome());
@@ -128,7 +137,7 @@ pub(super) async fn infer_pinned(
 /// `successor`: where to find the version that replaced a closed one
 /// (`None`: fail instead).
 async fn infer_on(
-    successor: Option<&Registry>,
+    successor: Option<&Arc<Registry>>,
     limits: &Limits,
     cache: Option<&ResponseCache>,
     version: &mut Arc<LoadedVersion>,
@@ -171,7 +180,17 @@ async fn infer_on(
                     return Err(rejected.error);
                 };
                 attempts += 1;
-                let fresh = registry.resolve(&model, wanted_version)?;
+                // On demand the version may have been evicted rather than
+                // swapped: then this loads it again.
+                let fresh = registry
+                    .resolve_or_load(
+                        &model,
+                        wanted_version,
+                        returned
+                            .deadline
+                            .map(|d| d.saturating_duration_since(Instant::now())),
+                    )
+                    .await?;
                 if attempts > 3 || Arc::ptr_eq(&fresh, version) {
                     return Err(rejected.error);
                 }

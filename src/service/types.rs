@@ -130,6 +130,11 @@ pub struct IndexRow {
     /// `READY`, `LOADING` or `UNAVAILABLE`.
     pub(crate) state: &'static str,
     pub(crate) reason: String,
+    /// When the version last served, in Unix milliseconds (on-demand
+    /// eviction goes by it); `None` when never loaded.
+    pub(crate) last_used_ms: Option<u64>,
+    /// The version's measured memory cost, when known.
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 /// A served version's effective configuration as Triton's `ModelConfig`:

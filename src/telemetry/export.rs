@@ -89,7 +89,6 @@ fn env(name: &str) -> Option<String> {
 /// `sluice`). Must be called inside the tokio runtime (the gRPC exporter's
 /// channel runs on it).
 pub fn init(config: &OtlpConfig) -> Result<Option<Exporter>, String> {
-    crate::net::tls::install_client_provider();
     let endpoint = config
         .endpoint
         .clone()

@@ -10,6 +10,7 @@ mod batching;
 mod binary;
 mod cache;
 mod classification;
+mod demand;
 mod ensemble;
 mod faults;
 mod gpu;

@@ -80,6 +80,12 @@ pub(crate) fn index_json(rows: Vec<IndexRow>) -> Value {
                 if let Some(version) = r.version {
                     super::set(&mut v, "version", Value::String(version.to_string()));
                 }
+                if let Some(ms) = r.last_used_ms {
+                    super::set(&mut v, "last_used_ms", Value::from(ms));
+                }
+                if let Some(bytes) = r.memory_bytes {
+                    super::set(&mut v, "memory_bytes", Value::from(bytes));
+                }
                 v
             })
             .collect(),
