@@ -29,7 +29,11 @@ pub(crate) async fn load_at_start(
     let names = if explicit {
         load_models.to_vec()
     } else {
-        registry.discover()
+        // Readable at start (`Repositories::new`); gone since: nothing to load.
+        registry.discover().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot list the models to load");
+            Vec::new()
+        })
     };
     let started = Instant::now();
     let mut failed = Vec::new();

@@ -131,13 +131,17 @@ impl Registry {
     }
 
     /// Names of every model of the repositories (those in two included:
-    /// their load reports the conflict).
-    pub(crate) fn discover(&self) -> Vec<String> {
+    /// their load reports the conflict); an error when a repository cannot
+    /// be read, since its models are then unknown.
+    pub(crate) fn discover(&self) -> std::result::Result<Vec<String>, String> {
         let scan = self.repos.scan();
+        if !scan.errors.is_empty() {
+            return Err(scan.errors.join("; "));
+        }
         let mut names: Vec<String> = scan.models.into_iter().map(|m| m.name).collect();
         names.extend(scan.conflicts.into_iter().map(|(name, _)| name));
         names.sort();
-        names
+        Ok(names)
     }
 
     /// Brings the local copies of remote repositories up to date (a no-op
@@ -368,7 +372,7 @@ impl Registry {
                     (m.name, fp)
                 })
                 .collect::<Vec<_>>();
-            (models, scan.conflicts, scan.complete)
+            (models, scan.conflicts, scan.errors.is_empty())
         })
         .await;
         let (models, conflicts, complete) = match scanned {

@@ -34,9 +34,9 @@ pub(crate) struct Scan {
     pub(crate) models: Vec<ModelDir>,
     /// Names found in more than one, with the error to report.
     pub(crate) conflicts: Vec<(String, String)>,
-    /// Whether every repository could be read: if not, a model that was
-    /// not seen may only be in one that could not, and is not "gone".
-    pub(crate) complete: bool,
+    /// Why a repository could not be read, one line each: a model that was
+    /// not seen may only be in one of them, and is not "gone".
+    pub(crate) errors: Vec<String>,
 }
 
 impl Repositories {
@@ -156,7 +156,7 @@ impl Repositories {
     /// Reads every repository's directory.
     pub(crate) fn scan(&self) -> Scan {
         let mut found: HashMap<String, Vec<(usize, ModelDir)>> = HashMap::new();
-        let mut complete = true;
+        let mut errors = Vec::new();
         for (i, repo) in self.repos.iter().enumerate() {
             match super::scan(&repo.root) {
                 Ok(models) => {
@@ -165,13 +165,16 @@ impl Repositories {
                     }
                 }
                 Err(e) => {
-                    complete = false;
                     tracing::warn!(repository = %repo.display, error = %e, "cannot scan the model repository; keeping what is served");
+                    errors.push(format!(
+                        "cannot read the model repository {}: {e}",
+                        repo.display
+                    ));
                 }
             }
         }
         let mut scan = Scan {
-            complete,
+            errors,
             ..Scan::default()
         };
         for (name, mut places) in found {

@@ -33,7 +33,7 @@ pub(super) fn index(registry: &Registry, ready_only: bool) -> Result<Vec<IndexRo
             memory_bytes: e.memory_bytes,
         })
         .collect();
-    for name in registry.discover() {
+    for name in registry.discover().map_err(Error::internal)? {
         if !rows.iter().any(|r| r.name == name) {
             rows.push(IndexRow {
                 name,

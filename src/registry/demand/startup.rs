@@ -20,7 +20,10 @@ pub(crate) async fn start(registry: &Arc<Registry>) -> Vec<String> {
     registry
         .sync(&|m: &str| named.iter().any(|p| p == m), true)
         .await;
-    let names = registry.discover();
+    let names = registry.discover().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot list the models for on-demand loading");
+        Vec::new()
+    });
     let mut pinned: Vec<String> = registry.demand.settings.pinned.clone();
     // Ensembles, and the ensembles with the models their steps run.
     let (mut ensembles, mut with_steps): (Vec<String>, Vec<String>) = Default::default();
