@@ -24,7 +24,9 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             .get::<BodyLimits>()
             .copied()
             .unwrap_or_default();
-        let headers = req.headers().clone();
+        // The JSON part's declared length, read before the request is
+        // consumed (no copy of the headers); checked against the body below.
+        let declared = header_length(req.headers(), usize::MAX);
         let read = tokio::time::timeout(limits.read_timeout, Bytes::from_request(req, state));
         let bytes = match read.await {
             Err(_) => {
@@ -49,8 +51,10 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         // JSON is the whole body, or with the binary extension its first
         // `Inference-Header-Content-Length` bytes (a bad value is the
         // decoder's to report, with the body it describes).
-        let json = match header_length(&headers, bytes.len()) {
+        let json = match declared {
             Ok(None) => &bytes[..],
+            // Longer than the body: `get` gives nothing to check, and the
+            // decoder reports it.
             Ok(Some(n)) => bytes.get(..n).unwrap_or_default(),
             Err(_) => &[],
         };

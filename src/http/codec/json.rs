@@ -476,7 +476,8 @@ pub fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Opti
 
 // === encoding ===
 
-/// Serialises packed tensor data as a flat JSON array.
+/// Serialises packed tensor data as a flat JSON array; serialising it
+/// directly writes the same text as through `serde_json::to_value`.
 pub struct DataJson<'a> {
     pub datatype: DataType,
     pub data: &'a TensorData,
@@ -520,9 +521,11 @@ impl Serialize for DataJson<'_> {
             DataType::Int16 => each!(i16, 2, |v| v),
             DataType::Int32 => each!(i32, 4, |v| v),
             DataType::Int64 => each!(i64, 8, |v| v),
-            DataType::Fp16 => each!(f16, 2, |v: f16| finite(v.to_f32())),
-            DataType::Bf16 => each!(bf16, 2, |v: bf16| finite(v.to_f32())),
-            DataType::Fp32 => each!(f32, 4, finite),
+            // Narrow floats go out as the f64 of their value (what a
+            // `serde_json::Value` holds, and so what answers always read).
+            DataType::Fp16 => each!(f16, 2, |v: f16| finite(v.to_f32()).map(f64::from)),
+            DataType::Bf16 => each!(bf16, 2, |v: bf16| finite(v.to_f32()).map(f64::from)),
+            DataType::Fp32 => each!(f32, 4, |v: f32| finite(v).map(f64::from)),
             DataType::Fp64 => each!(f64, 8, |v: f64| if v.is_finite() { Some(v) } else { None }),
             DataType::Bytes => {}
         }
