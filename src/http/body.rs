@@ -65,21 +65,37 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 /// Refuses JSON nested deeper than `max` arrays/objects, in one pass and
 /// before any parsing, so no parser recursion depends on the client.
+/// Bytes that cannot change the depth (digits, commas, string contents) are
+/// skipped by a tight search, so long numeric arrays cost little.
 pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    // Bytes that matter outside a string, and inside one.
+    let structure = |b: &u8| matches!(b, b'"' | b'[' | b']' | b'{' | b'}');
+    let in_string = |b: &u8| matches!(b, b'"' | b'\\');
+    let mut depth = 0usize;
+    let mut rest = json;
+    loop {
+        let Some(at) = rest.iter().position(structure) else {
+            return Ok(());
+        };
+        match rest.get(at) {
+            Some(b'"') => {
+                // Skip the string: to its closing quote, stepping over escapes.
+                let mut i = at + 1;
+                loop {
+                    let Some(off) = rest.get(i..).and_then(|r| r.iter().position(in_string)) else {
+                        return Ok(());
+                    };
+                    i += off;
+                    if rest.get(i) == Some(&b'\\') {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
+                rest = rest.get(i + 1..).unwrap_or_default();
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
+            Some(b'[' | b'{') => {
                 depth += 1;
                 if depth > max {
                     return Err(Error::invalid(format!(
@@ -87,11 +103,10 @@ pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
                     )));
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => depth = depth.saturating_sub(1),
         }
+        rest = rest.get(at + 1..).unwrap_or_default();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -107,5 +122,43 @@ mod tests {
         let deep = "[".repeat(10_000);
         let err = check_json_depth(deep.as_bytes(), 64).unwrap_err();
         assert!(err.to_string().contains("deeper than 64"), "{err}");
+    }
+
+    /// The byte-by-byte check this one replaced, as the reference.
+    fn depth_reference(json: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in json {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn depth_check_agrees_with_the_byte_loop(
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\,1a ".to_vec()), 0..64),
+            max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(check_json_depth(&text, max).is_ok(), depth_reference(&text, max));
+        }
     }
 }

@@ -182,25 +182,40 @@ fn numbers_fast(data: &str, sink: &mut Sink<'_>) -> Option<()> {
                 (value, close, comma) = (true, false, false);
             }
             b'-' | b'0'..=b'9' if value => {
-                let (end, integral) = number_end(b, i)?;
-                let token = data.get(i..end)?;
+                // `data` is a `RawValue`, which serde_json has already
+                // checked is JSON, so this is a well-formed JSON number:
+                // digits are all an integer has, and a fraction or an
+                // exponent makes it a float, as serde_json classes them.
+                let rest = b.get(i..)?;
+                let sign = usize::from(rest.first() == Some(&b'-'));
+                let digits = rest
+                    .get(sign..)?
+                    .iter()
+                    .position(|c| !c.is_ascii_digit())
+                    .map_or(rest.len(), |p| p + sign);
                 sink.admit::<Defer>().ok()?;
-                if integral {
-                    let v = if token.starts_with('-') {
+                if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+                    let (v, len): (f64, usize) = fast_float2::parse_partial(rest).ok()?;
+                    if !v.is_finite() {
+                        return None;
+                    }
+                    sink.float::<Defer>(v, format_args!("{v}")).ok()?;
+                    i += len;
+                } else {
+                    let token = data.get(i..i + digits)?;
+                    // A leading zero is not JSON: not ours to accept.
+                    if token.len() > sign + 1 && token.as_bytes().get(sign) == Some(&b'0') {
+                        return None;
+                    }
+                    let v = if sign == 1 {
                         // serde_json reads `-0` as the float -0.0.
                         i128::from(token.parse::<i64>().ok().filter(|&v| v != 0)?)
                     } else {
                         i128::from(token.parse::<u64>().ok()?)
                     };
                     sink.int::<Defer>(v, format_args!("{token}")).ok()?;
-                } else {
-                    let v: f64 = fast_float2::parse(token).ok()?;
-                    if !v.is_finite() {
-                        return None;
-                    }
-                    sink.float::<Defer>(v, format_args!("{token}")).ok()?;
+                    i += digits;
                 }
-                i = end;
                 (value, close, comma) = (false, true, true);
             }
             _ => return None,
@@ -208,54 +223,6 @@ fn numbers_fast(data: &str, sink: &mut Sink<'_>) -> Option<()> {
     }
     ws(&mut i);
     (i == b.len()).then_some(())
-}
-
-/// The end of the JSON number starting at `start`
-/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`), and whether it is
-/// integral (no fraction, no exponent); `None` if it is not a JSON number.
-fn number_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
-    let digits = |i: &mut usize| -> bool {
-        let from = *i;
-        while b.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i > from
-    };
-    let mut i = start;
-    if b.get(i) == Some(&b'-') {
-        i += 1;
-    }
-    match b.get(i) {
-        Some(b'0') => {
-            i += 1;
-            if b.get(i).is_some_and(u8::is_ascii_digit) {
-                return None;
-            }
-        }
-        Some(b'1'..=b'9') => {
-            digits(&mut i);
-        }
-        _ => return None,
-    }
-    let mut integral = true;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        if !digits(&mut i) {
-            return None;
-        }
-        integral = false;
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if !digits(&mut i) {
-            return None;
-        }
-        integral = false;
-    }
-    Some((i, integral))
 }
 
 /// The fast path's error: "hand this input to the serde path".
