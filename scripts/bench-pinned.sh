@@ -38,6 +38,7 @@
 #   SKIP_BUILD=1  use the binaries already built    OUTPUT  summary JSON path
 #   SLUICE_BIN    the server binary to measure (default target/$PROFILE/sluice),
 #                 e.g. a copy built from an earlier commit, for before/after
+#   RAW_BIN       the raw-ORT runner (default: the `compare` bench, built)
 #   SMOKE=1       a check that the script works, not a measurement: debug
 #                 builds, c=16, 1 s per step, iris only, RAW_SECS 0.3
 set -Eeuo pipefail
@@ -92,7 +93,7 @@ fi
 # The raw-ORT runner is the `compare` bench binary (`cargo bench` builds it
 # in the bench profile, `cargo test` in the debug one); find its path.
 if [[ "$PROFILE" == release ]]; then build_bench=(cargo bench --no-run); else build_bench=(cargo test --no-run); fi
-RAW_BIN="$(timeout 1800 "${build_bench[@]}" --locked --bench compare --message-format=json 2>/dev/null |
+[[ -n "${RAW_BIN:-}" ]] || RAW_BIN="$(timeout 1800 "${build_bench[@]}" --locked --bench compare --message-format=json 2>/dev/null |
     "$PYTHON" -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
