@@ -66,11 +66,28 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 /// Refuses JSON nested deeper than `max` arrays/objects, in one pass and
 /// before any parsing, so no parser recursion depends on the client.
 /// Bytes that cannot change the depth (digits, commas, string contents) are
-/// skipped by a tight search, so long numeric arrays cost little.
+/// skipped by a table search, so long numeric arrays cost little.
 pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
+    /// A byte set as a lookup table: callgrind counts fewer instructions
+    /// per skipped byte than for a `matches!` of five bytes.
+    const fn table(bytes: &[u8]) -> [bool; 256] {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < bytes.len() {
+            // `as usize` of a u8 is below 256: `get_mut` is not const.
+            #[allow(clippy::indexing_slicing)]
+            {
+                t[bytes[i] as usize] = true;
+            }
+            i += 1;
+        }
+        t
+    }
     // Bytes that matter outside a string, and inside one.
-    let structure = |b: &u8| matches!(b, b'"' | b'[' | b']' | b'{' | b'}');
-    let in_string = |b: &u8| matches!(b, b'"' | b'\\');
+    static STRUCTURE: [bool; 256] = table(b"\"[]{}");
+    static IN_STRING: [bool; 256] = table(b"\"\\");
+    let structure = |b: &u8| STRUCTURE.get(usize::from(*b)).copied().unwrap_or(false);
+    let in_string = |b: &u8| IN_STRING.get(usize::from(*b)).copied().unwrap_or(false);
     let mut depth = 0usize;
     let mut rest = json;
     loop {
