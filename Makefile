@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit conformance validate-deploy docs-check test-prometheus bench bench-compare bench-peers models fuzz fuzz-api clean-setup
+.PHONY: all setup build run test lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus bench bench-compare bench-pinned bench-peers models fuzz fuzz-api clean-setup
 
 all: build
 
@@ -24,7 +24,7 @@ run: build
 	./target/release/sluice serve --model-repository models --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT)
 
 ## test: every check and every test (what CI runs)
-test: setup lint unit conformance validate-deploy docs-check test-prometheus supply-chain
+test: setup lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus supply-chain
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -36,6 +36,12 @@ lint:
 unit: setup
 	scripts/setup-stores.sh
 	SLUICE_STORES_REQUIRED=1 $(CARGO) test --workspace --locked
+
+## bench-pinned-smoke: `make bench-pinned` for about a second per protocol on debug builds,
+## checking only that it runs and that its summary parses (no speed is checked)
+bench-pinned-smoke: setup
+	@out="$$(mktemp)"; trap 'rm -f "$$out"' EXIT; \
+	SMOKE=1 OUTPUT="$$out" scripts/bench-pinned.sh && scripts/bench-pinned-report.py --check "$$out"
 
 conformance: setup
 	@if [ -x tests/conformance/run.sh ]; then \
@@ -77,6 +83,12 @@ bench: setup
 ## bench-compare: server against raw ONNX Runtime, batching on against off, in one run
 bench-compare: build
 	scripts/bench-compare.sh
+
+## bench-pinned: the server and the generator on separate cores (SERVER_CORES, LOAD_CORES):
+## server CPU per request against the echo floor, rows/s against raw ONNX Runtime on the
+## same cores, iris and dense over REST JSON, REST binary and gRPC; see docs/benchmarks.md
+bench-pinned: setup
+	scripts/bench-pinned.sh
 
 ## bench-peers: Sluice against MLServer and the KServe Python server (not in make test)
 bench-peers: build

@@ -5,7 +5,12 @@
 //! cargo bench --bench compare -- iris        # p50 of one iris request vs session.run
 //! cargo bench --bench compare -- swap        # steady load vs the same load during repeated hot swaps
 //! cargo bench --bench compare -- batching    # dense model (REST binary), concurrency sweep, batching on/off, vs raw
+//! cargo bench --bench compare -- raw         # raw rows/s of iris and dense per batch size, one session per core
 //! ```
+//!
+//! `raw` is what `scripts/bench-pinned.sh` runs under `taskset` on the
+//! server's cores; it prints one `raw model=… batch=… sessions=… rows_per_s=…`
+//! line per point (`RAW_SECS` per point, default 2).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use bytes::Bytes;
@@ -226,21 +231,26 @@ async fn closed_loop(
 }
 
 /// Raw ONNX Runtime: `threads` sessions (one per thread, intra 1), each
-/// running batches of `batch` rows for `secs`. Returns rows/s.
+/// running batches of `batch` rows of the dense model for `secs`. Returns rows/s.
 fn raw_throughput(model: &Path, batch: usize, threads: usize, secs: f64) -> f64 {
+    raw_rows_per_s(model, 512, batch, threads, secs)
+}
+
+/// Raw ONNX Runtime on a model with one FP32 input `input` of `[-1, width]`.
+fn raw_rows_per_s(model: &Path, width: usize, batch: usize, threads: usize, secs: f64) -> f64 {
     let rows = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (model, rows) = (model.to_path_buf(), rows.clone());
             std::thread::spawn(move || {
                 let mut instance = raw_instance(&model);
-                let data = fp32(&vec![0.5; batch * 512]);
+                let data = fp32(&vec![0.5; batch * width]);
                 let started = Instant::now();
                 while started.elapsed().as_secs_f64() < secs {
                     let input = [BatchInput {
                         name: "input",
                         datatype: DataType::Fp32,
-                        shape: vec![batch, 512],
+                        shape: vec![batch, width],
                         parts: vec![&data],
                     }];
                     instance.run(&input, &[0]).unwrap();
@@ -399,6 +409,23 @@ async fn swap() {
     drop(server.stop);
 }
 
+/// Raw rows/s of iris and dense at each batch size, one session per core
+/// this process may run on (so `taskset` decides), one line per point.
+fn raw() {
+    let secs = std::env::var("RAW_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(2.0);
+    let sessions = std::thread::available_parallelism().map_or(1, usize::from);
+    for (model, width) in [("iris", 4), ("dense", 512)] {
+        let path = root().join(format!("models/{model}/1/model.onnx"));
+        for batch in [1, 8, 32, 64] {
+            let r = raw_rows_per_s(&path, width, batch, sessions, secs);
+            println!("raw model={model} batch={batch} sessions={sessions} rows_per_s={r:.0}");
+        }
+    }
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -409,6 +436,7 @@ fn main() {
         "iris" => rt.block_on(iris()),
         "batching" => rt.block_on(batching()),
         "swap" => rt.block_on(swap()),
-        other => eprintln!("unknown scenario {other}; use iris or batching"),
+        "raw" => raw(),
+        other => eprintln!("unknown scenario {other}; use iris, batching, swap or raw"),
     }
 }

@@ -92,6 +92,10 @@ pub struct Cli {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Report the CPU time per request of process PID (the server under
+    /// test, on this machine) for each step, from `/proc/PID/stat`.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// Serve a trivial KServe v2 REST endpoint on ADDR (overhead measurement).
     #[arg(long, hide = true, value_name = "ADDR")]
     pub serve_echo: Option<String>,
@@ -157,6 +161,7 @@ impl Cli {
             grpc_connections: self.grpc_connections,
             validate: !self.no_validate,
             quiet: self.quiet,
+            server_pid: self.server_pid,
         })
     }
 }

@@ -24,6 +24,7 @@
 pub mod binary;
 pub mod cli;
 pub mod client;
+pub mod cpu;
 pub mod echo;
 pub mod engine;
 pub mod hpa;
@@ -117,6 +118,9 @@ pub struct RunConfig {
     pub validate: bool,
     /// No progress lines on stderr.
     pub quiet: bool,
+    /// Report this process's CPU time per request for each step (the
+    /// server under test, on the same machine; Linux `/proc`).
+    pub server_pid: Option<u32>,
 }
 
 impl Default for RunConfig {
@@ -141,6 +145,7 @@ impl Default for RunConfig {
             grpc_connections: 4,
             validate: true,
             quiet: false,
+            server_pid: None,
         }
     }
 }
@@ -227,7 +232,12 @@ pub async fn run(config: RunConfig) -> Result<Vec<RunResult>> {
             duration: config.duration,
             max_requests: config.max_requests,
         };
+        let cpu_before = config.server_pid.map(cpu::process_cpu).transpose()?;
         let m = step(&target, mode, level, &config, limits, progress("")).await?;
+        let server_cpu = match (config.server_pid, cpu_before) {
+            (Some(pid), Some(before)) => Some(cpu::process_cpu(pid)?.saturating_sub(before)),
+            _ => None,
+        };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let label = RunLabel {
             mode,
@@ -238,7 +248,9 @@ pub async fn run(config: RunConfig) -> Result<Vec<RunResult>> {
             concurrency: (mode == Mode::Concurrency).then_some(level as u64),
             rate: (mode == Mode::Rate).then_some(level),
         };
-        results.push(RunResult::new(label, &m.stats, m.elapsed));
+        let mut result = RunResult::new(label, &m.stats, m.elapsed);
+        result.set_server_cpu(server_cpu);
+        results.push(result);
     }
     Ok(results)
 }

@@ -431,6 +431,7 @@ mod tests {
                 p99: p50 * 3,
                 ..Default::default()
             },
+            server_cpu_us_per_request: None,
         };
         // Past saturation throughput falls as load grows: the points keep
         // the load order, each labelled with its concurrency.

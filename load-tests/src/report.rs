@@ -97,6 +97,7 @@ mod tests {
                 p50: 1234,
                 ..Default::default()
             },
+            server_cpu_us_per_request: None,
         };
         let t = table(std::slice::from_ref(&r));
         assert!(

@@ -108,6 +108,11 @@ pub struct RunResult {
     pub throughput_rows_per_s: f64,
     /// Latency of successful requests (open loop: from the intended send time).
     pub latency_us: LatencySummary,
+    /// With `--server-pid`: the server process's CPU time (user + system)
+    /// over the measured step divided by the requests completed in it, in
+    /// microseconds (10 ms tick resolution over the whole step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_request: Option<f64>,
 }
 
 /// Mutable accumulator for one run.
@@ -243,7 +248,18 @@ impl RunResult {
             throughput_rps: rps,
             throughput_rows_per_s: rows,
             latency_us: stats.latency(),
+            server_cpu_us_per_request: None,
         }
+    }
+
+    /// Records the server's CPU time over the step as a per-request figure.
+    pub fn set_server_cpu(&mut self, cpu: Option<Duration>) {
+        let done = self.ok + self.error_count;
+        #[allow(clippy::cast_precision_loss)]
+        let per = cpu
+            .filter(|_| done > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / done as f64);
+        self.server_cpu_us_per_request = per;
     }
 }
 

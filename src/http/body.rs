@@ -24,7 +24,9 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             .get::<BodyLimits>()
             .copied()
             .unwrap_or_default();
-        let headers = req.headers().clone();
+        // The JSON part's declared length, read before the request is
+        // consumed (no copy of the headers); checked against the body below.
+        let declared = header_length(req.headers(), usize::MAX);
         let read = tokio::time::timeout(limits.read_timeout, Bytes::from_request(req, state));
         let bytes = match read.await {
             Err(_) => {
@@ -49,8 +51,10 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         // JSON is the whole body, or with the binary extension its first
         // `Inference-Header-Content-Length` bytes (a bad value is the
         // decoder's to report, with the body it describes).
-        let json = match header_length(&headers, bytes.len()) {
+        let json = match declared {
             Ok(None) => &bytes[..],
+            // Longer than the body: `get` gives nothing to check, and the
+            // decoder reports it.
             Ok(Some(n)) => bytes.get(..n).unwrap_or_default(),
             Err(_) => &[],
         };
@@ -61,21 +65,54 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 
 /// Refuses JSON nested deeper than `max` arrays/objects, in one pass and
 /// before any parsing, so no parser recursion depends on the client.
+/// Bytes that cannot change the depth (digits, commas, string contents) are
+/// skipped by a table search, so long numeric arrays cost little.
 pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    /// A byte set as a lookup table: callgrind counts fewer instructions
+    /// per skipped byte than for a `matches!` of five bytes.
+    const fn table(bytes: &[u8]) -> [bool; 256] {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < bytes.len() {
+            // `as usize` of a u8 is below 256: `get_mut` is not const.
+            #[allow(clippy::indexing_slicing)]
+            {
+                t[bytes[i] as usize] = true;
             }
-            continue;
+            i += 1;
         }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
+        t
+    }
+    // Bytes that matter outside a string, and inside one.
+    static STRUCTURE: [bool; 256] = table(b"\"[]{}");
+    static IN_STRING: [bool; 256] = table(b"\"\\");
+    let structure = |b: &u8| STRUCTURE.get(usize::from(*b)).copied().unwrap_or(false);
+    let in_string = |b: &u8| IN_STRING.get(usize::from(*b)).copied().unwrap_or(false);
+    let mut depth = 0usize;
+    let mut rest = json;
+    loop {
+        let Some(at) = rest.iter().position(structure) else {
+            return Ok(());
+        };
+        match rest.get(at) {
+            Some(b'"') => {
+                // Skip the string: to its closing quote, stepping over escapes.
+                let mut i = at + 1;
+                loop {
+                    let Some(off) = rest.get(i..).and_then(|r| r.iter().position(in_string)) else {
+                        return Ok(());
+                    };
+                    i += off;
+                    if rest.get(i) == Some(&b'\\') {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
+                rest = rest.get(i + 1..).unwrap_or_default();
+                continue;
+            }
+            Some(b'[' | b'{') => {
                 depth += 1;
                 if depth > max {
                     return Err(Error::invalid(format!(
@@ -83,11 +120,10 @@ pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
                     )));
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            _ => depth = depth.saturating_sub(1),
         }
+        rest = rest.get(at + 1..).unwrap_or_default();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -103,5 +139,43 @@ mod tests {
         let deep = "[".repeat(10_000);
         let err = check_json_depth(deep.as_bytes(), 64).unwrap_err();
         assert!(err.to_string().contains("deeper than 64"), "{err}");
+    }
+
+    /// The byte-by-byte check this one replaced, as the reference.
+    fn depth_reference(json: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in json {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn depth_check_agrees_with_the_byte_loop(
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\,1a ".to_vec()), 0..64),
+            max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(check_json_depth(&text, max).is_ok(), depth_reference(&text, max));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! call the service, encode.
 
 use super::body::Body;
+use super::codec::binary::HEADER_LENGTH;
 use super::codec::describe::{metadata_json, stats_json};
 use super::codec::{decode_request, encode_response};
 use super::error::ApiError;
@@ -126,6 +127,16 @@ pub(super) async fn infer_v(
     infer_common(s, model, Some(version), request).await
 }
 
+/// The request's `Inference-Header-Content-Length`, alone in a header map
+/// (empty, so no allocation, for JSON requests).
+fn binary_header(headers: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let mut only = axum::http::HeaderMap::new();
+    if let Some(v) = headers.get(HEADER_LENGTH) {
+        only.insert(HEADER_LENGTH, v.clone());
+    }
+    only
+}
+
 /// Bodies at least this large are decoded on the blocking pool, so a burst of
 /// big JSON bodies cannot stall the async threads that answer everyone else.
 const DECODE_OFF_RUNTIME: usize = 256 << 10;
@@ -143,7 +154,8 @@ async fn infer_common(
     }
     let span = telemetry::request_span("http", &model, request.headers());
     let work = async move {
-        let headers = request.headers().clone();
+        // The decoder needs one header, not a copy of them all.
+        let headers = binary_header(request.headers());
         let Body(body) = Body::from_request(request, &()).await?;
         let max_elements = s.service.limits().max_tensor_elements;
         let decode = telemetry::phase_span(Phase::Decode);

@@ -6,14 +6,12 @@ use super::binary::{HEADER_LENGTH, binary_size, header_length};
 use super::json::{self, DataJson, RequestJson};
 use crate::error::{Error, Result};
 use crate::service::{InferRequest, InferResponse};
-use crate::tensor::{
-    RunOutput, Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype,
-};
+use crate::tensor::{Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype};
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// Which outputs leave as binary.
 #[derive(Debug, Clone, Default)]
@@ -158,22 +156,47 @@ fn decode(
 // === responses ===
 
 /// Encodes a response: plain JSON when no output is binary, else the JSON
-/// header followed by the binary outputs.
+/// header followed by the binary outputs. The JSON is written straight from
+/// the response (no `Value` tree), with the text a `Value` tree gave before:
+/// keys in sorted order, floats as the f64 of their value.
 pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
     let mut blobs: Vec<Bytes> = Vec::new();
-    let outputs: Vec<Value> = response
+    let outputs: Vec<OutputJson<'_>> = response
         .outputs
         .iter()
-        .map(|(name, out)| output_json(name, out, format.binary(name), &mut blobs))
+        .map(|(name, out)| {
+            let (data, parameters) = if format.binary(name) {
+                let blob = encode_raw(&out.data);
+                let size = blob.len();
+                blobs.push(blob);
+                (
+                    None,
+                    Some(BinarySize {
+                        binary_data_size: size,
+                    }),
+                )
+            } else {
+                let data = DataJson {
+                    datatype: out.datatype,
+                    data: &out.data,
+                };
+                (Some(data), None)
+            };
+            OutputJson {
+                data,
+                datatype: out.datatype.as_str(),
+                name,
+                parameters,
+                shape: &out.shape,
+            }
+        })
         .collect();
-    let mut head = json!({
-        "model_name": response.model,
-        "model_version": response.version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = &response.id {
-        super::set(&mut head, "id", Value::String(id.clone()));
-    }
+    let head = ResponseJson {
+        id: response.id.as_deref(),
+        model_name: &response.model,
+        model_version: response.version,
+        outputs,
+    };
     if blobs.is_empty() {
         return Json(head).into_response();
     }
@@ -200,30 +223,141 @@ pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Respo
         .into_response()
 }
 
-fn output_json(name: &str, out: &RunOutput, binary: bool, blobs: &mut Vec<Bytes>) -> Value {
-    let mut v = json!({
-        "name": name,
-        "datatype": out.datatype.as_str(),
-        "shape": out.shape,
-    });
-    if binary {
-        let blob = encode_raw(&out.data);
-        super::set(
-            &mut v,
-            "parameters",
-            json!({"binary_data_size": blob.len()}),
-        );
-        blobs.push(blob);
-    } else {
-        super::set(
-            &mut v,
-            "data",
-            serde_json::to_value(DataJson {
-                datatype: out.datatype,
-                data: &out.data,
+/// A response's JSON (or JSON header). Fields are declared in sorted order:
+/// the order a `serde_json::Value` object (a sorted map) wrote them in.
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    model_name: &'a str,
+    #[serde(serialize_with = "as_string")]
+    model_version: u64,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+/// One output, fields in sorted order as in [`ResponseJson`].
+#[derive(Serialize)]
+struct OutputJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataJson<'a>>,
+    datatype: &'static str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    shape: &'a [usize],
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// The model version as the protocol writes it: a string.
+fn as_string<S: serde::Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{DataType, RunOutput, TensorData};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// The encoder as it was (a `serde_json::Value` tree), kept as the
+    /// reference for the text the typed encoder must write.
+    fn head_as_value(response: &InferResponse, format: &OutputFormat) -> Vec<u8> {
+        let outputs: Vec<Value> = response
+            .outputs
+            .iter()
+            .map(|(name, out)| {
+                let mut v =
+                    json!({"name": name, "datatype": out.datatype.as_str(), "shape": out.shape});
+                let map = v.as_object_mut().unwrap();
+                if format.binary(name) {
+                    let size = encode_raw(&out.data).len();
+                    map.insert("parameters".into(), json!({"binary_data_size": size}));
+                } else {
+                    let data = DataJson {
+                        datatype: out.datatype,
+                        data: &out.data,
+                    };
+                    map.insert("data".into(), serde_json::to_value(data).unwrap());
+                }
+                v
             })
-            .unwrap_or(Value::Null),
-        );
+            .collect();
+        let mut head = json!({
+            "model_name": response.model,
+            "model_version": response.version.to_string(),
+            "outputs": outputs,
+        });
+        if let Some(id) = &response.id {
+            head.as_object_mut()
+                .unwrap()
+                .insert("id".into(), Value::String(id.clone()));
+        }
+        serde_json::to_vec(&head).unwrap()
     }
-    v
+
+    async fn head_now(response: &InferResponse, format: &OutputFormat) -> Vec<u8> {
+        let r = encode_response(response, format);
+        let len = r
+            .headers()
+            .get(HEADER_LENGTH)
+            .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        body[..len.unwrap_or(body.len())].to_vec()
+    }
+
+    fn fixed(datatype: DataType, shape: Vec<usize>, bytes: Vec<u8>) -> RunOutput {
+        RunOutput {
+            datatype,
+            shape,
+            data: TensorData::Fixed(Bytes::from(bytes)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The typed encoder writes byte for byte what the `Value` tree wrote,
+        /// for every datatype, with and without an id, JSON or binary.
+        #[test]
+        fn typed_encoder_writes_what_the_value_tree_wrote(
+            f32s in prop::collection::vec(any::<u32>(), 0..8),
+            f64s in prop::collection::vec(any::<u64>(), 0..8),
+            halves in prop::collection::vec(any::<u16>(), 0..8),
+            ints in prop::collection::vec(any::<u8>(), 0..16),
+            id in prop::option::of("[a-z0-9\"\\\\é]{0,8}"),
+            binary in any::<bool>(),
+        ) {
+            let f32b: Vec<u8> = f32s.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let f64b: Vec<u8> = f64s.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let hb: Vec<u8> = halves.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let mut outputs = vec![
+                ("probabilities".to_string(), fixed(DataType::Fp32, vec![f32s.len()], f32b)),
+                ("d".to_string(), fixed(DataType::Fp64, vec![1, f64s.len()], f64b)),
+                ("h".to_string(), fixed(DataType::Fp16, vec![halves.len()], hb.clone())),
+                ("b".to_string(), fixed(DataType::Bf16, vec![halves.len()], hb)),
+                ("u8".to_string(), fixed(DataType::Uint8, vec![ints.len()], ints.clone())),
+                ("flags".to_string(), fixed(DataType::Bool, vec![ints.len()], ints.iter().map(|v| v & 1).collect())),
+                ("s".to_string(), RunOutput {
+                    datatype: DataType::Bytes,
+                    shape: vec![2],
+                    data: TensorData::Bytes(vec![Bytes::from_static(b"setosa"), Bytes::from(ints.clone())]),
+                }),
+            ];
+            let whole = ints.len() / 8 * 8;
+            outputs.push(("i64".to_string(), fixed(DataType::Int64, vec![whole / 8], ints[..whole].to_vec())));
+            let response = InferResponse { model: "iris".into(), version: 3, id, outputs };
+            let format = OutputFormat { all: binary, each: vec![("h".into(), !binary)] };
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let now = rt.block_on(head_now(&response, &format));
+            let before = head_as_value(&response, &format);
+            prop_assert_eq!(String::from_utf8_lossy(&now), String::from_utf8_lossy(&before));
+        }
+    }
 }

@@ -71,13 +71,13 @@ pub fn decode_input(input: &InputJson<'_>, max_elements: usize) -> Result<Tensor
         fixed: Vec::with_capacity(datatype.size().map_or(0, |s| s * reserve)),
         strings: Vec::new(),
     };
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    (&mut sink).deserialize(&mut de).map_err(|e| {
-        let msg = e.to_string();
-        // serde_json appends " at line L column C"; our messages stand alone.
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        Error::InvalidArgument(msg)
-    })?;
+    if !fast_enabled() || numbers_fast(raw.get(), &mut sink).is_none() {
+        // Not plain numeric arrays whose every element fits: the serde
+        // path below decides, giving today's answer or today's message.
+        sink.seen = 0;
+        sink.fixed.clear();
+        serde_path(raw.get(), &mut sink)?;
+    }
     if sink.seen != count {
         return Err(Error::invalid(format!(
             "input '{name}': shape {} needs {count} elements, got {}",
@@ -95,6 +95,152 @@ pub fn decode_input(input: &InputJson<'_>, max_elements: usize) -> Result<Tensor
         shape,
         data,
     })
+}
+
+#[cfg(not(test))]
+fn fast_enabled() -> bool {
+    true
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether [`decode_input`] tries [`numbers_fast`] first: always, except
+    /// in the tests that compare it with the serde path alone.
+    static FAST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+#[cfg(test)]
+fn fast_enabled() -> bool {
+    FAST.with(std::cell::Cell::get)
+}
+
+/// Decodes `data` with serde_json's visitor: every datatype, every shape of
+/// JSON, and the error messages.
+fn serde_path(data: &str, sink: &mut Sink<'_>) -> Result<()> {
+    let mut de = serde_json::Deserializer::from_str(data);
+    sink.deserialize(&mut de).map_err(|e| {
+        let msg = e.to_string();
+        // serde_json appends " at line L column C"; our messages stand alone.
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        Error::InvalidArgument(msg)
+    })
+}
+
+/// The fast path: numeric data as JSON arrays (flat or nested) of plain
+/// numbers, parsed with `fast-float2` (correctly rounded, as serde_json's
+/// `float_roundtrip` parser is) straight into `sink`, through the same
+/// per-element conversions as the serde path ([`Sink::int`],
+/// [`Sink::float`]). Returns `None` at the first thing it does not handle
+/// (BOOL or BYTES data, a string, `null`, an object, malformed JSON, an
+/// integer beyond 64 bits, `-0`, a float that overflows, an element that
+/// does not fit the datatype, too many elements, deep nesting), and the
+/// caller reruns the serde path, which answers exactly as before.
+fn numbers_fast(data: &str, sink: &mut Sink<'_>) -> Option<()> {
+    const MAX_DEPTH: usize = 64;
+    if matches!(sink.datatype, DataType::Bool | DataType::Bytes) {
+        return None;
+    }
+    let b = data.as_bytes();
+    let ws = |i: &mut usize| {
+        while b
+            .get(*i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            *i += 1;
+        }
+    };
+    let mut i = 0;
+    ws(&mut i);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    // What may come next: a value (after `[` or `,`), `]` (after `[` or a
+    // value), `,` (after a value).
+    let (mut value, mut close, mut comma) = (true, false, false);
+    let mut depth = 0usize;
+    loop {
+        ws(&mut i);
+        match *b.get(i)? {
+            b'[' if value => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                i += 1;
+                (value, close, comma) = (true, true, false);
+            }
+            b']' if close => {
+                depth -= 1;
+                i += 1;
+                (value, close, comma) = (false, true, true);
+                if depth == 0 {
+                    break;
+                }
+            }
+            b',' if comma => {
+                i += 1;
+                (value, close, comma) = (true, false, false);
+            }
+            b'-' | b'0'..=b'9' if value => {
+                // `data` is a `RawValue`, which serde_json has already
+                // checked is JSON, so this is a well-formed JSON number:
+                // digits are all an integer has, and a fraction or an
+                // exponent makes it a float, as serde_json classes them.
+                let rest = b.get(i..)?;
+                let sign = usize::from(rest.first() == Some(&b'-'));
+                let digits = rest
+                    .get(sign..)?
+                    .iter()
+                    .position(|c| !c.is_ascii_digit())
+                    .map_or(rest.len(), |p| p + sign);
+                sink.admit::<Defer>().ok()?;
+                if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+                    let (v, len): (f64, usize) = fast_float2::parse_partial(rest).ok()?;
+                    if !v.is_finite() {
+                        return None;
+                    }
+                    sink.float::<Defer>(v, format_args!("{v}")).ok()?;
+                    i += len;
+                } else {
+                    let token = data.get(i..i + digits)?;
+                    // A leading zero is not JSON: not ours to accept.
+                    if token.len() > sign + 1 && token.as_bytes().get(sign) == Some(&b'0') {
+                        return None;
+                    }
+                    let v = if sign == 1 {
+                        // serde_json reads `-0` as the float -0.0.
+                        i128::from(token.parse::<i64>().ok().filter(|&v| v != 0)?)
+                    } else {
+                        i128::from(token.parse::<u64>().ok()?)
+                    };
+                    sink.int::<Defer>(v, format_args!("{token}")).ok()?;
+                    i += digits;
+                }
+                (value, close, comma) = (false, true, true);
+            }
+            _ => return None,
+        }
+    }
+    ws(&mut i);
+    (i == b.len()).then_some(())
+}
+
+/// The fast path's error: "hand this input to the serde path".
+#[derive(Debug)]
+struct Defer;
+
+impl fmt::Display for Defer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deferred to the serde path")
+    }
+}
+
+impl std::error::Error for Defer {}
+
+impl de::Error for Defer {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        Defer
+    }
 }
 
 /// Receives elements of one input's data, flattening nested arrays.
@@ -155,8 +301,12 @@ impl Sink<'_> {
     }
 
     fn float<E: de::Error>(&mut self, v: f64, shown: fmt::Arguments<'_>) -> Result<(), E> {
-        let range = |max: f64| -> Result<(), E> {
-            if v.is_finite() && v.abs() <= max {
+        // Out of range means "rounds to infinity in the datatype": the
+        // shortest text of FP32's or BF16's largest value (as the response
+        // encoder writes it) reads back a hair above that value as an f64,
+        // and must still decode to it.
+        let range = |finite: bool| -> Result<(), E> {
+            if finite {
                 Ok(())
             } else {
                 Err(self.fail(format_args!("{shown}, out of range for {}", self.datatype)))
@@ -164,18 +314,19 @@ impl Sink<'_> {
         };
         match self.datatype {
             DataType::Fp16 => {
-                range(f64::from(f16::MAX))?;
-                self.fixed
-                    .extend_from_slice(&f16::from_f64(v).to_le_bytes());
+                let x = f16::from_f64(v);
+                range(x.is_finite())?;
+                self.fixed.extend_from_slice(&x.to_le_bytes());
             }
             DataType::Bf16 => {
-                range(f64::from(bf16::MAX))?;
-                self.fixed
-                    .extend_from_slice(&bf16::from_f64(v).to_le_bytes());
+                let x = bf16::from_f64(v);
+                range(x.is_finite())?;
+                self.fixed.extend_from_slice(&x.to_le_bytes());
             }
             DataType::Fp32 => {
-                range(f64::from(f32::MAX))?;
-                self.fixed.extend_from_slice(&(v as f32).to_le_bytes());
+                let x = v as f32;
+                range(x.is_finite())?;
+                self.fixed.extend_from_slice(&x.to_le_bytes());
             }
             DataType::Fp64 => self.fixed.extend_from_slice(&v.to_le_bytes()),
             DataType::Bool | DataType::Bytes => return Err(self.fail(shown)),
@@ -292,7 +443,8 @@ pub fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Opti
 
 // === encoding ===
 
-/// Serialises packed tensor data as a flat JSON array.
+/// Serialises packed tensor data as a flat JSON array; serialising it
+/// directly writes the same text as through `serde_json::to_value`.
 pub struct DataJson<'a> {
     pub datatype: DataType,
     pub data: &'a TensorData,
@@ -336,9 +488,11 @@ impl Serialize for DataJson<'_> {
             DataType::Int16 => each!(i16, 2, |v| v),
             DataType::Int32 => each!(i32, 4, |v| v),
             DataType::Int64 => each!(i64, 8, |v| v),
-            DataType::Fp16 => each!(f16, 2, |v: f16| finite(v.to_f32())),
-            DataType::Bf16 => each!(bf16, 2, |v: bf16| finite(v.to_f32())),
-            DataType::Fp32 => each!(f32, 4, finite),
+            // Narrow floats go out as the f64 of their value (what a
+            // `serde_json::Value` holds, and so what answers always read).
+            DataType::Fp16 => each!(f16, 2, |v: f16| finite(v.to_f32()).map(f64::from)),
+            DataType::Bf16 => each!(bf16, 2, |v: bf16| finite(v.to_f32()).map(f64::from)),
+            DataType::Fp32 => each!(f32, 4, |v: f32| finite(v).map(f64::from)),
             DataType::Fp64 => each!(f64, 8, |v: f64| if v.is_finite() { Some(v) } else { None }),
             DataType::Bytes => {}
         }
@@ -354,6 +508,8 @@ fn finite(v: f32) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     fn decode(datatype: &str, shape: &[i64], data: &str) -> Result<Tensor> {
         let body = format!(
@@ -514,5 +670,244 @@ mod tests {
         })
         .unwrap();
         assert_eq!(json, "[true,false]");
+    }
+
+    /// `decode` with the serde path alone: what every answer was before the
+    /// fast path.
+    fn decode_serde(datatype: &str, shape: &[i64], data: &str) -> Result<Tensor> {
+        FAST.with(|f| f.set(false));
+        let r = decode(datatype, shape, data);
+        FAST.with(|f| f.set(true));
+        r
+    }
+
+    const NUMERIC: [&str; 12] = [
+        "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+        "FP64", "BF16",
+    ];
+
+    /// Both paths on the same text: the same tensor, or the same message.
+    fn same_as_serde(datatype: &str, n: usize, data: &str) -> Result<(), TestCaseError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let fast = decode(datatype, &[n], data).map_err(|e| e.to_string());
+        let slow = decode_serde(datatype, &[n], data).map_err(|e| e.to_string());
+        prop_assert_eq!(fast, slow, "{} {}", datatype, data);
+        Ok(())
+    }
+
+    /// One element as a client might write it: numbers in many spellings,
+    /// and malformed or non-numeric tokens.
+    fn element() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|v| format!("{v}")),
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            any::<f32>().prop_map(|v| format!("{v}")),
+            any::<f32>().prop_map(|v| format!("{:?}", f64::from(v))),
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            (-300i32..300).prop_map(|v| v.to_string()),
+            (-1000i64..1000, 0u32..4, -400i32..400).prop_map(|(m, d, e)| format!("{m}.{d}e{e}")),
+            "-?[0-9]{1,3}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})?",
+            "[-+0-9.eE]{1,6}",
+            prop::sample::select(vec![
+                "-0",
+                "-0.0",
+                "0.0",
+                "0",
+                "1e-400",
+                "-1e-400",
+                "1e400",
+                "1E+2",
+                "1e-0",
+                "1e99999999999999999999",
+                "18446744073709551616",
+                "-9223372036854775809",
+                "NaN",
+                "Infinity",
+                "-Infinity",
+                "null",
+                "true",
+                "\"1\"",
+                "{}",
+                "01",
+                "1.",
+                ".5",
+                "+1",
+                "0x10",
+                "1.5.3",
+                "--1",
+                "1e",
+                "1e+",
+                "[1]",
+                "[]",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any data text: the fast path answers exactly as the serde path,
+        /// malformed and out-of-range numbers included.
+        #[test]
+        fn fast_path_answers_as_serde(
+            dt in prop::sample::select(NUMERIC.to_vec()),
+            elements in prop::collection::vec(element(), 0..6),
+            nest in any::<bool>(),
+            extra in 0usize..2,
+        ) {
+            let data = if nest && elements.len() >= 2 {
+                let (a, b) = elements.split_at(elements.len() / 2);
+                format!("[[{}], [{}]]", a.join(","), b.join(" , "))
+            } else {
+                format!("[{}]", elements.join(", "))
+            };
+            same_as_serde(dt, elements.len(), &data)?;
+            // Shapes that do not match the data: the same count messages.
+            same_as_serde(dt, elements.len() + extra + 1, &data)?;
+            if !elements.is_empty() {
+                same_as_serde(dt, elements.len() - 1, &data)?;
+            }
+        }
+
+        /// Arbitrary finite floats encode and decode bit for bit.
+        #[test]
+        fn floats_round_trip_exactly(
+            v32 in prop::collection::vec(any::<f32>().prop_filter("finite", |v| v.is_finite()), 1..20),
+            v64 in prop::collection::vec(any::<f64>().prop_filter("finite", |v| v.is_finite()), 1..20),
+            h in prop::collection::vec(any::<u16>(), 1..20),
+        ) {
+            let bytes32: Vec<u8> = v32.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes64: Vec<u8> = v64.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let f16s: Vec<u8> = h.iter().map(|&b| f16::from_bits(b)).filter(|v| v.is_finite())
+                .flat_map(|v| v.to_le_bytes()).collect();
+            let bf16s: Vec<u8> = h.iter().map(|&b| bf16::from_bits(b)).filter(|v| v.is_finite())
+                .flat_map(|v| v.to_le_bytes()).collect();
+            for (dt, bytes) in [("FP32", bytes32), ("FP64", bytes64), ("FP16", f16s), ("BF16", bf16s)] {
+                round_trip(dt, bytes)?;
+            }
+        }
+
+        /// Arbitrary integers of every integer datatype round-trip exactly.
+        #[test]
+        fn integers_round_trip_exactly(raw in prop::collection::vec(any::<u8>(), 0..64)) {
+            for dt in ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"] {
+                let size = parse_datatype("x", dt).unwrap().size().unwrap();
+                let whole = raw.len() / size * size;
+                round_trip(dt, raw[..whole].to_vec())?;
+            }
+        }
+    }
+
+    /// Packed `bytes` of `dt` → JSON (the response encoder) → both decoders →
+    /// the same bytes.
+    fn round_trip(dt: &str, bytes: Vec<u8>) -> Result<(), TestCaseError> {
+        let datatype = parse_datatype("x", dt).unwrap();
+        let n = bytes.len() / datatype.size().unwrap();
+        let data = TensorData::Fixed(Bytes::from(bytes));
+        let json = serde_json::to_string(&DataJson {
+            datatype,
+            data: &data,
+        })
+        .unwrap();
+        let n = i64::try_from(n).unwrap();
+        let fast = decode(dt, &[n], &json)
+            .map_err(|e| TestCaseError::fail(format!("{dt} {json}: {e}")))?;
+        prop_assert_eq!(&fast.data, &data, "{} {}", dt, json);
+        let slow = decode_serde(dt, &[n], &json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&slow.data, &data, "{} {}", dt, json);
+        Ok(())
+    }
+
+    /// Plain numeric arrays take the fast path; anything else defers.
+    #[test]
+    fn fast_path_takes_plain_numbers_only() {
+        let fast = |dt: &str, n: usize, data: &str| {
+            let datatype = parse_datatype("x", dt).unwrap();
+            let mut sink = Sink {
+                name: "x",
+                datatype,
+                expected: n,
+                seen: 0,
+                fixed: Vec::new(),
+                strings: Vec::new(),
+            };
+            numbers_fast(data, &mut sink).map(|()| sink.fixed)
+        };
+        let v = fast("FP32", 4, " [[0.1, -2e3],\n [3, 4.5E-1]] ").unwrap();
+        assert_eq!(v.len(), 16);
+        assert!(fast("INT64", 2, "[-5, 18]").is_some());
+        for (dt, n, data) in [
+            ("FP32", 1, "[\"1\"]"),
+            ("FP32", 1, "[null]"),
+            ("FP32", 1, "1"),
+            ("FP32", 1, "[1] x"),
+            ("FP32", 1, "[1, 2]"),
+            ("INT8", 1, "[300]"),
+            ("INT8", 1, "[-0]"),
+            ("UINT64", 1, "[18446744073709551616]"),
+            ("BOOL", 1, "[1]"),
+            ("FP32", 1, "[1e999]"),
+        ] {
+            assert!(fast(dt, n, data).is_none(), "{dt} {data}");
+        }
+    }
+
+    /// Malformed numbers: the same 400 messages as before the fast path.
+    /// (Most are refused when the request body is parsed, before `data` is
+    /// decoded; the rest by the serde path, which the fast path defers to.)
+    #[test]
+    fn malformed_numbers_keep_their_messages() {
+        for (dt, data, msg) in [
+            ("FP32", "[01]", "invalid number"),
+            ("FP32", "[1.]", "invalid number"),
+            ("FP32", "[1e]", "invalid number"),
+            ("FP32", "[-]", "invalid number"),
+            ("FP32", "[.5]", "expected value"),
+            ("FP32", "[+1]", "expected value"),
+            ("FP32", "[1e400]", "number out of range"),
+            ("FP32", "[NaN]", "expected value"),
+            ("FP32", "[1,]", "expected value"),
+            (
+                "FP32",
+                "[3.5e38]",
+                "input 'x': element 0 must be a number (FP32), got 350000000000000000000000000000000000000, out of range for FP32",
+            ),
+            (
+                "FP16",
+                "[65520]",
+                "input 'x': element 0 must be a number (FP16), got 65520, out of range for FP16",
+            ),
+            (
+                "INT8",
+                "[1e3]",
+                "input 'x': element 0 must be an integer (INT8), got 1000, out of range for INT8",
+            ),
+            (
+                "UINT64",
+                "[18446744073709551616]",
+                "input 'x': element 0 must be an integer (UINT64), got 18446744073709552000, out of range for UINT64",
+            ),
+            (
+                "INT32",
+                "[0.5]",
+                "input 'x': element 0 must be an integer (INT32), got 0.5, a fraction",
+            ),
+        ] {
+            let fast = decode(dt, &[1], data).map_err(|e| e.to_string());
+            assert_eq!(
+                fast,
+                decode_serde(dt, &[1], data).map_err(|e| e.to_string()),
+                "{data}"
+            );
+            let got = fast.unwrap_err();
+            assert!(got.starts_with(msg), "{data}: {got}");
+        }
+        // `-0` reads as the float -0.0, which is 0 in integer data.
+        assert_eq!(
+            decode("UINT8", &[1], "[-0]").unwrap().data,
+            decode_serde("UINT8", &[1], "[-0]").unwrap().data
+        );
     }
 }
