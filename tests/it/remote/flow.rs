@@ -484,3 +484,36 @@ async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
     assert_eq!(out[0]["data"][0].as_f64(), Some(2.0), "{out}");
     assert_eq!(cached_versions(cache.path(), "swap"), [1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_downloads_a_remote_model_on_its_first_request() {
+    let Some(tools) = tools() else { return };
+    let kind = Kind::S3;
+    let store = StoreServer::start(kind, &tools).await;
+    store.create(BUCKET);
+    let local = tempfile::tempdir().unwrap();
+    first_repository(local.path());
+    store.upload(BUCKET, local.path(), PREFIX);
+    let url = kind.url(BUCKET, PREFIX);
+    let cache = tempfile::tempdir().unwrap();
+    let sluice = serve(
+        kind,
+        &store.endpoint(),
+        &url,
+        cache.path(),
+        &["--model-control-mode", "on-demand"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base = sluice.base.as_str();
+    // Listed, not downloaded.
+    for model in ["iris", "swap"] {
+        assert_eq!(rows(&client, base, model).await.len(), 1, "{model}");
+        assert!(cached_versions(cache.path(), model).is_empty(), "{model}");
+    }
+    // The first request downloads and loads swap, and only swap.
+    let out = infer(&client, base, "swap", &x_body(1.0)).await;
+    assert_eq!(out[0]["data"][0].as_f64(), Some(2.0), "{out}");
+    assert_eq!(cached_versions(cache.path(), "swap"), [1]);
+    assert!(cached_versions(cache.path(), "iris").is_empty());
+}
