@@ -35,6 +35,7 @@ pub(super) fn metadata(
             max_batch_size: e.max_batch_size,
             execution_provider: String::new(),
             provider_fallbacks: Vec::new(),
+            memory_bytes: 0,
         });
     }
     let v = registry.resolve(name, version)?;
@@ -56,6 +57,7 @@ pub(super) fn metadata(
         max_batch_size: v.max_batch_size,
         execution_provider: v.placement.to_string(),
         provider_fallbacks: v.placement.fell_back_from.clone(),
+        memory_bytes: v.usage.cost(),
     })
 }
 

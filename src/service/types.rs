@@ -119,6 +119,9 @@ pub struct ModelMetadata {
     pub(crate) execution_provider: String,
     /// Providers asked for first that could not be used, with why.
     pub(crate) provider_fallbacks: Vec<String>,
+    /// The version's measured memory cost in bytes (0: not measured, as for
+    /// an ensemble).
+    pub(crate) memory_bytes: u64,
 }
 
 /// One row of the repository index, as both adapters report it.

@@ -358,6 +358,20 @@ async fn costs(repo: &Path) -> (u64, u64) {
     slow2_then_slow(&client, &server.base).await;
     let rows = index(&client, &server.base).await;
     let cost = |m| row(&rows, m)["memory_bytes"].as_u64().unwrap();
+    // The model's metadata gives the same measured cost.
+    let meta: serde_json::Value = client
+        .get(format!("{}/v2/models/slow", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["parameters"]["memory_bytes"].as_u64(),
+        Some(cost("slow")),
+        "{meta}"
+    );
     (cost("m002"), cost("slow"))
 }
 

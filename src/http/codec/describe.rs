@@ -25,6 +25,7 @@ pub(crate) fn metadata_json(m: &ModelMetadata) -> Value {
             "max_batch_size": m.max_batch_size,
             "execution_provider": m.execution_provider,
             "execution_provider_fallbacks": m.provider_fallbacks.join("; "),
+            "memory_bytes": m.memory_bytes,
         },
     })
 }
