@@ -446,22 +446,34 @@ async fn the_cache_budget_removes_versions_no_longer_served_oldest_first() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
-    let Some(tools) = tools() else { return };
-    let kind = Kind::Azure;
-    let store = StoreServer::start(kind, &tools).await;
+/// A store of `kind` holding [`first_repository`], and a Sluice serving it
+/// with `flags` (and its cache directory).
+async fn published(
+    kind: Kind,
+    tools: &store::Tools,
+    flags: &[&str],
+) -> (
+    StoreServer,
+    crate::harness::process::Process,
+    tempfile::TempDir,
+) {
+    let store = StoreServer::start(kind, tools).await;
     store.create(BUCKET);
     let local = tempfile::tempdir().unwrap();
     first_repository(local.path());
     store.upload(BUCKET, local.path(), PREFIX);
-    let url = kind.url(BUCKET, PREFIX);
     let cache = tempfile::tempdir().unwrap();
-    let sluice = serve(
-        kind,
-        &store.endpoint(),
-        &url,
-        cache.path(),
+    let url = kind.url(BUCKET, PREFIX);
+    let sluice = serve(kind, &store.endpoint(), &url, cache.path(), flags).await;
+    (store, sluice, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
+    let Some(tools) = tools() else { return };
+    let (_store, sluice, cache) = published(
+        Kind::Azure,
+        &tools,
         &["--model-control-mode", "explicit", "--load-model", "iris"],
     )
     .await;
@@ -488,22 +500,8 @@ async fn explicit_mode_lists_remote_models_and_loads_them_on_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_downloads_a_remote_model_on_its_first_request() {
     let Some(tools) = tools() else { return };
-    let kind = Kind::S3;
-    let store = StoreServer::start(kind, &tools).await;
-    store.create(BUCKET);
-    let local = tempfile::tempdir().unwrap();
-    first_repository(local.path());
-    store.upload(BUCKET, local.path(), PREFIX);
-    let url = kind.url(BUCKET, PREFIX);
-    let cache = tempfile::tempdir().unwrap();
-    let sluice = serve(
-        kind,
-        &store.endpoint(),
-        &url,
-        cache.path(),
-        &["--model-control-mode", "on-demand"],
-    )
-    .await;
+    let (_store, sluice, cache) =
+        published(Kind::S3, &tools, &["--model-control-mode", "on-demand"]).await;
     let client = reqwest::Client::new();
     let base = sluice.base.as_str();
     // Listed, not downloaded.
