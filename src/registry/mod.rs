@@ -154,14 +154,21 @@ impl Registry {
         }
     }
 
+    /// [`Registry::sync`] of one model, listing only its directory (a load
+    /// call, an on-demand first request).
+    pub(crate) async fn sync_model(&self, name: &str) {
+        if self.repos.has_remote() {
+            let _serial = self.loads.lock().await;
+            self.repos.sync_one(name).await;
+        }
+    }
+
     /// The repository API's load: refused in `none` control mode. `config`
     /// (Triton's JSON `ModelConfig`) replaces the model's configuration files
     /// from this load on; `None` goes back to the files.
     pub async fn load(self: &Arc<Self>, name: &str, config: Option<String>) -> Result<()> {
         self.check_api()?;
-        if valid_model_name(name) {
-            self.sync(&|m: &str| m == name, true).await;
-        }
+        self.sync_model(name).await;
         if let Some(text) = &config {
             self.check_override(name, text)?;
         }

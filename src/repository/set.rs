@@ -112,6 +112,17 @@ impl Repositories {
         self.enforce_budget();
     }
 
+    /// Brings the copy of one model up to date in every remote repository
+    /// that has it, listing only that model's directory.
+    pub(crate) async fn sync_one(&self, name: &str) {
+        if !valid_model_name(name) {
+            return;
+        }
+        let mirrors = self.repos.iter().filter_map(|r| r.mirror.as_ref());
+        futures::future::join_all(mirrors.map(|m| m.sync_one(name))).await;
+        self.enforce_budget();
+    }
+
     /// Removes cached versions that no policy selects, least recently
     /// selected first, until the cache fits `--model-cache-max-bytes`.
     /// Versions being served are never removed; if they alone exceed the

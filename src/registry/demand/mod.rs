@@ -246,7 +246,7 @@ impl Registry {
                         this.note_reload(&owned);
                         // A model of a remote repository is downloaded
                         // (or brought up to date) first.
-                        this.sync(&|m: &str| m == owned, true).await;
+                        this.sync_model(&owned).await;
                         let result = this.load_internal(&owned).await;
                         locked(&this.demand.pending).remove(&owned);
                         let _ = tx.send(Some(result));

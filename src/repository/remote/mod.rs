@@ -329,7 +329,48 @@ impl Mirror {
     /// Every object under the prefix, grouped by model.
     async fn list(&self) -> Result<BTreeMap<String, ListedModel>, String> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
-        let objects = tokio::time::timeout(LIST_TIMEOUT, async {
+        let objects = self.objects(prefix).await?;
+        if objects.is_empty() {
+            return Err(
+                "the listing is empty: the prefix is missing or holds no model (what is cached stays)"
+                    .into(),
+            );
+        }
+        Ok(self.group(&objects))
+    }
+
+    /// Brings one model's copy up to date from a listing of its own
+    /// directory only: what a load call or an on-demand first request needs,
+    /// without listing the whole repository. A model this repository does
+    /// not have is left alone (a full sync decides deletions).
+    pub(crate) async fn sync_one(&self, name: &str) -> Result<(), String> {
+        let prefix = self.prefix.clone().join(name);
+        let outcome = match self.objects(Some(&prefix)).await {
+            Ok(objects) => match self.group(&objects).remove(name) {
+                Some(model) => self.sync_model(name, model).await,
+                None => return Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        let mut status = self.status();
+        match &outcome {
+            Ok(()) => {
+                status.model_errors.remove(name);
+            }
+            Err(e) => {
+                self.metrics.failure("download");
+                tracing::warn!(repository = %self.display, model = name, error = %e, "cannot download the model; keeping what is cached");
+                status.model_errors.insert(name.to_string(), e.clone());
+            }
+        }
+        drop(status);
+        self.metrics.set_cache_bytes(self.cached_bytes());
+        outcome
+    }
+
+    /// Every object under `prefix`, within [`LIST_TIMEOUT`].
+    async fn objects(&self, prefix: Option<&StorePath>) -> Result<Vec<ObjectMeta>, String> {
+        tokio::time::timeout(LIST_TIMEOUT, async {
             let mut stream = self.store.list(prefix);
             let mut objects = Vec::new();
             while let Some(item) = stream.next().await {
@@ -338,17 +379,15 @@ impl Mirror {
             Ok::<_, String>(objects)
         })
         .await
-        .map_err(|_| format!("listing took over {} s", LIST_TIMEOUT.as_secs()))??;
-        if objects.is_empty() {
-            return Err(
-                "the listing is empty: the prefix is missing or holds no model (what is cached stays)"
-                    .into(),
-            );
-        }
+        .map_err(|_| format!("listing took over {} s", LIST_TIMEOUT.as_secs()))?
+    }
+
+    /// Listed objects grouped by model, with versions and markers found.
+    fn group(&self, objects: &[ObjectMeta]) -> BTreeMap<String, ListedModel> {
         let depth = self.prefix.parts().count();
         let marker = self.settings.ready_marker.as_deref();
         let mut models: BTreeMap<String, ListedModel> = BTreeMap::new();
-        for meta in &objects {
+        for meta in objects {
             let parts: Vec<String> = meta
                 .location
                 .parts()
@@ -395,7 +434,7 @@ impl Mirror {
                 }
             }
         }
-        Ok(models)
+        models
     }
 
     /// Removes the cached models that a successful listing no longer has.
