@@ -375,27 +375,38 @@ async fn costs(repo: &Path) -> (u64, u64) {
     (cost("m002"), cost("slow"))
 }
 
-/// A model with requests in flight is not freed under them: the load that
-/// needs its memory marks it, its requests finish with the right answers,
-/// and it leaves after them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_model_in_use_is_not_evicted_under_its_requests() {
+/// Two copies of `slow` (and m001, m002) on demand, with m002 pinned and a
+/// budget with room beside it for one copy of slow, not two: the margins
+/// (half of slow's cost, ~7 MiB) are well above the noise of the measure
+/// across processes (~2 MiB for the first model, which also takes ONNX
+/// Runtime's one-time state).
+/// Also says, for failure messages, what was measured and the budget.
+async fn room_for_one_slow() -> (Repo, Process, String) {
     let repo = Repo::new();
     generate(repo.path(), 2, ONE_INSTANCE);
     for name in ["slow", "slow2"] {
         add_model(repo.path(), name, &slow(), Some(SLOW_CONFIG));
     }
     let (pinned, slow_cost) = costs(repo.path()).await;
-    // Room beside the pinned m002 for one copy of slow, not two: the margins
-    // (half of slow's cost, ~7 MiB) are well above the noise of the measure
-    // across processes (~2 MiB for the first model, which also takes ONNX
-    // Runtime's one-time state).
     let budget = pinned + slow_cost + slow_cost / 2;
     let server = Sluice::serve(repo.path())
         .args(["--model-control-mode", "on-demand", "--load-model", "m002"])
         .args(["--model-memory-budget-bytes", &budget.to_string()])
         .start()
         .await;
+    let sizes = format!(
+        "costs measured before {:?}, budget {budget}",
+        (pinned, slow_cost)
+    );
+    (repo, server, sizes)
+}
+
+/// A model with requests in flight is not freed under them: the load that
+/// needs its memory marks it, its requests finish with the right answers,
+/// and it leaves after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_in_use_is_not_evicted_under_its_requests() {
+    let (_repo, server, sizes) = room_for_one_slow().await;
     let client = reqwest::Client::new();
     // slow2's cost, measured while nothing else ran, is what its next load
     // makes room for before it starts (requests running during a load add
@@ -422,8 +433,7 @@ async fn a_model_in_use_is_not_evicted_under_its_requests() {
     let evicted = evicted_busy(&server, "slow");
     assert!(
         evicted,
-        "slow was not evicted while busy; costs measured before {:?}, budget {budget}, index now {:?}",
-        (pinned, slow_cost),
+        "slow was not evicted while busy; {sizes}, index now {:?}",
         index(&client, &server.base).await
     );
     // It was freed once its requests ended: the loaded bytes are then only
@@ -710,18 +720,7 @@ async fn ensembles_and_their_steps_are_pinned() {
 /// still right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_evicted_and_reloaded_again_and_again_is_thrashing() {
-    let repo = Repo::new();
-    generate(repo.path(), 2, ONE_INSTANCE);
-    for name in ["slow", "slow2"] {
-        add_model(repo.path(), name, &slow(), Some(SLOW_CONFIG));
-    }
-    let (pinned, slow_cost) = costs(repo.path()).await;
-    let budget = pinned + slow_cost + slow_cost / 2;
-    let server = Sluice::serve(repo.path())
-        .args(["--model-control-mode", "on-demand", "--load-model", "m002"])
-        .args(["--model-memory-budget-bytes", &budget.to_string()])
-        .start()
-        .await;
+    let (_repo, server, _) = room_for_one_slow().await;
     let client = reqwest::Client::new();
     for i in 0..10 {
         let model = if i % 2 == 0 { "slow" } else { "slow2" };
