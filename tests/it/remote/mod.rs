@@ -11,8 +11,9 @@
 //! child process, configured from the environment exactly as in production
 //! (`AWS_*`, `AZURE_STORAGE_USE_EMULATOR`). Between Sluice and the store
 //! sits a [`Gate`], a TCP forwarder the test can shut: while shut, every
-//! connection is refused, which is what a stopped store looks like to a
-//! client, and the store keeps its objects for the recovery.
+//! connection is closed before a byte passes, which is what a store that is
+//! down looks like to a client, and the store keeps its objects for the
+//! recovery.
 
 mod bad_input;
 mod flow;
