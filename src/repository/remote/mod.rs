@@ -25,28 +25,23 @@
 //! - A model or version that is gone from a listing that succeeded is
 //!   removed from the cache; the registry then applies its usual rules.
 
+mod cache;
+mod download;
 pub(crate) mod store;
+
+pub(crate) use cache::Evictable;
+use cache::{MANIFEST, Manifest, Meta, cache_name, clean_strays, read_manifest, write_manifest};
 
 use super::config::VersionPolicy;
 use crate::metrics::RepositoryMetrics;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, ObjectMeta, ObjectStore};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use object_store::{ObjectMeta, ObjectStore};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::AsyncWriteExt;
 
-/// Each model directory's record of what it holds from the store.
-const MANIFEST: &str = ".sluice-remote.json";
-/// A body that delivers nothing for this long is a failed download.
-const IDLE_READ: Duration = Duration::from_secs(60);
-/// Files at least this large log their progress.
-const PROGRESS_BYTES: u64 = 64 << 20;
-/// How often a large download logs its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The longest wait between attempts at a failing store.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The most one listing may take.
@@ -79,24 +74,6 @@ impl Default for CacheSettings {
     }
 }
 
-/// What one object looked like in a listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Meta {
-    size: u64,
-    etag: Option<String>,
-    modified: String,
-}
-
-impl From<&ObjectMeta> for Meta {
-    fn from(m: &ObjectMeta) -> Self {
-        Self {
-            size: m.size,
-            etag: m.e_tag.clone(),
-            modified: m.last_modified.to_rfc3339(),
-        }
-    }
-}
-
 /// One listed object: where it is and what it looked like.
 #[derive(Debug, Clone)]
 struct Object {
@@ -117,37 +94,6 @@ struct ListedVersion {
 struct ListedModel {
     files: BTreeMap<String, Object>,
     versions: BTreeMap<u64, ListedVersion>,
-}
-
-/// What a model's cache directory holds from the store.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    files: BTreeMap<String, Meta>,
-    versions: BTreeMap<u64, CachedVersion>,
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct CachedVersion {
-    files: BTreeMap<String, Meta>,
-    /// Whether the model's version policy selected it at the last sync.
-    selected: bool,
-    /// Unix seconds when it was last selected (or downloaded).
-    last_selected: u64,
-}
-
-impl CachedVersion {
-    fn bytes(&self) -> u64 {
-        self.files.values().map(|m| m.size).sum()
-    }
-}
-
-/// A cached version the budget may remove.
-#[derive(Debug, Clone)]
-pub(crate) struct Evictable {
-    pub(crate) model: String,
-    pub(crate) version: u64,
-    pub(crate) bytes: u64,
-    pub(crate) last_selected: u64,
 }
 
 /// The last sync's outcome.
@@ -220,6 +166,25 @@ impl Mirror {
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes of every file this repository's cache holds.
+    pub(crate) fn cached_bytes(&self) -> u64 {
+        cache::cached_bytes(&self.root)
+    }
+
+    /// Cached versions that no version policy selects now: what a cache
+    /// budget may remove.
+    pub(crate) fn evictable(&self) -> Vec<Evictable> {
+        cache::evictable(&self.root)
+    }
+
+    /// Removes one cached version, if no version policy selects it.
+    pub(crate) fn evict(&self, model: &str, version: u64) {
+        if cache::evict(&self.root, model, version) {
+            tracing::info!(repository = %self.display, model, version, "removed a cached version that is not served, to stay within --model-cache-max-bytes");
+        }
+        self.metrics.set_cache_bytes(self.cached_bytes());
     }
 
     /// Why this repository, or this model of it, is not up to date with the
@@ -539,211 +504,6 @@ impl Mirror {
         write_manifest(&dir, &manifest)?;
         outcome
     }
-
-    /// Downloads a whole version beside the cache's copy and renames it
-    /// into place, so the registry sees all of it or none.
-    async fn download_version(
-        &self,
-        name: &str,
-        version: u64,
-        listed: &ListedVersion,
-        dir: &Path,
-    ) -> Result<(), String> {
-        let staging = dir.join(format!(".{version}.partial"));
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-        let started = Instant::now();
-        let bytes: u64 = listed.files.values().map(|o| o.meta.size).sum();
-        for (rel, object) in &listed.files {
-            if let Err(e) = self.download(name, object, &staging.join(rel)).await {
-                let _ = tokio::fs::remove_dir_all(&staging).await;
-                return Err(format!("version {version}: {e}"));
-            }
-        }
-        let target = dir.join(version.to_string());
-        let retired = dir.join(format!(".{version}.old"));
-        let _ = tokio::fs::remove_dir_all(&retired).await;
-        let swap = async {
-            if tokio::fs::metadata(&target).await.is_ok() {
-                tokio::fs::rename(&target, &retired).await?;
-            }
-            tokio::fs::rename(&staging, &target).await
-        };
-        swap.await
-            .map_err(|e| format!("version {version}: cannot move it into the cache: {e}"))?;
-        let _ = tokio::fs::remove_dir_all(&retired).await;
-        tracing::info!(repository = %self.display, model = name, version, bytes, took_ms = started.elapsed().as_millis() as u64, "model version downloaded");
-        Ok(())
-    }
-
-    /// Streams one object to `path` through a temporary file, checking that
-    /// it is the listed object and that every byte arrived.
-    async fn download(&self, model: &str, object: &Object, path: &Path) -> Result<(), String> {
-        let started = Instant::now();
-        let what = object.location.as_ref().to_string();
-        let parent = path.parent().unwrap_or(path);
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = parent.join(format!(".{file_name}.download"));
-        let result = self.fetch_to(model, object, &temp).await;
-        match result {
-            Ok(bytes) => {
-                tokio::fs::rename(&temp, path)
-                    .await
-                    .map_err(|e| format!("{what}: cannot move it into place: {e}"))?;
-                self.metrics.downloaded(bytes, started.elapsed());
-                Ok(())
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&temp).await;
-                Err(format!("{what}: {e}"))
-            }
-        }
-    }
-
-    async fn fetch_to(&self, model: &str, object: &Object, temp: &Path) -> Result<u64, String> {
-        // A WebDAV server may quote ETags differently in a listing and a
-        // GET, so it is compared after the fact (`bare_etag`), not asked.
-        let options = GetOptions {
-            if_match: object.meta.etag.clone().filter(|_| self.conditional_get),
-            ..GetOptions::default()
-        };
-        let result = self
-            .store
-            .get_opts(&object.location, options)
-            .await
-            .map_err(|e| describe(&e))?;
-        let expected = object.meta.size;
-        let etag_changed = match (&object.meta.etag, &result.meta.e_tag) {
-            (Some(listed), Some(got)) => bare_etag(listed) != bare_etag(got),
-            _ => false,
-        };
-        if result.meta.size != expected || etag_changed {
-            return Err("changed since it was listed; trying again at the next sync".into());
-        }
-        let mut file = tokio::fs::File::create(temp)
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
-        let mut stream = result.into_stream();
-        let mut written: u64 = 0;
-        let started = Instant::now();
-        let mut reported = Instant::now();
-        loop {
-            let chunk = match tokio::time::timeout(IDLE_READ, stream.next()).await {
-                Err(_) => {
-                    return Err(format!(
-                        "no data for {} s after {written} of {expected} bytes",
-                        IDLE_READ.as_secs()
-                    ));
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(describe(&e)),
-                Ok(Some(Ok(chunk))) => chunk,
-            };
-            written = written.saturating_add(chunk.len() as u64);
-            if written > expected {
-                return Err(format!(
-                    "the store sent more than the {expected} bytes listed"
-                ));
-            }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
-            if expected >= PROGRESS_BYTES && reported.elapsed() >= PROGRESS_EVERY {
-                reported = Instant::now();
-                log_progress(&self.display, model, object, written, started.elapsed());
-            }
-        }
-        file.flush()
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
-        if written != expected {
-            return Err(format!(
-                "truncated: {written} of the {expected} bytes listed arrived"
-            ));
-        }
-        Ok(written)
-    }
-
-    /// Bytes of every file this repository's cache holds.
-    pub(crate) fn cached_bytes(&self) -> u64 {
-        self.manifests()
-            .values()
-            .map(|m| {
-                m.files.values().map(|f| f.size).sum::<u64>()
-                    + m.versions.values().map(CachedVersion::bytes).sum::<u64>()
-            })
-            .sum()
-    }
-
-    fn manifests(&self) -> HashMap<String, Manifest> {
-        let mut all = HashMap::new();
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return all;
-        };
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            if dir.join(MANIFEST).is_file() {
-                all.insert(
-                    entry.file_name().to_string_lossy().into_owned(),
-                    read_manifest(&dir),
-                );
-            }
-        }
-        all
-    }
-
-    /// Cached versions that no version policy selects now: what a cache
-    /// budget may remove.
-    pub(crate) fn evictable(&self) -> Vec<Evictable> {
-        let mut out = Vec::new();
-        for (model, manifest) in self.manifests() {
-            for (v, cached) in &manifest.versions {
-                if !cached.selected {
-                    out.push(Evictable {
-                        model: model.clone(),
-                        version: *v,
-                        bytes: cached.bytes(),
-                        last_selected: cached.last_selected,
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Removes one cached version.
-    pub(crate) fn evict(&self, model: &str, version: u64) {
-        let dir = self.root.join(model);
-        let mut manifest = read_manifest(&dir);
-        if manifest.versions.get(&version).is_some_and(|c| !c.selected) {
-            tracing::info!(repository = %self.display, model, version, "removing a cached version that is not served, to stay within --model-cache-max-bytes");
-            let _ = std::fs::remove_dir_all(dir.join(version.to_string()));
-            manifest.versions.remove(&version);
-            let _ = write_manifest(&dir, &manifest);
-        }
-        self.metrics.set_cache_bytes(self.cached_bytes());
-    }
-}
-
-fn log_progress(repository: &str, model: &str, object: &Object, written: u64, took: Duration) {
-    let total = object.meta.size;
-    let rate = written as f64 / took.as_secs_f64().max(1e-3);
-    let left = total.saturating_sub(written) as f64 / rate.max(1.0);
-    tracing::info!(
-        repository,
-        model,
-        object = %object.location,
-        bytes = written,
-        total,
-        mib_per_s = format!("{:.1}", rate / f64::from(1 << 20)),
-        seconds_left = format!("{left:.0}"),
-        "downloading"
-    );
 }
 
 /// An object store error as Sluice prints it: what it means first, then
@@ -803,12 +563,6 @@ fn describe(e: &object_store::Error) -> String {
     store::redact(&format!("{meaning}: {detail}"))
 }
 
-/// An ETag without its quotes and weak prefix: stores quote it in headers
-/// but not always in listings (Azure).
-fn bare_etag(etag: &str) -> &str {
-    etag.trim_start_matches("W/").trim_matches('"')
-}
-
 /// A path part that is safe to use as a file name.
 fn safe_part(part: &str) -> bool {
     !part.is_empty()
@@ -818,69 +572,9 @@ fn safe_part(part: &str) -> bool {
         && part.len() <= 255
 }
 
-/// A directory name for a repository's cache: readable, and unique per URL.
-fn cache_name(display: &str) -> String {
-    let readable: String = display
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(60)
-        .collect();
-    let hash = xxhash_rust::xxh3::xxh3_64(display.as_bytes());
-    format!("{readable}-{hash:016x}")
-}
-
-fn read_manifest(dir: &Path) -> Manifest {
-    std::fs::read(dir.join(MANIFEST))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
-fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), String> {
-    let temp = dir.join(format!("{MANIFEST}.tmp"));
-    let bytes =
-        serde_json::to_vec(manifest).map_err(|e| format!("cannot encode the cache record: {e}"))?;
-    std::fs::write(&temp, bytes)
-        .and_then(|()| std::fs::rename(&temp, dir.join(MANIFEST)))
-        .map_err(|e| format!("cannot write {}: {e}", dir.join(MANIFEST).display()))
-}
-
-/// Removes leftovers of an interrupted sync: hidden staging directories and
-/// version directories the manifest does not know.
-fn clean_strays(dir: &Path, manifest: &Manifest) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let stray_version =
-            super::parse_version(&name).is_some_and(|v| !manifest.versions.contains_key(&v));
-        let staging =
-            name.starts_with('.') && (name.ends_with(".partial") || name.ends_with(".old"));
-        if is_dir && (stray_version || staging) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        } else if !is_dir && name.starts_with('.') && name.ends_with(".download") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_names_are_distinct_and_plain() {
-        let a = cache_name("s3://bucket/models");
-        let b = cache_name("s3://bucket/models2");
-        assert_ne!(a, b);
-        assert!(a.starts_with("s3___bucket_models-"), "{a}");
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
-        );
-    }
 
     #[test]
     fn unsafe_parts_are_refused() {
@@ -888,23 +582,5 @@ mod tests {
             assert!(!safe_part(bad), "{bad:?}");
         }
         assert!(safe_part("model.onnx"));
-    }
-
-    #[test]
-    fn stray_versions_and_staging_are_cleaned() {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["1", "2", ".3.partial", ".1.old", "warmup"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::write(dir.path().join(".config.pbtxt.download"), b"x").unwrap();
-        let mut manifest = Manifest::default();
-        manifest.versions.insert(1, CachedVersion::default());
-        clean_strays(dir.path(), &manifest);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["1", "warmup"]);
     }
 }
