@@ -31,7 +31,8 @@
 //!   version's queue; sessions are freed on a blocking thread, so requests
 //!   to other models never wait for it.
 //! - The last-used time is one relaxed atomic per version, written at most
-//!   every `memory::TOUCH_MS`, so the hot path stays a load of the served map.
+//!   every `memory::TOUCH_MS` (1 ms), so the hot path stays a load of the
+//!   served map and a clock read.
 
 use super::settings::{ControlMode, DemandSettings};
 use super::state::VersionState;
