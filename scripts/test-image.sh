@@ -185,7 +185,9 @@ else
   cp "$BIN" "$DIST/sluice"
 fi
 
+image_ids() { "${PODMAN[@]}" images --all --quiet --no-trunc | sed 's/^sha256://' | sort -u; }
 OLD_ID="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+BEFORE="$(image_ids)"
 step "podman build --build-arg BINARY_SOURCE=context (base $BASE_IMAGE)"
 # VARIANT=cpu is the Dockerfile's default, but podman 4.3 (buildah 1.28) resolves `FROM
 # runtime-${VARIANT}` when it picks the stages to build only from --build-arg, not from defaults.
@@ -197,10 +199,25 @@ if ! timeout "$T_BUILD" "${PODMAN[@]}" build --format docker --pull=never --netw
   die "podman build failed"
 fi
 NEW_ID="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$IMAGE")"
-# The image this run replaced: ours alone, so it can go (other people's images are left alone).
-if [[ -n $OLD_ID && $OLD_ID != "$NEW_ID" ]]; then
-  "${PODMAN[@]}" rmi "$OLD_ID" >/dev/null 2>&1 || true
-fi
+# podman's layer cache keeps an image per build step and stage; each new binary would leave ~100
+# MB behind. The images our builds made are listed in $OURS; those no longer in the new image's
+# parent chain go (a few passes: a parent goes once its children have). Nobody else's images are
+# touched.
+OURS="$CACHE/image/podman-images"
+{
+  cat "$OURS" 2>/dev/null || true
+  comm -13 <(printf '%s\n' "$BEFORE") <(image_ids)
+  [[ -z $OLD_ID ]] || echo "$OLD_ID"
+} | sort -u >"$WORK/ours"
+id="$NEW_ID"
+while [[ -n $id ]]; do
+  echo "$id"
+  id="$("${PODMAN[@]}" image inspect --format '{{.Parent}}' "$id" 2>/dev/null || true)"
+done | sort -u >"$WORK/chain"
+for _ in 1 2 3; do
+  comm -23 "$WORK/ours" "$WORK/chain" | xargs -r "${PODMAN[@]}" rmi >/dev/null 2>&1 || true
+done
+comm -12 "$WORK/ours" <(image_ids) >"$OURS"
 [[ "$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$IMAGE")" == 10001:10001 ]] ||
   die "the image's USER is not 10001:10001"
 "${PODMAN[@]}" image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q healthcheck ||
