@@ -6,7 +6,7 @@
 #   scripts/test-image.sh      # from anywhere; exit status != 0 on any failure
 #
 # 1. Debian packages, installed with apt-get when missing: podman, runc, debootstrap, iproute2,
-#    python3, binutils.
+#    python3, binutils, curl.
 # 2. The base image: Debian bookworm made by `debootstrap --variant=minbase` from the mirror apt
 #    already uses, slimmed (apt lists and caches, documentation but its copyright files, man
 #    pages, locales), made once and cached as a tarball under $SLUICE_CLUSTER_CACHE/image/ (default
@@ -25,8 +25,8 @@
 #    drain), on the timeline of docs/deploy.md (SLUICE_SHUTDOWN_DELAY_SECS=5, as deploy/base, and
 #    clients that stop when readiness turns 503): none fails, a request held open across the
 #    listeners' close gets 200, the log shows the drain, the container exits 0.
-# 5. Prints the image's size (podman's, the base's, the layers on top, and gzip'd as a registry
-#    would store it) and writes it to $SLUICE_CLUSTER_CACHE/image/last-run.txt.
+# 5. Prints the image's size (podman's, the base's, the layers on top, and `podman save | gzip -1`,
+#    about what a registry stores) and writes it to $SLUICE_CLUSTER_CACHE/image/last-run.txt.
 #
 # Bounded in time (every step under `timeout`, every wait polls with a deadline, no sleeps) and
 # always torn down (trap: container, network namespace, veth, work folder; the image tag
@@ -52,13 +52,13 @@ NS_IF="slimg$$c"
 HOST_ADDR=10.213.250.1
 CTR_ADDR=10.213.250.2
 URL="http://$CTR_ADDR:8000"
-PACKAGES=(podman runc debootstrap iproute2 python3 binutils)
+PACKAGES=(podman runc debootstrap iproute2 python3 binutils curl)
 # runc, not crun: crun fails on this kind of machine's cgroup v1 set-up.
 PODMAN=(podman --runtime runc)
 # As deploy/base's ConfigMap: after SIGTERM the listeners stay open this long while readiness is
 # false, so a balancer that polls readiness stops sending before they close (image-proof.py drain).
 SHUTDOWN_DELAY=5
-# Upper bounds per step; a cached run takes about a minute in all.
+# Upper bounds per step; a cached run takes about 15 s in all.
 T_APT=600 T_DEBOOTSTRAP=900 T_CARGO=2400 T_BUILD=600 T_READY=180 T_DRAIN=240
 
 log() { echo "test-image: $*" >&2; }
@@ -93,6 +93,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# A signal (an outer `timeout`, ^C) ends the script through the EXIT trap too.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # ---- 1. packages --------------------------------------------------------------------------------
 missing=()
@@ -133,7 +136,8 @@ BASE_TAG="$BASE_IMAGE-$KEY"
 
 make_base() {
   local root="$CACHE/image/rootfs.$$"
-  rm -rf "$root"
+  # What an interrupted run left (runs are serialised by the lock above).
+  rm -rf "$CACHE"/image/rootfs.* "$BASE_TAR.tmp"
   step "debootstrap --variant=minbase $SUITE from $MIRROR (once; a few minutes)"
   if ! timeout "$T_DEBOOTSTRAP" debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" \
     >"$WORK/debootstrap.log" 2>&1; then
@@ -273,16 +277,16 @@ gids="$(awk '/^Gid:/ {print $2, $3, $4, $5}' "/proc/$pid/status")"
   die "the server runs as uid [$uids] gid [$gids], not 10001"
 caps="$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")"
 [[ $caps == 0000000000000000 ]] || die "the server has capabilities: CapEff $caps"
-inside_id="$("${PODMAN[@]}" exec "$CTR" id)"
+inside_id="$(timeout 60 "${PODMAN[@]}" exec "$CTR" id)"
 [[ $inside_id == "uid=10001(sluice) gid=10001(sluice) groups=10001(sluice)" ]] ||
   die "id inside the container: $inside_id"
-if "${PODMAN[@]}" exec "$CTR" touch /opt/sluice/written 2>/dev/null; then
+if timeout 60 "${PODMAN[@]}" exec "$CTR" touch /opt/sluice/written 2>/dev/null; then
   die "the root filesystem is writable"
 fi
-"${PODMAN[@]}" exec "$CTR" touch /tmp/written || die "/tmp is not writable"
+timeout 60 "${PODMAN[@]}" exec "$CTR" touch /tmp/written || die "/tmp is not writable"
 log "process uid/gid 10001 (from /proc/$pid/status), no capabilities, root read-only, /tmp writable"
 
-"${PODMAN[@]}" healthcheck run "$CTR" || die "podman healthcheck run: unhealthy"
+timeout 60 "${PODMAN[@]}" healthcheck run "$CTR" || die "podman healthcheck run: unhealthy"
 health="$("${PODMAN[@]}" inspect --format '{{.State.Health.Status}}' "$CTR" 2>/dev/null)"
 [[ $health == healthy ]] || die "podman healthcheck run passed, but the container's health is '$health'"
 log "podman healthcheck run: passed (the image's HEALTHCHECK, sluice healthcheck); health: $health"
@@ -308,12 +312,13 @@ base_size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$BASE_IMAGE")"
 bin_size="$(stat -c %s "$DIST/sluice")"
 ort_size="$(du -bc "$DIST"/libonnxruntime* | tail -n 1 | cut -f1)"
 models_size="$(du -bs models | cut -f1)"
-gz_size="$("${PODMAN[@]}" save --format docker-archive "$IMAGE" 2>/dev/null | gzip -1 | wc -c)"
+gz_size="$(timeout 300 "${PODMAN[@]}" save --format docker-archive "$IMAGE" 2>/dev/null | gzip -1 | wc -c)"
 layers="$("${PODMAN[@]}" image inspect --format '{{len .RootFS.Layers}}' "$IMAGE")"
+stripped=""
+[[ ${SLUICE_IMAGE_STRIP:-0} != 1 ]] || stripped=", stripped of debug info"
 report="image $IMAGE ($NEW_ID): $(mib "$size") ($size bytes, $layers layers, uncompressed as podman counts it);
   base $BASE_IMAGE: $(mib "$base_size"); on top of it: $(mib $((size - base_size)))
-  (sluice $(mib "$bin_size")$([[ ${SLUICE_IMAGE_STRIP:-0} == 1 ]] && echo ', stripped of debug info'),
-  ONNX Runtime $(mib "$ort_size"), models $(mib "$models_size"));
-  docker-archive gzip -1: $(mib "$gz_size")
+  (sluice $(mib "$bin_size")$stripped, ONNX Runtime $(mib "$ort_size"), models $(mib "$models_size"));
+  podman save (docker-archive) | gzip -1, about what a registry stores: $(mib "$gz_size")
 run took $((SECONDS - START)) s ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 printf '%s\n' "$report" | tee "$CACHE/image/last-run.txt" >&2
