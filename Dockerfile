@@ -18,7 +18,8 @@
 #   podman build --format docker --pull=never --build-arg VARIANT=cpu --build-arg BINARY_SOURCE=context \
 #     --build-arg DEBIAN_IMAGE=localhost/sluice-debootstrap:bookworm \
 #     --build-context sluice-dist=DIR -t sluice:0.1.0 .
-# DIR holds `sluice` and the libonnxruntime* files of .onnxruntime/lib (symlink included).
+# DIR holds `sluice` and the libonnxruntime* files of .onnxruntime/lib (symlink included; for
+# VARIANT=cuda, those of `scripts/setup-onnxruntime.sh gpu DIR`).
 #
 # The runtime image runs as uid/gid 10001 (numeric USER, checked by scripts/validate-deploy.sh)
 # and works with a read-only root filesystem. Give it a writable /tmp (TMPDIR; TensorRT engine
