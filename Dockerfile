@@ -11,6 +11,16 @@
 # The Rust binary is identical for both variants (ONNX Runtime is loaded dynamically); only the
 # ONNX Runtime libraries and the runtime base image differ.
 #
+# Offline (no registry): BINARY_SOURCE=context takes the binary and the ONNX Runtime libraries
+# from a build context named sluice-dist instead of the builder and onnxruntime stages, and
+# DEBIAN_IMAGE names a local base. scripts/test-image.sh builds it that way with podman, from a
+# debootstrap base and the host's `cargo build --release` (docs/deploy.md):
+#   podman build --format docker --pull=never --build-arg VARIANT=cpu --build-arg BINARY_SOURCE=context \
+#     --build-arg DEBIAN_IMAGE=localhost/sluice-debootstrap:bookworm \
+#     --build-context sluice-dist=DIR -t sluice:0.1.0 .
+# DIR holds `sluice` and the libonnxruntime* files of .onnxruntime/lib (symlink included; for
+# VARIANT=cuda, those of `scripts/setup-onnxruntime.sh gpu DIR`).
+#
 # The runtime image runs as uid/gid 10001 (numeric USER, checked by scripts/validate-deploy.sh)
 # and works with a read-only root filesystem. Give it a writable /tmp (TMPDIR; TensorRT engine
 # caches configured under /tmp land there) and nothing else:
@@ -24,6 +34,9 @@ ARG VARIANT=cpu
 ARG RUST_VERSION=1.95
 ARG CARGO_CHEF_VERSION=0.1.78
 ARG DEBIAN_IMAGE=debian:bookworm-slim
+# builder: build the binary and fetch ONNX Runtime in the stages below; context: take both from
+# the build context `sluice-dist` (see the top of this file).
+ARG BINARY_SOURCE=builder
 # CUDA 13.0 + cuDNN 9 runtime on Ubuntu 24.04, matching onnxruntime-gpu 1.31.1 (CUDA 13 build).
 # NVIDIA publishes this tag pattern as <cuda>-cudnn-runtime-<os>; check the exact patch release
 # against the registry (hub.docker.com/r/nvidia/cuda/tags or nvcr.io/nvidia/cuda) before pinning.
@@ -82,6 +95,21 @@ RUN case "${VARIANT}" in \
     && test -r /opt/sluice/bin/libonnxruntime.so \
     && ls -l /opt/sluice/bin
 
+# ---- the binary and its ONNX Runtime, from one of two sources --------------------------------------
+# Only the stage that BINARY_SOURCE selects is built (BuildKit and buildah skip unused stages), so
+# the default build never looks for sluice-dist and the offline one never pulls the Rust image.
+FROM scratch AS binary-builder
+COPY --from=onnxruntime /opt/sluice/bin/ /opt/sluice/bin/
+COPY --from=builder /out/sluice /opt/sluice/bin/sluice
+
+FROM scratch AS binary-context
+# sluice-dist is a named build context (--build-context), not a stage.
+# hadolint ignore=DL3022
+COPY --from=sluice-dist / /opt/sluice/bin/
+
+# hadolint ignore=DL3006
+FROM binary-${BINARY_SOURCE} AS binary
+
 # ---- runtime bases -------------------------------------------------------------------------------
 FROM ${DEBIAN_IMAGE} AS runtime-cpu
 ARG DEBIAN_IMAGE
@@ -117,8 +145,7 @@ RUN groupadd --system --gid 10001 sluice \
         --shell /usr/sbin/nologin sluice
 
 # Everything is owned by root and read-only for uid 10001.
-COPY --from=onnxruntime /opt/sluice/bin/ /opt/sluice/bin/
-COPY --from=builder /out/sluice /opt/sluice/bin/sluice
+COPY --from=binary /opt/sluice/bin/ /opt/sluice/bin/
 COPY models/ /models/
 
 # Every CLI flag also reads its SLUICE_* variable; override them with `docker run -e` or the

