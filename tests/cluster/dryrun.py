@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,8 @@ CRD_PACKAGES = {
 CANARY = "deploy/overlays/canary"
 TEST_GATEWAY_CLASS = "sluice-cluster-test"
 KUBECTL_TIMEOUT = 60
+# The CLI gives up after this long (a normal run takes under a minute, once the binaries are built).
+CLI_DEADLINE_SECONDS = 600
 
 
 def kustomizations():
@@ -382,6 +385,11 @@ def main(argv):
     cp = ControlPlane(bin_dir, work)
     start = time.monotonic()
     failed = False
+
+    def give_up(_signum, _frame):
+        raise TimeoutError(f"not done after {CLI_DEADLINE_SECONDS} s")
+    signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(CLI_DEADLINE_SECONDS)
     try:
         cp.start()
         results = dry_run_all(cp) + check_routes(cp) + check_limits(cp)
@@ -408,6 +416,7 @@ def main(argv):
                 shown = text[crash:crash + 3000] if crash >= 0 else text[-3000:]
                 print(f"--- {log} ({'the crash' if crash >= 0 else 'tail'})\n{shown}")
     finally:
+        signal.alarm(0)
         cp.stop()
         if not failed:
             shutil.rmtree(work, ignore_errors=True)
