@@ -17,7 +17,7 @@
 set -Eeuo pipefail
 
 CACHE="${SLUICE_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice-cluster}"
-PACKAGES=(golang-go rsync etcd-server dpkg-dev podman runc debootstrap iproute2 python3-yaml curl)
+PACKAGES=(golang-go golang-github-modern-go-reflect2-dev rsync etcd-server dpkg-dev podman runc debootstrap iproute2 python3-yaml curl)
 COMMANDS=(kube-apiserver kube-controller-manager kubectl)
 
 log() { echo "setup-cluster: $*" >&2; }
@@ -57,7 +57,8 @@ fi
 
 VERSION="$(apt-cache showsrc kubernetes | sed -n 's/^Version: //p' | sort -V | tail -n 1)"
 [[ -n $VERSION ]] || die "no source package 'kubernetes' in the deb-src lines of $SRC_LIST"
-DEST="$CACHE/kubernetes-$VERSION"
+# "+reflect2-1.0.2": builds cached before that fix crash on custom resources; rebuild them.
+DEST="$CACHE/kubernetes-$VERSION+reflect2-1.0.2"
 if [[ -x $DEST/bin/kube-apiserver && -x $DEST/bin/kube-controller-manager && -x $DEST/bin/kubectl ]]; then
   log "cached: $DEST/bin"
   echo "$DEST"
@@ -74,6 +75,12 @@ export GOPATH="$BUILD/gopath" GOCACHE="$BUILD/gocache" GO111MODULE=off CGO_ENABL
 mkdir -p "$GOPATH/src/k8s.io"
 mv "$BUILD/src" "$GOPATH/src/k8s.io/kubernetes"
 cd "$GOPATH/src/k8s.io/kubernetes"
+# NOTE: Kubernetes 1.20 vendors github.com/modern-go/reflect2 1.0.1, whose map iteration faults
+# under Go >= 1.18 (modern-go/reflect2#24): kube-apiserver dies with "fatal error: fault" in
+# mapiterinit as soon as it handles CRDs or custom resources. 1.0.2 fixes it; Debian ships it.
+rm -rf vendor/github.com/modern-go/reflect2
+cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
+rm -f vendor/github.com/modern-go/reflect2/go.mod  # GOPATH mode, like the rest of vendor/
 start=$SECONDS
 log "make generated_files"
 make generated_files >"$BUILD/generate.log" 2>&1 || { tail -n 30 "$BUILD/generate.log" >&2; die "make generated_files failed"; }

@@ -27,7 +27,6 @@ pub mod client;
 pub mod cpu;
 pub mod echo;
 pub mod engine;
-pub mod hpa;
 pub mod input;
 pub mod plot;
 pub mod proto;

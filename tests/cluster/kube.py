@@ -92,7 +92,9 @@ class Kube:
                 for item in listed.get("items", []):
                     on_event("ADDED", item)
                 version = listed["metadata"]["resourceVersion"]
-                conn = self._connection(timeout=5)
+                # Longer than the server's timeoutSeconds: a quiet stream is not an error. The
+                # thread is a daemon; a set `stop` is seen at the next event or re-list.
+                conn = self._connection(timeout=90)
                 params = dict(query, watch="1", resourceVersion=version, timeoutSeconds="60",
                               allowWatchBookmarks="true")
                 conn.request("GET", path + "?" + urllib.parse.urlencode(params),
@@ -101,10 +103,7 @@ class Kube:
                 if response.status != 200:
                     raise ApiError(response.status, response.read().decode(), f"watch {path}")
                 while not stop.is_set():
-                    try:
-                        line = response.readline()
-                    except TimeoutError:
-                        continue
+                    line = response.readline()
                     if not line:
                         break
                     event = json.loads(line)

@@ -1,5 +1,8 @@
 """Child processes that never outlive the test: each gets SIGKILL when the test process dies
-(PR_SET_PDEATHSIG), its own process group, and a log file in the work folder."""
+(PR_SET_PDEATHSIG), its own process group, and a log file in the work folder.
+
+PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not only the process:
+start children from a thread that outlives them."""
 
 import ctypes
 import os
