@@ -81,9 +81,12 @@ async fn accept_loop(
     // empty for a quiet period; then the listener closes. The socket itself
     // is asked (not tokio's cached readiness).
     if let Ok(listener) = listener.into_std() {
-        refuse_new_handshakes(&listener);
+        let refusing = refuse_new_handshakes(&listener);
         let mut taken = take_backlog(&listener, BACKLOG_AT_STOP, &acceptor, &tx, &stopped);
-        while taken < BACKLOG_AT_STOP {
+        // Without the filter, new handshakes keep completing while clients
+        // reconnect, and waiting for a quiet backlog could take thousands of
+        // them: one pass over what is there, then close.
+        while refusing && taken < BACKLOG_AT_STOP {
             tokio::time::sleep(HANDSHAKES_SETTLE).await;
             let more = take_backlog(&listener, BACKLOG_AT_STOP - taken, &acceptor, &tx, &stopped);
             if more == 0 {
@@ -134,8 +137,10 @@ const HANDSHAKES_SETTLE: Duration = Duration::from_millis(20);
 /// and land in the backlog, and no new one starts. A client's SYN goes
 /// unanswered, its retry after the close is refused, and its connect()
 /// fails, telling it that nothing was sent. Where this fails (not Linux, or
-/// the socket refuses), the stop keeps the narrow window it had before.
-fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+/// the socket refuses: some kernels ask for `CAP_NET_ADMIN`, which a
+/// non-root container lacks), the stop keeps the narrow window it had
+/// before, and returns false.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use socket2::SockFilter;
@@ -150,12 +155,22 @@ fn refuse_new_handshakes(listener: &std::net::TcpListener) {
             SockFilter::new(RET_K, 0, 0, 0), // SYN: keep 0 bytes (drop)
             SockFilter::new(RET_K, 0, 0, u32::MAX), // anything else: keep it
         ];
-        if let Err(e) = socket2::SockRef::from(listener).attach_filter(&drop_syn) {
-            tracing::debug!(error = %e, "cannot refuse new handshakes before closing the listener");
+        match socket2::SockRef::from(listener).attach_filter(&drop_syn) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot refuse new connections before closing the listener: a client connecting in the last moment may see a reset (readiness was false for --shutdown-delay-secs before this)"
+                );
+                false
+            }
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = listener;
+    {
+        let _ = listener;
+        false
+    }
 }
 
 /// The most connections taken from the backlog at the stop (the kernel's
