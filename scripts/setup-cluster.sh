@@ -93,5 +93,7 @@ log "built in $((SECONDS - start)) s"
 rm -rf "$DEST"
 mkdir -p "$DEST"
 mv "$BUILD/bin" "$DEST/bin"
+# Earlier builds (another package version or recipe) are not used again.
+find "$CACHE" -mindepth 1 -maxdepth 1 -name 'kubernetes-*' ! -path "$DEST" -exec rm -rf {} +
 chmod -R a+rX "$DEST"
 echo "$DEST"

@@ -28,13 +28,17 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let csv = PathBuf::from(args.next().unwrap_or_else(|| "docs/hpa-real.csv".into()));
     let png = PathBuf::from(args.next().unwrap_or_else(|| "docs/hpa-real.png".into()));
-    let text = std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().context("empty CSV")?.split(',').collect();
     let index: HashMap<&str, usize> = header.iter().enumerate().map(|(i, h)| (*h, i)).collect();
     for column in COLUMNS {
         if !index.contains_key(column) {
-            bail!("{}: no column {column:?} (header: {header:?})", csv.display());
+            bail!(
+                "{}: no column {column:?} (header: {header:?})",
+                csv.display()
+            );
         }
     }
     // Each row as the columns above; an empty metric (not read yet) is skipped in its line.
