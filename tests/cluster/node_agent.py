@@ -180,6 +180,8 @@ class Pod:
                     raise RuntimeError(f"init container {c['name']} exited {status}: {child.tail()}")
                 child.stop()
             self._condition("Initialized", "True")
+            if self.terminating.is_set():  # deleted while initialising: start nothing
+                return
             for c in self.spec["containers"]:
                 host_path = self._mapper(c, volumes)
                 self.children[c["name"]] = Child(
@@ -280,7 +282,8 @@ class Pod:
             self.exit_status[name] = status
             say(f"pod {self.name}: {name} exited {status}")
             child.stop(grace=1)
-        self.agent.network.remove(self.address) if self.address else None
+        if self.address:
+            self.agent.network.remove(self.address)
         self.agent.api.delete(self.path, grace=0)
         self.gone.set()
 
