@@ -532,7 +532,7 @@ def main():
     parser.add_argument("--lifetime", type=int, default=1500, help="upper bound for Prometheus, seconds")
     args = parser.parse_args()
     # One run at a time on a machine: the pod network's bridge and addresses are fixed.
-    lock = open("/run/lock/sluice-test-cluster.lock", "w")
+    lock = open(os.path.join(tempfile.gettempdir(), "sluice-test-cluster.lock"), "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     work = tempfile.mkdtemp(prefix="sluice-cluster.")
     started = time.time()
