@@ -1,179 +1,94 @@
-//! A minimal latency-vs-throughput PNG chart (p50 / p90 / p99 against
-//! achieved req/s, one point per run), rasterized by hand with a built-in
-//! 5x7 pixel font so it needs no system fonts or image libraries beyond `png`.
+//! PNG charts of load runs, drawn with `plotters`: latency (p50 / p90 / p99)
+//! against achieved throughput for a sweep (`--plot`), and stacked
+//! time-series panels over a shared x axis (`sluice-plot-hpa`).
+//!
+//! Charts are drawn into an RGB buffer and encoded with `png`; text uses the
+//! Noto Sans face embedded at compile time (`notosans`, registered with
+//! plotters' `ab_glyph` backend), so no system fonts or font libraries are
+//! needed. That backend (plotters 0.3.7) advances each glyph without its side
+//! bearing, so letter spacing is slightly uneven; the text stays legible.
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{FontStyle, register_font};
 
 use crate::stats::RunResult;
 
-const W: usize = 960;
-const H: usize = 600;
-const LEFT: usize = 90;
-const RIGHT: usize = 150;
-const TOP: usize = 50;
-const BOTTOM: usize = 70;
-type Rgb = [u8; 3];
-const BLACK: Rgb = [0, 0, 0];
-const GRID: Rgb = [225, 225, 225];
-const SERIES: [(&str, Rgb); 3] = [
-    ("P50", [31, 119, 180]),
-    ("P90", [44, 160, 44]),
-    ("P99", [214, 39, 40]),
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// The family name the embedded font is registered under.
+const FONT: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const SERIES: [(&str, RGBColor); 3] = [
+    ("p50", RGBColor(31, 119, 180)),
+    ("p90", RGBColor(44, 160, 44)),
+    ("p99", RGBColor(214, 39, 40)),
 ];
 
-struct Canvas {
-    px: Vec<u8>,
-    w: usize,
-    h: usize,
-}
-
-impl Canvas {
-    fn new() -> Self {
-        Self::sized(W, H)
-    }
-
-    fn sized(w: usize, h: usize) -> Self {
-        Self {
-            px: vec![255; w * h * 3],
-            w,
-            h,
-        }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: Rgb) {
-        if let (Ok(x), Ok(y)) = (usize::try_from(x), usize::try_from(y))
-            && x < self.w
-            && y < self.h
-        {
-            let i = (y * self.w + x) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    fn rect(&mut self, x: i64, y: i64, w: i64, h: i64, c: Rgb) {
-        for dy in 0..h {
-            for dx in 0..w {
-                self.set(x + dx, y + dy, c);
-            }
-        }
-    }
-
-    /// Bresenham line, `thick` pixels wide.
-    fn line(&mut self, (mut x0, mut y0): (i64, i64), (x1, y1): (i64, i64), thick: i64, c: Rgb) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let mut err = dx + dy;
-        loop {
-            self.rect(x0 - thick / 2, y0 - thick / 2, thick, thick, c);
-            if x0 == x1 && y0 == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x0 += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y0 += sy;
-            }
-        }
-    }
-
-    /// Draws `text` (upper-cased) with its top-left corner at (x, y).
-    fn text(&mut self, x: i64, y: i64, text: &str, scale: i64, c: Rgb) {
-        for (i, ch) in text.chars().enumerate() {
-            let rows = glyph(ch.to_ascii_uppercase());
-            let ox = x + i64::try_from(i).unwrap_or(0) * 6 * scale;
-            for (ry, bits) in rows.iter().enumerate() {
-                for rx in 0..5 {
-                    if bits & (0x10 >> rx) != 0 {
-                        let ry = i64::try_from(ry).unwrap_or(0);
-                        self.rect(ox + rx * scale, y + ry * scale, scale, scale, c);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn text_width(text: &str, scale: i64) -> i64 {
-    i64::try_from(text.chars().count()).unwrap_or(0) * 6 * scale
-}
-
-/// 5x7 glyphs, one byte per row, bit 4 = leftmost column.
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        'A' => [0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11],
-        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
-        'D' => [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
-        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
-        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
-        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
-        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
-        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
-        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
-        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
-        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
-        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
-        ',' => [0, 0, 0, 0, 0x0C, 0x04, 0x08],
-        ':' => [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0],
-        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
-        '_' => [0, 0, 0, 0, 0, 0, 0x1F],
-        '=' => [0, 0, 0x1F, 0, 0x1F, 0, 0],
-        '/' => [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
-        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
-        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        _ => [0; 7],
-    }
-}
-
-/// A "nice" tick step (1, 2 or 5 x 10^k) giving about five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = (max / 5.0).max(f64::MIN_POSITIVE);
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let nice = if norm <= 1.0 {
-        1.0
-    } else if norm <= 2.0 {
-        2.0
-    } else if norm <= 5.0 {
-        5.0
+/// Registers the embedded font with plotters once per process; every text
+/// style names [`FONT`].
+fn register_fonts() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        register_font(FONT, FontStyle::Normal, notosans::REGULAR_TTF).is_ok()
+            && register_font(FONT, FontStyle::Bold, notosans::BOLD_TTF).is_ok()
+    });
+    if ok {
+        Ok(())
     } else {
-        10.0
-    };
-    nice * mag
+        Err(anyhow!("the embedded Noto Sans font did not parse"))
+    }
 }
 
+/// Draws a `width` x `height` chart with `draw` on a white background and
+/// writes it to `path` as an 8-bit RGB PNG.
+fn render(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+) -> Result<()> {
+    register_fonts()?;
+    let len = usize::try_from(u64::from(width) * u64::from(height) * 3)?;
+    let mut px = vec![255; len];
+    {
+        let root = BitMapBackend::with_buffer(&mut px, (width, height)).into_drawing_area();
+        draw(&root)?;
+        root.present()?;
+    }
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().context("writing PNG header")?;
+    writer.write_image_data(&px).context("writing PNG data")?;
+    writer.finish().context("finishing PNG")?;
+    Ok(())
+}
+
+/// A legend outside the plot: a short line and the name of each entry,
+/// one under the other from (x, y) in `area`'s pixels.
+fn legend(area: &Area<'_>, (x, y): (i32, i32), entries: &[(&str, RGBColor)]) -> Result<()> {
+    for (k, (name, color)) in (0..).zip(entries) {
+        let ly = y + k * 20;
+        area.draw(&PathElement::new(
+            vec![(x, ly), (x + 24, ly)],
+            color.stroke_width(3),
+        ))?;
+        let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        // +3: plotters' ab_glyph layout centres text a few pixels above the anchor.
+        area.draw(&Text::new((*name).to_string(), (x + 32, ly + 3), style))?;
+    }
+    Ok(())
+}
+
+/// A tick or rate value without trailing zeros (`2.5`, `1000`).
 fn fmt_tick(v: f64) -> String {
     let s = format!("{v:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -208,79 +123,41 @@ fn sweep_points(results: &[RunResult]) -> Vec<(f64, [f64; 3], String)> {
 /// labelled with its concurrency or rate.
 pub fn write_png(path: &Path, results: &[RunResult], title: &str) -> Result<()> {
     let pts = sweep_points(results);
-
-    let xmax_raw = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
-    let ymax_raw = pts.iter().map(|p| p.1[2]).fold(0.0, f64::max).max(0.001) * 1.1;
-    let (xstep, ystep) = (tick_step(xmax_raw), tick_step(ymax_raw));
-    let (xmax, ymax) = (
-        (xmax_raw / xstep).ceil() * xstep,
-        (ymax_raw / ystep).ceil() * ystep,
-    );
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    #[allow(clippy::cast_possible_truncation)]
-    let to_px = |x: f64, y: f64| -> (i64, i64) {
-        (
-            (LEFT as f64 + x / xmax * pw).round() as i64,
-            ((TOP as f64 + ph) - y / ymax * ph).round() as i64,
-        )
-    };
-    let mut c = Canvas::new();
-    let (l, t) = (LEFT as i64, TOP as i64);
-    let (r, b) = ((W - RIGHT) as i64, (H - BOTTOM) as i64);
-    // Grid, ticks and tick labels.
-    let mut v = 0.0;
-    while v <= xmax + xstep * 1e-9 {
-        let (x, _) = to_px(v, 0.0);
-        c.line((x, t), (x, b), 1, GRID);
-        let s = fmt_tick(v);
-        c.text(x - text_width(&s, 1) / 2, b + 8, &s, 1, BLACK);
-        v += xstep;
-    }
-    let mut v = 0.0;
-    while v <= ymax + ystep * 1e-9 {
-        let (_, y) = to_px(0.0, v);
-        c.line((l, y), (r, y), 1, GRID);
-        let s = fmt_tick(v);
-        c.text(l - 8 - text_width(&s, 1), y - 3, &s, 1, BLACK);
-        v += ystep;
-    }
-    c.line((l, t), (l, b), 2, BLACK);
-    c.line((l, b), (r, b), 2, BLACK);
-    // Series.
-    for (k, (name, color)) in SERIES.iter().enumerate() {
-        let mut prev = None;
-        for (x, ys, label) in &pts {
-            let p = to_px(*x, ys[k]);
-            if k == SERIES.len() - 1 {
-                c.text(p.0 + 6, p.1 - 12, label, 1, BLACK);
-            }
-            if let Some(q) = prev {
-                c.line(q, p, 2, *color);
-            }
-            c.rect(p.0 - 3, p.1 - 3, 7, 7, *color);
-            prev = Some(p);
+    let xmax = pts.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+    let ymax = pts.iter().map(|p| p.1[2]).fold(0.0, f64::max).max(0.001) * 1.1;
+    render(path, (960, 600), |root| {
+        // The plot on the left, the legend in a column on the right.
+        let (plot, side) = root.split_horizontally(820);
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(title, (FONT, 24).into_font().style(FontStyle::Bold))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        chart
+            .configure_mesh()
+            .light_line_style(WHITE)
+            .bold_line_style(GRID)
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 17))
+            .x_desc("throughput (req/s)")
+            .y_desc("latency (ms)")
+            .x_label_formatter(&|v| fmt_tick(*v))
+            .y_label_formatter(&|v| fmt_tick(*v))
+            .draw()?;
+        for (k, (_, color)) in SERIES.iter().enumerate() {
+            let line = pts.iter().map(|(x, ys, _)| (*x, ys[k]));
+            chart.draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?;
+            chart.draw_series(line.map(|p| Circle::new(p, 4, color.filled())))?;
         }
-        let ly = t + 10 + i64::try_from(k).unwrap_or(0) * 22;
-        c.rect(r + 20, ly, 24, 6, *color);
-        c.text(r + 52, ly - 4, name, 2, BLACK);
-    }
-    c.text(l, 10, title, 2, BLACK);
-    let xl = "THROUGHPUT (REQ/S)";
-    c.text(l + (r - l - text_width(xl, 2)) / 2, b + 32, xl, 2, BLACK);
-    c.text(l - 60, t - 16, "LATENCY (MS)", 1, BLACK);
-    encode(path, &c)
-}
-
-fn encode(path: &Path, c: &Canvas) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    #[allow(clippy::cast_possible_truncation)]
-    let mut enc = png::Encoder::new(BufWriter::new(file), c.w as u32, c.h as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header().context("writing PNG header")?;
-    writer.write_image_data(&c.px).context("writing PNG data")?;
-    writer.finish().context("finishing PNG")?;
-    Ok(())
+        // Each point's load, next to its p99 (the top line).
+        chart.draw_series(pts.iter().map(|(x, ys, label)| {
+            EmptyElement::at((*x, ys[2]))
+                + Text::new(label.clone(), (6, -18), (FONT, 13).into_font())
+        }))?;
+        legend(&side, (10, 70), &SERIES)?;
+        Ok(())
+    })
 }
 
 /// One line of a time-series panel.
@@ -306,92 +183,103 @@ pub struct Panel {
 }
 
 /// Renders `panels` stacked vertically over a shared x axis into `path`.
+/// Every panel has its own y range (from 0) and its legend to its right; only
+/// the bottom panel labels the x axis.
 pub fn write_timeseries_png(
     path: &Path,
     title: &str,
     x_label: &str,
     panels: &[Panel],
 ) -> Result<()> {
-    const PW: usize = 1000;
-    const PANEL_H: usize = 170;
-    const GAP: usize = 46;
-    let (left, right, top, bottom) = (80_i64, 230_i64, 84_i64, 60_i64);
-    let n = i64::try_from(panels.len()).unwrap_or(1).max(1);
-    let ph = i64::try_from(PANEL_H).unwrap_or(170);
-    let gap = i64::try_from(GAP).unwrap_or(46);
-    let height = top + n * ph + (n - 1) * gap + bottom;
-    let mut c = Canvas::sized(PW, usize::try_from(height).unwrap_or(H));
-    let r = i64::try_from(PW).unwrap_or(1000) - right;
-    let all = || {
-        panels
-            .iter()
-            .flat_map(|p| p.series.iter())
-            .flat_map(|s| s.points.iter())
-    };
-    let xmax_raw = all().map(|p| p.0).fold(0.0, f64::max).max(1.0);
-    let xstep = tick_step(xmax_raw);
-    let xmax = (xmax_raw / xstep).ceil() * xstep;
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-    let to_x = |x: f64| left + (x / xmax * (r - left) as f64).round() as i64;
-    c.text(left, 14, title, 2, BLACK);
-    for (k, panel) in panels.iter().enumerate() {
-        let t = top + i64::try_from(k).unwrap_or(0) * (ph + gap);
-        let b = t + ph;
-        let points = panel.series.iter().flat_map(|s| s.points.iter());
-        let ymax_raw = points.map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
-        let ystep = tick_step(ymax_raw);
-        let ymax = (ymax_raw / ystep).ceil() * ystep;
-        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-        let to_y = |y: f64| b - (y / ymax * ph as f64).round() as i64;
-        let mut v = 0.0;
-        while v <= xmax + xstep * 1e-9 {
-            let x = to_x(v);
-            c.line((x, t), (x, b), 1, GRID);
-            if k + 1 == panels.len() {
-                let s = fmt_tick(v);
-                c.text(x - text_width(&s, 1) / 2, b + 8, &s, 1, BLACK);
+    const WIDTH: u32 = 1000;
+    const TITLE_H: u32 = 50;
+    const PANEL_H: u32 = 210;
+    const X_AXIS_H: u32 = 40;
+    let n = u32::try_from(panels.len().max(1))?;
+    let height = TITLE_H + n * PANEL_H + X_AXIS_H;
+    let xmax = panels
+        .iter()
+        .flat_map(|p| p.series.iter())
+        .flat_map(|s| s.points.iter())
+        .map(|p| p.0)
+        .fold(0.0, f64::max)
+        .max(1.0);
+    render(path, (WIDTH, height), |root| {
+        let (head, body) = root.split_vertically(TITLE_H);
+        let centred = Pos::new(HPos::Center, VPos::Center);
+        let style = TextStyle::from((FONT, 22).into_font().style(FontStyle::Bold)).pos(centred);
+        head.draw_text(title, &style, (i32::try_from(WIDTH / 2)?, 24))?;
+        let breaks: Vec<u32> = (1..n).map(|k| k * PANEL_H).collect();
+        let areas = body.split_by_breakpoints::<u32, u32, _, _>([], breaks);
+        for (k, (panel, area)) in panels.iter().zip(&areas).enumerate() {
+            let last = k + 1 == panels.len();
+            let (plot, side) = area.split_horizontally(WIDTH - 230);
+            let ymax = panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .map(|p| p.1)
+                .fold(0.0, f64::max)
+                .max(1.0)
+                * 1.1;
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(&panel.label, (FONT, 16))
+                .margin_left(10)
+                .margin_right(16)
+                .margin_top(4)
+                .margin_bottom(if last { 0 } else { 6 })
+                // Every plot gets the same height: the bottom one's area is X_AXIS_H taller.
+                .x_label_area_size(if last { 14 + X_AXIS_H } else { 8 })
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+            let mut mesh = chart.configure_mesh();
+            mesh.light_line_style(WHITE)
+                .bold_line_style(GRID)
+                .label_style((FONT, 13))
+                .axis_desc_style((FONT, 17))
+                .y_label_formatter(&|v| fmt_tick(*v))
+                .y_labels(5);
+            if last {
+                mesh.x_desc(x_label).x_label_formatter(&|v| fmt_tick(*v));
+            } else {
+                mesh.x_label_formatter(&|_| String::new());
             }
-            v += xstep;
-        }
-        let mut v = 0.0;
-        while v <= ymax + ystep * 1e-9 {
-            let y = to_y(v);
-            c.line((left, y), (r, y), 1, GRID);
-            let s = fmt_tick(v);
-            c.text(left - 8 - text_width(&s, 1), y - 3, &s, 1, BLACK);
-            v += ystep;
-        }
-        c.line((left, t), (left, b), 2, BLACK);
-        c.line((left, b), (r, b), 2, BLACK);
-        c.text(left, t - 18, &panel.label, 2, BLACK);
-        for (j, s) in panel.series.iter().enumerate() {
-            let mut prev: Option<(i64, i64)> = None;
-            for &(x, y) in &s.points {
-                let p = (to_x(x), to_y(y));
-                if let Some(q) = prev {
-                    if s.step {
-                        c.line(q, (p.0, q.1), 2, s.color);
-                        c.line((p.0, q.1), p, 2, s.color);
-                    } else {
-                        c.line(q, p, 2, s.color);
-                    }
-                }
-                prev = Some(p);
+            mesh.draw()?;
+            for s in &panel.series {
+                let [r, g, b] = s.color;
+                let points = if s.step {
+                    staircase(&s.points)
+                } else {
+                    s.points.clone()
+                };
+                chart.draw_series(LineSeries::new(points, RGBColor(r, g, b).stroke_width(2)))?;
             }
-            let ly = t + 6 + i64::try_from(j).unwrap_or(0) * 20;
-            c.rect(r + 14, ly, 22, 5, s.color);
-            c.text(r + 42, ly - 4, &s.name, 1, BLACK);
+            let entries: Vec<(&str, RGBColor)> = panel
+                .series
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.as_str(),
+                        RGBColor(s.color[0], s.color[1], s.color[2]),
+                    )
+                })
+                .collect();
+            legend(&side, (8, 40), &entries)?;
         }
+        Ok(())
+    })
+}
+
+/// The points of a step line: each value is held until the next point's x.
+fn staircase(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (k, &(x, y)) in points.iter().enumerate() {
+        if let Some(&(_, prev_y)) = k.checked_sub(1).and_then(|j| points.get(j)) {
+            out.push((x, prev_y));
+        }
+        out.push((x, y));
     }
-    let b = top + n * ph + (n - 1) * gap;
-    c.text(
-        left + (r - left - text_width(x_label, 2)) / 2,
-        b + 28,
-        x_label,
-        2,
-        BLACK,
-    );
-    encode(path, &c)
+    out
 }
 
 #[cfg(test)]
@@ -399,13 +287,54 @@ mod tests {
     use super::*;
     use crate::stats::{LatencySummary, Mode};
 
+    /// Decodes the PNG at `path` (and removes it): its size and RGB pixels.
+    fn decode(path: &Path) -> ((u32, u32), Vec<[u8; 3]>) {
+        let file = File::open(path).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(
+            (info.color_type, info.bit_depth),
+            (png::ColorType::Rgb, png::BitDepth::Eight)
+        );
+        let _ = std::fs::remove_file(path);
+        let px = buf[..info.buffer_size()]
+            .chunks_exact(3)
+            .map(|p| [p[0], p[1], p[2]])
+            .collect();
+        ((info.width, info.height), px)
+    }
+
+    /// How many pixels have exactly `color`.
+    fn count(px: &[[u8; 3]], color: [u8; 3]) -> usize {
+        px.iter().filter(|p| **p == color).count()
+    }
+
+    /// How many pixels are dark (text, axes), in rows `rows` of an image `width` wide.
+    fn dark(px: &[[u8; 3]], width: u32, rows: std::ops::Range<u32>) -> usize {
+        let w = width as usize;
+        px[rows.start as usize * w..rows.end as usize * w]
+            .iter()
+            .filter(|p| p.iter().all(|c| *c < 100))
+            .count()
+    }
+
     #[test]
-    fn ticks_are_nice() {
-        assert_eq!(tick_step(10.0), 2.0);
-        assert_eq!(tick_step(1234.0), 500.0);
-        assert_eq!(tick_step(0.9), 0.2);
+    fn ticks_drop_trailing_zeros() {
         assert_eq!(fmt_tick(2.50), "2.5");
         assert_eq!(fmt_tick(1000.0), "1000");
+        assert_eq!(fmt_tick(0.125), "0.125");
+    }
+
+    #[test]
+    fn steps_hold_each_value_until_the_next_point() {
+        assert_eq!(
+            staircase(&[(0.0, 1.0), (5.0, 3.0), (9.0, 2.0)]),
+            [(0.0, 1.0), (5.0, 1.0), (5.0, 3.0), (9.0, 3.0), (9.0, 2.0)]
+        );
+        assert!(staircase(&[]).is_empty());
     }
 
     #[test]
@@ -448,36 +377,44 @@ mod tests {
         write_png(
             &path,
             &[mk(100.0, 900), mk(800.0, 1500), mk(1500.0, 9000)],
-            "test",
+            "test sweep",
         )
         .unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        let _ = std::fs::remove_file(path);
+        let ((w, h), px) = decode(&path);
+        assert_eq!((w, h), (960, 600));
+        // Each series is drawn in its colour, and the title's text in the top rows.
+        for (name, RGBColor(r, g, b)) in SERIES {
+            assert!(count(&px, [r, g, b]) > 100, "{name} is not drawn");
+        }
+        assert!(dark(&px, w, 0..40) > 50, "no title");
     }
 
     #[test]
     fn writes_a_timeseries_png() {
-        let series = |name: &str, step| Series {
+        let series = |name: &str, color, step| Series {
             name: name.into(),
-            color: [200, 0, 0],
+            color,
             points: vec![(0.0, 1.0), (5.0, 3.0), (9.0, 2.0)],
             step,
         };
         let panels = [
             Panel {
                 label: "a".into(),
-                series: vec![series("x", false)],
+                series: vec![series("x", [200, 0, 0], false)],
             },
             Panel {
                 label: "b".into(),
-                series: vec![series("y", true)],
+                series: vec![series("y", [0, 0, 200], true)],
             },
         ];
         let path = std::env::temp_dir().join(format!("sluice-ts-{}.png", std::process::id()));
-        write_timeseries_png(&path, "t", "time (s)", &panels).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        let _ = std::fs::remove_file(path);
+        write_timeseries_png(&path, "a title", "time (s)", &panels).unwrap();
+        let ((w, h), px) = decode(&path);
+        // One panel height each, plus the title and the x axis.
+        assert_eq!((w, h), (1000, 50 + 2 * 210 + 40));
+        assert!(count(&px, [200, 0, 0]) > 100, "series x is not drawn");
+        assert!(count(&px, [0, 0, 200]) > 100, "series y is not drawn");
+        assert!(dark(&px, w, 0..40) > 30, "no title");
+        assert!(dark(&px, w, h - 30..h) > 30, "no x axis label");
     }
 }
