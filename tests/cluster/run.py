@@ -254,7 +254,9 @@ class Cluster:
         def done():
             got = self.prom(f'timestamp(up{{namespace="{NAMESPACE}",pod=~"{selector}"}})')
             return len(got) == len(pods) and all(float(r["value"][1]) > moment for r in got)
-        wait_for(f"a scrape of {pods} after {moment:.0f}", done, timeout=4 * SCRAPE_SECONDS + 10)
+        # `moment` may lie ahead: wait for it, then for up to a few scrapes.
+        wait_for(f"a scrape of {pods} after {moment:.0f}", done,
+                 timeout=max(0.0, moment - time.time()) + 4 * SCRAPE_SECONDS + 10)
 
     def pods(self, selector):
         listed = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=selector)
