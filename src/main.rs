@@ -5,6 +5,17 @@ use sluice::cli::{Cli, Command, ServeArgs};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+/// mimalloc serves the server's own (Rust) allocations. A request's buffers
+/// are allocated on an I/O thread and freed on an instance worker thread
+/// (and the reverse for outputs); glibc's malloc spent about 14% of the
+/// server's CPU on that traffic under load (`malloc`, `_int_free`,
+/// `malloc_consolidate`), mimalloc's thread-local free lists much less (see
+/// docs/benchmarks.md). ONNX Runtime's own allocations still go through
+/// glibc, which is what the on-demand loader's memory probe (`mallinfo2`)
+/// and `malloc_trim` act on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     disable_onnxruntime_telemetry();
     let args = sluice::cli::with_default_command(std::env::args_os().collect());
