@@ -91,8 +91,10 @@ entries = [
     ("HTTP/1 response head encode (hyper)", r"Http1Transaction>::encode \["),
     ("routing (NormalizePath, matchit, method router)", r"normalize_path.rs:<tower_http::normalize_path::NormalizePath<S> as tower_service::Service<http::request::Request<ReqBody>>>::call"),
     ("REST handler, all of (a)-(d)", r"^src/http/routes.rs:sluice::http::routes::infer_common::\{\{closure\}\} \["),
-    ("  (a) body read, JSON depth check", r"src/http/body.rs:sluice::http::routes::infer_common::\{\{closure\}\}$"),
-    ("  (b) request decode (JSON header, tensors)", r"src/http/codec/infer.rs:sluice::http::routes::infer_common::\{\{closure\}\}$"),
+    # (a) and (b): whichever name the compiler gave them (inlined into the
+    # handler, or a function / instrumented future of their own).
+    ("  (a) body read, JSON depth check", r"src/http/body.rs:(sluice::http::routes::infer_common::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
+    ("  (b) request decode (JSON header, tensors)", r"src/http/codec/infer.rs:(sluice::http::routes::infer_common::\{\{closure\}\}$|sluice::http::codec::infer::decode \[)"),
     ("  (c) service: checks, queue hand-off, await", r"src/service/mod.rs:sluice::service::Service::infer::\{\{closure\}\}$"),
     ("  (d) response encode", r"src/http/codec/infer.rs:sluice::http::codec::infer::encode_response$"),
     ("instance worker thread (take batch, run, split)", r"src/scheduler/mod.rs:std::sys::backtrace::__rust_begin_short_backtrace"),

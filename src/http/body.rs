@@ -63,35 +63,72 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// A byte set as a lookup table: callgrind counts fewer instructions per
+/// byte than for a `matches!` of five bytes.
+const fn table(bytes: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        // `as usize` of a u8 is below 256: `get_mut` is not const.
+        #[allow(clippy::indexing_slicing)]
+        {
+            t[bytes[i] as usize] = true;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// Bytes that matter outside a string, and inside one.
+static STRUCTURE: [bool; 256] = table(b"\"[]{}");
+static IN_STRING: [bool; 256] = table(b"\"\\");
+
+fn is_structure(b: &u8) -> bool {
+    STRUCTURE.get(usize::from(*b)).copied().unwrap_or(false)
+}
+
+/// Where the next byte that can change the depth outside a string is.
+///
+/// Eight bytes at a time: a word with none of them is skipped with a few
+/// arithmetic operations instead of eight table look-ups. `(b | 0x20) &
+/// 0xF9` maps all four brackets to 0x79 (and only them, `Y`, `_`, `y` and
+/// DEL, which the exact search of that word then passes over), a quote is
+/// 0x22; a word has a byte equal to one of them exactly when `word ^ that`
+/// has a zero byte.
+fn find_structure(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0usize;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes) else {
+            break;
+        };
+        let brackets = ((word | 0x20 * ONES) & 0xF9 * ONES) ^ 0x79 * ONES;
+        let quotes = word ^ 0x22 * ONES;
+        if has_zero_byte(brackets) || has_zero_byte(quotes) {
+            if let Some(i) = chunk.iter().position(is_structure) {
+                return Some(offset + i);
+            }
+        }
+        offset += 8;
+    }
+    let tail = bytes.get(offset..).unwrap_or_default();
+    tail.iter().position(is_structure).map(|i| offset + i)
+}
+
 /// Refuses JSON nested deeper than `max` arrays/objects, in one pass and
 /// before any parsing, so no parser recursion depends on the client.
 /// Bytes that cannot change the depth (digits, commas, string contents) are
-/// skipped by a table search, so long numeric arrays cost little.
+/// skipped a word at a time ([`find_structure`]) or by a table search, so
+/// long numeric arrays cost little.
 pub(crate) fn check_json_depth(json: &[u8], max: usize) -> Result<(), Error> {
-    /// A byte set as a lookup table: callgrind counts fewer instructions
-    /// per skipped byte than for a `matches!` of five bytes.
-    const fn table(bytes: &[u8]) -> [bool; 256] {
-        let mut t = [false; 256];
-        let mut i = 0;
-        while i < bytes.len() {
-            // `as usize` of a u8 is below 256: `get_mut` is not const.
-            #[allow(clippy::indexing_slicing)]
-            {
-                t[bytes[i] as usize] = true;
-            }
-            i += 1;
-        }
-        t
-    }
-    // Bytes that matter outside a string, and inside one.
-    static STRUCTURE: [bool; 256] = table(b"\"[]{}");
-    static IN_STRING: [bool; 256] = table(b"\"\\");
-    let structure = |b: &u8| STRUCTURE.get(usize::from(*b)).copied().unwrap_or(false);
     let in_string = |b: &u8| IN_STRING.get(usize::from(*b)).copied().unwrap_or(false);
     let mut depth = 0usize;
     let mut rest = json;
     loop {
-        let Some(at) = rest.iter().position(structure) else {
+        let Some(at) = find_structure(rest) else {
             return Ok(());
         };
         match rest.get(at) {
@@ -172,8 +209,24 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn depth_check_agrees_with_the_byte_loop(
-            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\,1a ".to_vec()), 0..64),
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\,1a Y_y\x7f".to_vec()), 0..96),
             max in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(check_json_depth(&text, max).is_ok(), depth_reference(&text, max));
+        }
+
+        /// Any bytes, mostly ones that are skipped a word at a time, with
+        /// structure at every offset within a word.
+        #[test]
+        fn word_skipping_agrees_with_the_byte_loop(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(b"0123456789,.e- ".to_vec()),
+                    1 => proptest::num::u8::ANY,
+                ],
+                0..200,
+            ),
+            max in 0usize..4,
         ) {
             proptest::prop_assert_eq!(check_json_depth(&text, max).is_ok(), depth_reference(&text, max));
         }

@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the middleware of one route enforces; cheap to clone.
@@ -27,12 +28,15 @@ pub(crate) struct Guard {
     pub(crate) max_body_bytes: usize,
 }
 
-/// The middleware: `guard.0` with the route's scope `guard.1`.
+/// The middleware: `scoped.0` with the route's scope `scoped.1` (shared:
+/// axum clones a middleware's state for every request).
 pub(super) async fn guard(
-    State((g, access)): State<(Guard, Access)>,
+    State(scoped): State<Arc<(Guard, Access)>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let (g, access) = &*scoped;
+    let access = *access;
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -103,18 +107,19 @@ pub(super) async fn catch_panic(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let model = model_in(req.uri().path()).map(str::to_string);
+    // Kept by reference count (both share the request's buffers); the
+    // strings the log line needs are made only when a handler panics.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let uri = req.uri().clone();
     // Unwind safety: the request is consumed by the handler, and what it
     // shares (the service) keeps its invariants behind atomics and locks
     // that a panic cannot leave half-written.
     match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(response) => response,
         Err(payload) => {
-            metrics.handler_panicked("http", &route, model.as_deref(), payload.as_ref());
+            let route = matched.as_ref().map_or(uri.path(), MatchedPath::as_str);
+            let model = model_in(uri.path());
+            metrics.handler_panicked("http", route, model, payload.as_ref());
             ApiError(crate::error::Error::internal(
                 "internal error: the request handler failed; the server log has the details",
             ))

@@ -91,7 +91,10 @@ fn table() -> Vec<Route> {
 /// scope; anything else is a 404 behind the `infer` scope.
 fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: usize) -> Router {
     let layer = |access: Access| {
-        axum::middleware::from_fn_with_state((guard_config.clone(), access), guard)
+        axum::middleware::from_fn_with_state(
+            std::sync::Arc::new((guard_config.clone(), access)),
+            guard,
+        )
     };
     let mut router = Router::new();
     for r in routes {
