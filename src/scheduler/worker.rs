@@ -86,8 +86,9 @@ pub(super) fn run(
 /// core, takes the one request queued so far, runs it alone, and hands the
 /// core back: two context switches and one model run per request, so
 /// batching never forms under load. Measured on one core (iris, REST binary,
-/// 64 outstanding requests): average batch 1.05 rows and 110 µs of server
-/// CPU per request before, about 9 rows and 67 µs after. On a core of its own
+/// 64 outstanding requests): average batch 1.04-1.08 rows and 100-118 µs of
+/// server CPU per request before, 5-10 rows and 44-87 µs after (a noisy
+/// machine; docs/benchmarks.md). On a core of its own
 /// a woken worker runs at once either way, so nothing is lost where there is
 /// room. Unprivileged: any thread may move itself to `SCHED_BATCH`.
 fn no_wakeup_preemption() {
