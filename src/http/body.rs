@@ -98,6 +98,10 @@ fn is_structure(b: &u8) -> bool {
 fn find_structure(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const CASE: u64 = 0x20 * ONES;
+    const MASK: u64 = 0xF9 * ONES;
+    const BRACKET: u64 = 0x79 * ONES;
+    const QUOTE: u64 = 0x22 * ONES;
     let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0usize;
@@ -105,8 +109,8 @@ fn find_structure(bytes: &[u8]) -> Option<usize> {
         let Ok(word) = <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes) else {
             break;
         };
-        let brackets = ((word | 0x20 * ONES) & 0xF9 * ONES) ^ 0x79 * ONES;
-        let quotes = word ^ 0x22 * ONES;
+        let brackets = ((word | CASE) & MASK) ^ BRACKET;
+        let quotes = word ^ QUOTE;
         if has_zero_byte(brackets) || has_zero_byte(quotes) {
             if let Some(i) = chunk.iter().position(is_structure) {
                 return Some(offset + i);
