@@ -236,6 +236,8 @@ fn scheduler(c: &mut Criterion) {
             instances: 1,
             levels: Vec::new(),
             preserve_ordering: false,
+            // This measures the queue and its hand-off.
+            inline_run_limit: Duration::ZERO,
         },
         vec![Box::new(Echo)],
         factory,
@@ -299,6 +301,8 @@ fn service(c: &mut Criterion) {
             control_mode: sluice::registry::ControlMode::Explicit,
             ignore_unsupported_config: false,
             strict_model_config: false,
+            // As measured before inline runs: through the queue.
+            inline_run_limit: Duration::ZERO,
         },
     ));
     let service = Service::new(registry.clone(), metrics, Limits::default(), true);

@@ -27,7 +27,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The park hook tells the scheduler an I/O thread went idle, which lets
+    // a short request on an idle server run without the hand-off to an
+    // instance worker (`sluice::scheduler::note_io_thread_idle`).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(sluice::scheduler::note_io_thread_idle)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

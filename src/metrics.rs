@@ -33,6 +33,7 @@ pub(crate) const BATCH_SIZE: &str = "sluice_batch_size";
 pub(crate) const COMPUTE_PHASE_DURATION: &str = "sluice_compute_phase_duration_seconds";
 pub(crate) const INFERENCES_TOTAL: &str = "sluice_inferences_total";
 pub(crate) const EXECUTIONS_TOTAL: &str = "sluice_executions_total";
+pub(crate) const INLINE_EXECUTIONS_TOTAL: &str = "sluice_inline_executions_total";
 pub(crate) const PENDING_REQUESTS: &str = "sluice_pending_requests";
 pub(crate) const INFLIGHT_REQUESTS: &str = "sluice_inflight_requests";
 pub(crate) const MODEL_STATE: &str = "sluice_model_state";
@@ -78,6 +79,7 @@ pub struct Metrics {
     batch_size: HistogramVec,
     inferences: IntCounterVec,
     executions: IntCounterVec,
+    inline_executions: IntCounterVec,
     pending: IntGaugeVec,
     inflight: IntGaugeVec,
     model_state: IntGaugeVec,
@@ -169,6 +171,11 @@ impl Metrics {
             ),
             inferences: counter(INFERENCES_TOTAL, "Rows inferred.", MV),
             executions: counter(EXECUTIONS_TOTAL, "Batches executed.", MV),
+            inline_executions: counter(
+                INLINE_EXECUTIONS_TOTAL,
+                "Batches of one request run on the I/O thread that received it, without the hand-off to an instance thread (--inline-run-limit-us); also counted in sluice_executions_total.",
+                MV,
+            ),
             pending: gauge(
                 PENDING_REQUESTS,
                 "Requests queued now, waiting for an instance.",
@@ -217,6 +224,7 @@ impl Metrics {
             Box::new(m.batch_size.clone()),
             Box::new(m.inferences.clone()),
             Box::new(m.executions.clone()),
+            Box::new(m.inline_executions.clone()),
             Box::new(m.pending.clone()),
             Box::new(m.inflight.clone()),
             Box::new(m.model_state.clone()),
@@ -257,6 +265,7 @@ impl Metrics {
             }),
             inferences: self.inferences.with_label_values(&l),
             executions: self.executions.with_label_values(&l),
+            inline_executions: self.inline_executions.with_label_values(&l),
             per_protocol: PROTOCOLS
                 .iter()
                 .map(|&protocol| ProtocolHandles {
@@ -386,6 +395,7 @@ pub struct VersionMetrics {
     batch: Histogram,
     inferences: IntCounter,
     executions: IntCounter,
+    inline_executions: IntCounter,
     /// Cached handles, indexed like [`PROTOCOLS`] and [`OUTCOMES`].
     per_protocol: Vec<ProtocolHandles>,
     /// For a protocol or outcome outside those lists (none today).
@@ -418,6 +428,11 @@ impl VersionMetrics {
         }
         self.stats.record_batch(rows, phases);
         let _ = took;
+    }
+
+    /// A batch of one request ran on the thread that received it.
+    pub(crate) fn record_inline_execution(&self) {
+        self.inline_executions.inc();
     }
 
     /// A request finished: successfully with its queue and compute times, or not.

@@ -217,6 +217,7 @@ pub(crate) fn core(config: &ServerConfig) -> anyhow::Result<Core> {
                 control_mode: config.control_mode,
                 ignore_unsupported_config: config.ignore_unsupported_config,
                 strict_model_config: config.strict_model_config,
+                inline_run_limit: config.inline_run_limit,
             },
         )
         .with_demand(demand_settings(config)),

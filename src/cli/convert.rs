@@ -143,6 +143,7 @@ impl TryFrom<&ServeArgs> for ServerConfig {
             ignore_unsupported_config: args.ignore_unsupported_config,
             strict_model_config: args.strict_model_config,
             cache_size_bytes: args.cache_size_bytes,
+            inline_run_limit: std::time::Duration::from_micros(args.inline_run_limit_us),
             demand: crate::registry::DemandSettings {
                 budget: (args.model_memory_budget_bytes > 0)
                     .then_some(args.model_memory_budget_bytes),

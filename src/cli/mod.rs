@@ -104,6 +104,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_CACHE_SIZE_BYTES", default_value_t = d::CACHE_SIZE_BYTES)]
     pub(crate) cache_size_bytes: usize,
 
+    /// On an idle server, a request to a model whose runs average at most this many µs runs on the
+    /// I/O thread that received it, skipping the hand-off to an instance thread and back (two
+    /// thread wake-ups); under load requests queue and batch as usual. 0 sends every request
+    /// through the queue. Only CPU sessions run inline, and never those of a model with a batching
+    /// delay (`max_queue_delay_microseconds`) or `preserve_ordering`.
+    #[arg(long, env = "SLUICE_INLINE_RUN_LIMIT_US", default_value_t = d::INLINE_RUN_LIMIT_US)]
+    pub(crate) inline_run_limit_us: u64,
+
     /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
     #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = d::MAX_BYTES_ELEMENT)]
     pub(crate) max_bytes_element: usize,

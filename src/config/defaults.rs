@@ -51,6 +51,12 @@ pub(crate) const EXIT_ON_ERROR: bool = false;
 /// Missing configuration is completed from the graph (as Triton's default).
 pub(crate) const STRICT_MODEL_CONFIG: bool = false;
 
+/// Requests of a version whose runs average at most this many µs may run on
+/// the I/O thread of an idle server (`scheduler::inline`). 100 µs: an I/O
+/// thread is held at most about as long as reading and decoding a large
+/// JSON body holds it.
+pub(crate) const INLINE_RUN_LIMIT_US: u64 = 100;
+
 pub(crate) const LOG_FILTER: &str = "info,ort=warn";
 
 /// `Some(seconds)`, or `None` for 0 (the flags' "off").

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// Triton's `--strict-model-config`: every model needs a configuration
     /// file, and nothing is completed from the graph.
     pub(crate) strict_model_config: bool,
+    /// A request may run on the I/O thread that received it, skipping the
+    /// hand-off to an instance worker, while its version's runs average at
+    /// most this long and that thread was idle; zero: never.
+    pub inline_run_limit: Duration,
     /// Bytes of the response cache, shared by the models that enable it
     /// (`response_cache`); 0: no cache.
     pub cache_size_bytes: usize,
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             exit_on_error: d::EXIT_ON_ERROR,
             ignore_unsupported_config: false,
             strict_model_config: d::STRICT_MODEL_CONFIG,
+            inline_run_limit: Duration::from_micros(d::INLINE_RUN_LIMIT_US),
             panic_for_model: None,
         }
     }

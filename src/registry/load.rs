@@ -354,6 +354,13 @@ fn load_version(
             instances,
             levels,
             preserve_ordering: batching.preserve_ordering,
+            // Only sessions on the CPU run inline: a GPU session is only
+            // ever run from its own worker thread, the way it was proven.
+            inline_run_limit: if placement.provider == "cpu" {
+                defaults.inline_run_limit
+            } else {
+                Duration::ZERO
+            },
         },
         executors,
         factory,

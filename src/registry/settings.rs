@@ -33,6 +33,10 @@ pub struct Defaults {
     /// and a `config.pbtxt` must be complete (nothing is derived from the
     /// graph). False (the default): missing parts come from the graph.
     pub strict_model_config: bool,
+    /// A request may run on the thread that received it while its version's
+    /// runs average at most this long and the server is idle (see
+    /// `scheduler::inline`); zero: every request goes through the queue.
+    pub inline_run_limit: std::time::Duration,
 }
 
 /// The settings of `--model-control-mode on-demand` (see `super::demand`).

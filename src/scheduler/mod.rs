@@ -32,13 +32,22 @@
 //!   batch 500, and the worker rebuilds its executor; if it cannot, it exits,
 //!   and when the last worker exits every queued request is answered 503.
 //!
+//! - **Inline runs.** A short request on an idle server runs on the thread
+//!   that submits it, with a free instance's executor, as a batch of one;
+//!   the conditions (nothing queued, the thread idle since its last inline
+//!   run, one-request batches lately, short runs) are in `inline`.
+//!
 //! # Threads
 //! Workers are spawned by [`Scheduler::start`] and stop when the scheduler is
-//! closed and its queue is drained ([`Scheduler::close`], or drop). Dropping
-//! the scheduler joins them, which frees their sessions.
+//! closed and its queue is drained ([`Scheduler::close`], or drop). Each
+//! worker's executor sits in a slot of the shared state, locked for each run
+//! and free while the worker waits, so an inline run can borrow it. Callers
+//! are answered after the slot is unlocked. Dropping the scheduler joins the
+//! workers; the sessions are freed with the shared state.
 
 mod entry;
 mod executor;
+mod inline;
 pub(crate) mod job;
 mod order;
 mod queue;
@@ -46,6 +55,7 @@ mod shared;
 mod worker;
 
 pub use executor::{Executor, ExecutorFactory};
+pub use inline::note_io_thread_idle;
 pub use job::{BatchKey, Completion, Job, Phases, Timing};
 pub use queue::BatchPolicy;
 pub use shared::{LevelPolicy, SchedulerConfig};
@@ -84,6 +94,15 @@ impl Scheduler {
         factory: ExecutorFactory,
         metrics: Arc<VersionMetrics>,
     ) -> Result<Self, String> {
+        // Inline runs would skip the wait `max_queue_delay` asks for, and
+        // answer before requests admitted earlier with `preserve_ordering`.
+        let inline_limit_ns =
+            if config.policy.max_queue_delay.is_zero() && !config.preserve_ordering {
+                u64::try_from(config.inline_run_limit.as_nanos()).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+        let count = executors.len();
         let shared = Arc::new(Shared {
             gate: config
                 .preserve_ordering
@@ -91,20 +110,24 @@ impl Scheduler {
             state: Mutex::new(State {
                 queue: Queue::new(config.priority_levels),
                 closed: false,
-                live_workers: executors.len(),
+                live_workers: count,
             }),
             config,
             work: Condvar::new(),
             metrics,
+            executors: executors.into_iter().map(|e| Mutex::new(Some(e))).collect(),
+            inline_limit_ns,
+            run_time: inline::Average::new(),
+            worker_batch: inline::Average::new(),
         });
-        let mut workers = Vec::with_capacity(executors.len());
-        for (i, executor) in executors.into_iter().enumerate() {
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
             let shared = shared.clone();
             let factory = factory.clone();
             let name = format!("sluice-{}-{i}", shared.config.name);
             let handle = std::thread::Builder::new()
                 .name(name.chars().take(15).collect())
-                .spawn(move || worker::run(shared, i, executor, factory))
+                .spawn(move || worker::run(shared, i, factory))
                 .map_err(|e| format!("cannot spawn a worker thread: {e}"))?;
             workers.push(handle);
         }
@@ -113,7 +136,8 @@ impl Scheduler {
 
     /// Queues `job`, or refuses it at once when the queue is full or closed.
     /// A closed scheduler hands the job back, so the caller can take it to
-    /// the version that replaced this one.
+    /// the version that replaced this one. A short job on an idle server runs
+    /// here instead, before this returns (see `inline`).
     pub fn submit(&self, mut job: Job) -> Result<Pending, Box<Rejected>> {
         let (reply, rx) = oneshot::channel();
         let ticket = Arc::new(Ticket::new());
@@ -151,6 +175,15 @@ impl Scheduler {
             if let Err(error) = self.level_room(&mut state, entry.enqueued, entry.job.priority) {
                 return Err(Box::new(Rejected { error, job: None }));
             }
+            if let Some(slot) = self.inline_executor(&state) {
+                drop(state);
+                worker::run_inline(&self.shared, slot, entry);
+                return Ok(Pending {
+                    rx,
+                    ticket,
+                    deadline,
+                });
+            }
             entry.order = self.shared.gate.as_ref().map(|g| g.issue());
             state.queue.push(entry);
             self.shared.metrics.pending.set(state.queue.len() as i64);
@@ -161,6 +194,24 @@ impl Scheduler {
             ticket,
             deadline,
         })
+    }
+
+    /// A free executor, when this request may run on the calling thread
+    /// (the rule is in `inline`); called under the queue lock, so nothing is
+    /// queued ahead of it meanwhile.
+    fn inline_executor<'a>(&'a self, state: &State) -> Option<shared::Slot<'a>> {
+        let limit = self.shared.inline_limit_ns;
+        if limit == 0
+            || !state.queue.is_empty()
+            || !self.shared.run_time.at_most(limit)
+            || !self.shared.worker_batch.alone()
+            || !inline::idle_since_last_inline()
+        {
+            return None;
+        }
+        let slot = self.shared.free_executor()?;
+        inline::mark_inline_run();
+        Some(slot)
     }
 
     /// Whether a request would be queued now, checked before its body is
@@ -286,5 +337,7 @@ fn timeout_error() -> Error {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_inline;
 #[cfg(test)]
 mod tests_policy;

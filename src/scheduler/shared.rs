@@ -1,9 +1,12 @@
 //! The state one version's scheduler shares with its workers.
 
+use super::executor::Executor;
+use super::inline::Average;
 use super::order::Gate;
 use super::queue::{BatchPolicy, Queue};
 use crate::metrics::VersionMetrics;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// The queue policy of one priority level.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +29,9 @@ pub struct SchedulerConfig {
     pub levels: Vec<LevelPolicy>,
     /// Answers leave in the order requests were admitted.
     pub preserve_ordering: bool,
+    /// A request may run on the thread that received it while the
+    /// version's runs average at most this long (see `inline`); zero: never.
+    pub inline_run_limit: Duration,
 }
 
 impl SchedulerConfig {
@@ -53,7 +59,21 @@ pub(super) struct Shared {
     /// Signalled on every arrival, on close, and when a worker leaves work behind.
     pub(super) work: Condvar,
     pub(super) metrics: Arc<VersionMetrics>,
+    /// One executor per worker, locked for each run. `None` after a run
+    /// panicked until the worker rebuilds it. A submitting thread may borrow
+    /// a free one for an inline run.
+    pub(super) executors: Vec<Mutex<Option<Box<dyn Executor>>>>,
+    /// The inline limit in nanoseconds; 0 when inline runs are off for this
+    /// version (see `inline`).
+    pub(super) inline_limit_ns: u64,
+    /// The moving average of this version's run times.
+    pub(super) run_time: Average,
+    /// The moving average of the requests in each batch a worker takes.
+    pub(super) worker_batch: Average,
 }
+
+/// A worker's executor slot, locked.
+pub(super) type Slot<'a> = MutexGuard<'a, Option<Box<dyn Executor>>>;
 
 impl Shared {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -62,5 +82,21 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Worker `index`'s executor, waiting while an inline run holds it.
+    pub(super) fn executor(&self, index: usize) -> Option<Slot<'_>> {
+        // Runs are inside `catch_unwind`, so a poisoned slot only means a
+        // panic outside a run, which the worker survives as well.
+        let slot = self.executors.get(index)?;
+        Some(slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// A free, live executor for an inline run, if one is.
+    pub(super) fn free_executor(&self) -> Option<Slot<'_>> {
+        self.executors
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok())
+            .find(|slot| slot.is_some())
     }
 }

@@ -112,6 +112,7 @@ pub(super) fn harness_config(
         instances: 1,
         levels: Vec::new(),
         preserve_ordering: false,
+        inline_run_limit: Duration::ZERO,
     };
     tweak(&mut config);
     let scheduler = Scheduler::start(config, vec![make()], factory, metrics).unwrap();

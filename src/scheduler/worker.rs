@@ -6,6 +6,7 @@ use super::executor::{Executor, ExecutorFactory};
 use super::job::{Completion, Phases};
 use super::queue::Decision;
 use super::shared::Shared;
+use super::shared::Slot;
 use crate::error::Error;
 use crate::runtime::BatchInput;
 use crate::telemetry;
@@ -17,12 +18,7 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-pub(super) fn run(
-    shared: Arc<Shared>,
-    index: usize,
-    mut executor: Box<dyn Executor>,
-    factory: ExecutorFactory,
-) {
+pub(super) fn run(shared: Arc<Shared>, index: usize, factory: ExecutorFactory) {
     no_wakeup_preemption();
     while let Some(batch) = next_batch(&shared) {
         // Claim every entry; one whose waiter timed out first is dropped unrun.
@@ -30,6 +26,7 @@ pub(super) fn run(
         if batch.is_empty() {
             continue;
         }
+        shared.worker_batch.note_batch(batch.len());
         // Bad input must never harm another request. A run that fails for a
         // batch of several requests may have failed because of one of them
         // (an index out of range, a value the model rejects), and every other
@@ -39,8 +36,28 @@ pub(super) fn run(
         // suspect and rebuilding it costs a session load.)
         let mut runs: VecDeque<Vec<Entry>> = VecDeque::from([batch]);
         while let Some(batch) = runs.pop_front() {
-            match run_batch(&shared, executor.as_mut(), batch) {
-                Ran::Done => {}
+            let Some(mut slot) = shared.executor(index) else {
+                fail_all(batch, &Error::internal("the worker has no executor"));
+                break;
+            };
+            // The executor is gone after a panic in an inline run.
+            if let Err(error) = rebuild_if_gone(&shared, &mut slot, &factory, index) {
+                drop(slot);
+                fail_all(batch, &error);
+                return exit(&shared, runs, &error);
+            }
+            let ran = match slot.as_mut() {
+                Some(executor) => run_batch(&shared, executor.as_mut(), batch),
+                None => Ran::Failed(batch, "the worker has no executor".into()),
+            };
+            if matches!(ran, Ran::Panicked(..)) {
+                *slot = None;
+            }
+            // Answer with the executor free again, so the caller's next
+            // request finds it free for an inline run.
+            drop(slot);
+            match ran {
+                Ran::Done(answers) => answers.send(),
                 Ran::Failed(batch, message) if batch.len() > 1 => {
                     tracing::warn!(model = %shared.config.name, requests = batch.len(), error = %message, "batch failed; running its requests one at a time");
                     // A caller that went away meanwhile needs no solo run.
@@ -55,26 +72,82 @@ pub(super) fn run(
                     tracing::warn!(model = %shared.config.name, rows = batch[0].job.rows, error = %message, "request failed");
                     fail_all(batch, &Error::Internal(message));
                 }
-                Ran::Panicked => match factory(index) {
-                    Ok(fresh) => executor = fresh,
-                    Err(e) => {
-                        tracing::error!(model = %shared.config.name, error = %e, "cannot rebuild the worker's session; worker exits");
-                        // Requests of this worker's failed batch still waiting
-                        // for their solo run are answered, not lost.
-                        let error = Error::Internal(format!(
-                            "the model's worker failed and could not be rebuilt: {e}"
-                        ));
-                        for batch in runs.drain(..) {
-                            fail_all(batch, &error);
-                        }
-                        leave(&shared);
-                        return;
+                Ran::Panicked(batch, error) => {
+                    fail_all(batch, &error);
+                    // Rebuilt now rather than before the next batch, which
+                    // would then wait for a session load.
+                    let rebuilt = match shared.executor(index) {
+                        Some(mut slot) => rebuild_if_gone(&shared, &mut slot, &factory, index),
+                        None => Ok(()),
+                    };
+                    if let Err(error) = rebuilt {
+                        return exit(&shared, runs, &error);
                     }
-                },
+                }
             }
         }
     }
     leave(&shared);
+}
+
+/// A worker that cannot rebuild its executor answers what it still holds
+/// (requests of a failed batch waiting for their solo run), and leaves.
+fn exit(shared: &Shared, runs: VecDeque<Vec<Entry>>, error: &Error) {
+    for batch in runs {
+        fail_all(batch, error);
+    }
+    leave(shared);
+}
+
+/// Builds a fresh executor into an empty slot; the error is what the worker
+/// answers when that fails and it must exit.
+fn rebuild_if_gone(
+    shared: &Shared,
+    slot: &mut Slot<'_>,
+    factory: &ExecutorFactory,
+    index: usize,
+) -> Result<(), Error> {
+    if slot.is_some() {
+        return Ok(());
+    }
+    match factory(index) {
+        Ok(fresh) => {
+            **slot = Some(fresh);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(model = %shared.config.name, error = %e, "cannot rebuild the worker's session; worker exits");
+            Err(Error::Internal(format!(
+                "the model's worker failed and could not be rebuilt: {e}"
+            )))
+        }
+    }
+}
+
+/// Runs one admitted request on the calling thread with an executor that
+/// was free (see `inline`), and answers it as a worker would.
+pub(super) fn run_inline(shared: &Shared, mut slot: Slot<'_>, entry: Entry) {
+    // Nobody else has seen the entry, so its ticket is still queued.
+    entry.ticket.start();
+    shared.metrics.record_inline_execution();
+    let ran = match slot.as_mut() {
+        Some(executor) => run_batch(shared, executor.as_mut(), vec![entry]),
+        // `free_executor` hands out live executors only.
+        None => Ran::Failed(vec![entry], "the inline executor was gone".into()),
+    };
+    if matches!(ran, Ran::Panicked(..)) {
+        // The slot's worker rebuilds it before its next batch.
+        *slot = None;
+    }
+    drop(slot);
+    match ran {
+        Ran::Done(answers) => answers.send(),
+        Ran::Failed(batch, message) => {
+            tracing::warn!(model = %shared.config.name, error = %message, "request failed");
+            fail_all(batch, &Error::Internal(message));
+        }
+        Ran::Panicked(batch, error) => fail_all(batch, &error),
+    }
 }
 
 /// Puts the calling thread (an instance worker) on Linux's `SCHED_BATCH`
@@ -106,18 +179,30 @@ fn no_wakeup_preemption() {
     }
 }
 
-/// How one run of a batch ended.
+/// How one run of a batch ended. Nobody has been answered yet: callers are
+/// answered once the executor is unlocked.
 enum Ran {
-    /// Every caller has its answer.
-    Done,
-    /// The run returned an error; nobody has been answered yet.
+    /// The answers, ready to send.
+    Done(Answers),
+    /// The run returned an error.
     Failed(Vec<Entry>, String),
-    /// The run panicked; every caller has been answered with an error and the
-    /// executor must be replaced.
-    Panicked,
+    /// The run panicked: the executor must be replaced, and these callers
+    /// get this error.
+    Panicked(Vec<Entry>, Error),
 }
 
-/// Runs one batch, answering its callers unless the run failed.
+/// Each caller of a batch that ran, with its answer.
+struct Answers(Vec<(Entry, Completion)>);
+
+impl Answers {
+    fn send(self) {
+        for (entry, completion) in self.0 {
+            entry.respond(Ok(completion));
+        }
+    }
+}
+
+/// Runs one batch and says how it went; answers nobody.
 fn run_batch(shared: &Shared, executor: &mut dyn Executor, mut batch: Vec<Entry>) -> Ran {
     let started = Instant::now();
     let rows: usize = batch.iter().map(|e| e.job.rows).sum();
@@ -136,31 +221,33 @@ fn run_batch(shared: &Shared, executor: &mut dyn Executor, mut batch: Vec<Entry>
         .span
         .in_scope(|| catch_unwind(AssertUnwindSafe(|| execute(shared, executor, &batch))));
     let compute_time = started.elapsed();
+    shared.run_time.note_run(compute_time);
     match result {
         Ok(Ok((per_job, phases))) => {
             shared.metrics.record_execution(rows, compute_time, phases);
-            for (entry, outputs) in batch.into_iter().zip(per_job) {
-                let queue_time = started.saturating_duration_since(entry.enqueued);
-                entry.respond(Ok(Completion {
-                    outputs,
-                    queue_time,
-                    compute_time,
-                    batch_rows: rows,
-                    phases,
-                    batch_span: link.clone(),
-                }));
-            }
-            Ran::Done
+            let answers = batch
+                .into_iter()
+                .zip(per_job)
+                .map(|(entry, outputs)| {
+                    let completion = Completion {
+                        outputs,
+                        queue_time: started.saturating_duration_since(entry.enqueued),
+                        compute_time,
+                        batch_rows: rows,
+                        phases,
+                        batch_span: link.clone(),
+                    };
+                    (entry, completion)
+                })
+                .collect();
+            Ran::Done(Answers(answers))
         }
         Ok(Err(message)) => Ran::Failed(batch, message),
         Err(panic) => {
             let what = panic_message(panic.as_ref());
             tracing::error!(model = %shared.config.name, panic = %what, "instance worker panicked; replacing its session");
-            fail_all(
-                batch,
-                &Error::Internal(format!("the model's worker panicked: {what}")),
-            );
-            Ran::Panicked
+            let error = Error::Internal(format!("the model's worker panicked: {what}"));
+            Ran::Panicked(batch, error)
         }
     }
 }

@@ -16,6 +16,7 @@ mod faults;
 mod gpu;
 mod grpc;
 mod harness;
+mod inline;
 mod lifecycle;
 mod loadgen;
 mod no_inputs;
