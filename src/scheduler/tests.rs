@@ -100,8 +100,25 @@ pub(super) fn harness_config(
         })
     };
     let metrics = Arc::new(Metrics::new().version("gate", 1));
-    let mut config = SchedulerConfig {
-        name: "gate".into(),
+    let mut config = config("gate", max_batch, max_queue, levels);
+    tweak(&mut config);
+    let scheduler = Scheduler::start(config, vec![make()], factory, metrics).unwrap();
+    Harness {
+        scheduler,
+        started,
+        release,
+    }
+}
+
+/// One instance, no delay, no ordering, no inline runs.
+pub(super) fn config(
+    name: &str,
+    max_batch: usize,
+    max_queue: usize,
+    levels: usize,
+) -> SchedulerConfig {
+    SchedulerConfig {
+        name: name.into(),
         policy: BatchPolicy {
             max_batch_size: max_batch,
             max_queue_delay: Duration::ZERO,
@@ -113,13 +130,6 @@ pub(super) fn harness_config(
         levels: Vec::new(),
         preserve_ordering: false,
         inline_run_limit: Duration::ZERO,
-    };
-    tweak(&mut config);
-    let scheduler = Scheduler::start(config, vec![make()], factory, metrics).unwrap();
-    Harness {
-        scheduler,
-        started,
-        release,
     }
 }
 

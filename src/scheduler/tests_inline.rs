@@ -2,7 +2,7 @@
 //! and that they are answered exactly as a worker answers them. The park
 //! hook is called by hand; no sleeps.
 
-use super::tests::{ids_of, job};
+use super::tests::{config, ids_of, job};
 use super::*;
 use crate::metrics::Metrics;
 use crate::runtime::BatchInput;
@@ -81,20 +81,8 @@ impl Bench {
                 Ok(make())
             })
         };
-        let mut config = SchedulerConfig {
-            name: "echo".into(),
-            policy: BatchPolicy {
-                max_batch_size: 8,
-                max_queue_delay: Duration::ZERO,
-                preferred_batch_sizes: vec![],
-            },
-            max_queue_size: 100,
-            priority_levels: 1,
-            instances: 1,
-            levels: Vec::new(),
-            preserve_ordering: false,
-            inline_run_limit: Duration::from_secs(1),
-        };
+        let mut config = config("echo", 8, 100, 1);
+        config.inline_run_limit = Duration::from_secs(1);
         tweak(&mut config);
         let metrics = Arc::new(Metrics::new().version("echo", 1));
         let scheduler = Scheduler::start(config, vec![make()], factory, metrics).unwrap();
