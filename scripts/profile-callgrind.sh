@@ -90,12 +90,15 @@ entries = [
     ("HTTP/1 request head parse (hyper, httparse)", r"Http1Transaction>::parse \["),
     ("HTTP/1 response head encode (hyper)", r"Http1Transaction>::encode \["),
     ("routing (NormalizePath, matchit, method router)", r"normalize_path.rs:<tower_http::normalize_path::NormalizePath<S> as tower_service::Service<http::request::Request<ReqBody>>>::call"),
-    ("REST handler, all of (a)-(d)", r"^src/http/routes.rs:sluice::http::routes::infer_common::\{\{closure\}\} \["),
+    ("REST app: route match, edge policy, handler (a)-(d)", r"src/http/app.rs:sluice::http::app::App::respond::\{\{closure\}\}( \[.*)?$"),
+    # The handler: behind the router (routes.rs), or matched in front of it
+    # (app.rs), whichever name the compiler gave its future.
+    ("REST handler, all of (a)-(d)", r"(^src/http/routes.rs:sluice::http::routes::infer_common::\{\{closure\}\} \[|src/http/app.rs:sluice::http::app::Direct::infer::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}( \[.*)?$)"),
     # (a) and (b): whichever name the compiler gave them (inlined into the
     # handler, or a function / instrumented future of their own).
-    ("  (a) body read, JSON depth check", r"src/http/body.rs:(sluice::http::routes::infer_common::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
+    ("  (a) body read, JSON depth check", r"src/http/body.rs:(sluice::http::routes::infer_common::\{\{closure\}\}|sluice::http::app::Direct::infer::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
     ("  (b) request decode (JSON header, tensors)", r"src/http/codec/infer.rs:(sluice::http::routes::infer_common::\{\{closure\}\}$|sluice::http::codec::infer::decode \[)"),
-    ("  (c) service: checks, queue hand-off, await", r"src/service/mod.rs:sluice::service::Service::infer::\{\{closure\}\}$"),
+    ("  (c) service: checks, queue hand-off, await", r"(src/service/mod.rs:sluice::service::Service::infer::\{\{closure\}\}|src/service/infer.rs:<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
     ("  (d) response encode", r"src/http/codec/infer.rs:sluice::http::codec::infer::encode_response$"),
     ("instance worker thread (take batch, run, split)", r"src/scheduler/mod.rs:std::sys::backtrace::__rust_begin_short_backtrace"),
     ("  ONNX Runtime session.run (ort + libonnxruntime)", r"src/scheduler/executor.rs:<sluice::runtime::exec::Instance as sluice::scheduler::executor::Executor>::run_timed \["),

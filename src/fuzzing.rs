@@ -23,7 +23,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
 use tower::ServiceExt as _;
-use tower_http::normalize_path::NormalizePath;
 
 pub use tonic::{Code, Status};
 
@@ -68,8 +67,8 @@ fn other<T>(_: T) -> GrpcReply {
 /// The server's REST router and gRPC service over one loaded repository.
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
-    /// The router with trailing slashes trimmed, as `http::serve` serves it.
-    router: NormalizePath<axum::Router>,
+    /// The REST app as `http::serve` serves it (without a connection).
+    router: rest::App,
     grpc: Inference,
     service: Service,
     registry: Arc<Registry>,
@@ -109,11 +108,7 @@ impl Harness {
             ..
         } = core(&config)?;
         runtime.block_on(load_models(&config, &registry, &service))?;
-        let router = rest::serve::trim_trailing_slash(rest::router(
-            service.clone(),
-            http_guard,
-            config.logging.clone(),
-        ));
+        let router = rest::app(service.clone(), http_guard, config.logging.clone());
         let max_message_bytes = config
             .grpc_max_message_bytes
             .unwrap_or(config.http.max_body_bytes);

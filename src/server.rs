@@ -84,7 +84,7 @@ pub async fn run(
         idle_timeout: config.net.idle_timeout,
     };
     let mut servers = tokio::task::JoinSet::new();
-    let mut spawn_http = |listener: TcpListener, tls, app: axum::Router| {
+    let mut spawn_http = |listener: TcpListener, tls, app: http::App| {
         let incoming = net::incoming(
             listener,
             acceptor(net::Kind::Http, tls),
@@ -102,14 +102,14 @@ pub async fn run(
     };
     let http_addr = listeners.http.local_addr()?;
     tracing::info!(%http_addr, tls = tls.is_some(), auth = auth.is_some(), "http listening");
-    let app = http::router(service.clone(), http_guard.clone(), config.logging.clone());
+    let app = http::app(service.clone(), http_guard.clone(), config.logging.clone());
     spawn_http(listeners.http, tls.clone(), app);
     if let Some(metrics_listener) = listeners.metrics {
         // Plain HTTP, for an in-cluster scraper; the auth setting still applies.
         spawn_http(
             metrics_listener,
             None,
-            http::metrics_router(service.clone(), http_guard),
+            http::metrics_app(service.clone(), http_guard),
         );
     }
     if let Some(grpc_listener) = listeners.grpc {

@@ -7,27 +7,50 @@ use super::config::BodyLimits;
 use super::error::ApiError;
 use crate::error::Error;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 
 /// The raw request body, with oversize, slow, too deeply nested and
 /// unreadable bodies answered in our error format (413, 408, 400, 400).
 #[derive(Debug)]
 pub(crate) struct Body(pub Bytes);
 
+/// What the guard puts in each request for the body extractor: the
+/// configured limits and the body size limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadLimits {
+    pub(crate) body: BodyLimits,
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            body: BodyLimits::default(),
+            max_bytes: crate::config::defaults::MAX_BODY_BYTES,
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limits = req
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let ReadLimits {
+            body: limits,
+            max_bytes,
+        } = req
             .extensions()
-            .get::<BodyLimits>()
+            .get::<ReadLimits>()
             .copied()
             .unwrap_or_default();
         // The JSON part's declared length, read before the request is
         // consumed (no copy of the headers); checked against the body below.
         let declared = header_length(req.headers(), usize::MAX);
-        let read = tokio::time::timeout(limits.read_timeout, Bytes::from_request(req, state));
+        // The size limit is enforced here, not by axum's `DefaultBodyLimit`,
+        // so that the inference routes matched outside the router have it.
+        let body = http_body_util::Limited::new(req.into_body(), max_bytes);
+        let read = tokio::time::timeout(limits.read_timeout, body.collect());
         let bytes = match read.await {
             Err(_) => {
                 return Err(ApiError(Error::ClientTimeout(format!(
@@ -35,16 +58,15 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                     limits.read_timeout.as_secs_f64()
                 ))));
             }
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(ApiError(Error::TooLarge(
                     "request body is larger than the server's limit (--max-body-bytes)".into(),
                 )));
             }
-            Ok(Err(rejection)) => {
+            Ok(Err(e)) => {
                 return Err(ApiError(Error::invalid(format!(
-                    "cannot read the request body: {}",
-                    rejection.body_text()
+                    "cannot read the request body: {e}"
                 ))));
             }
         };

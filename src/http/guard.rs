@@ -4,6 +4,7 @@
 //! the request for the body extractor, and answers a refusal in our error
 //! format after draining the unread body.
 
+use super::body::ReadLimits;
 use super::config::BodyLimits;
 use super::error::ApiError;
 use crate::auth::Access;
@@ -11,10 +12,11 @@ use crate::edge::Edge;
 use crate::net::metrics::EdgeMetrics;
 use crate::service::Protocol;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +34,26 @@ pub(crate) struct Guard {
 /// axum clones a middleware's state for every request).
 pub(super) async fn guard(
     State(scoped): State<Arc<(Guard, Access)>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let (g, access) = &*scoped;
-    let access = *access;
+    guarded(g, *access, req, |req| next.run(req)).await
+}
+
+/// The policy around `handler` for a request that wants `access`: what the
+/// middleware does, and what the inference routes matched without the
+/// router (see [`super::app`]) do with the same code.
+pub(super) async fn guarded<H, F>(
+    g: &Guard,
+    access: Access,
+    mut req: Request,
+    handler: H,
+) -> Response
+where
+    H: FnOnce(Request) -> F,
+    F: Future<Output = Response>,
+{
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -49,8 +66,11 @@ pub(super) async fn guard(
         Ok(pass) => pass,
         Err(e) => return refuse(req, ApiError(e), g.max_body_bytes).await,
     };
-    req.extensions_mut().insert(g.body);
-    let response = pass.deadline.run(next.run(req)).await;
+    req.extensions_mut().insert(ReadLimits {
+        body: g.body,
+        max_bytes: g.max_body_bytes,
+    });
+    let response = pass.deadline.run(handler(req)).await;
     drop(pass.admitted);
     response.unwrap_or_else(|e| ApiError(e).into_response())
 }
@@ -111,21 +131,36 @@ pub(super) async fn catch_panic(
     // strings the log line needs are made only when a handler panics.
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let uri = req.uri().clone();
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    unwinding(&metrics, route, &uri, next.run(req)).await
+}
+
+/// Runs `work`, answering a panic in it as [`catch_panic`] describes;
+/// `route` is the route's pattern (the path when no route matched). A plain
+/// function, not an `async fn`: that would keep `work` twice in its state.
+pub(super) fn unwinding<'a>(
+    metrics: &'a EdgeMetrics,
+    route: Option<&'a str>,
+    uri: &'a Uri,
+    work: impl Future<Output = Response> + 'a,
+) -> impl Future<Output = Response> + 'a {
     // Unwind safety: the request is consumed by the handler, and what it
     // shares (the service) keeps its invariants behind atomics and locks
     // that a panic cannot leave half-written.
-    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-        Ok(response) => response,
-        Err(payload) => {
-            let route = matched.as_ref().map_or(uri.path(), MatchedPath::as_str);
-            let model = model_in(uri.path());
-            metrics.handler_panicked("http", route, model, payload.as_ref());
-            ApiError(crate::error::Error::internal(
-                "internal error: the request handler failed; the server log has the details",
-            ))
-            .into_response()
-        }
-    }
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(move |outcome| match outcome {
+            Ok(response) => response,
+            Err(payload) => {
+                let route = route.unwrap_or(uri.path());
+                let model = model_in(uri.path());
+                metrics.handler_panicked("http", route, model, payload.as_ref());
+                ApiError(crate::error::Error::internal(
+                    "internal error: the request handler failed; the server log has the details",
+                ))
+                .into_response()
+            }
+        })
 }
 
 /// The model a REST path names: the segment after `models`, without a

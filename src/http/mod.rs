@@ -9,6 +9,7 @@
 //! each route's scope (`router`) behind the edge policy (`guard`), and the
 //! connection loop ([`serve`]).
 
+mod app;
 mod body;
 pub mod codec;
 mod config;
@@ -24,7 +25,8 @@ pub(crate) mod serve;
 mod state;
 mod v1;
 
+pub(crate) use app::App;
 pub use config::{BodyLimits, HttpConfig};
 pub(crate) use guard::Guard;
 pub use router::paths;
-pub(crate) use router::{metrics_router, router};
+pub(crate) use router::{app, metrics_app};

@@ -2,6 +2,7 @@
 //! needs. The edge policy runs per route with that scope, so access is
 //! declared here and never derived from path prefixes.
 
+use super::app::{App, Direct, INFER, INFER_VERSION};
 use super::guard::{Guard, guard};
 use super::state::AppState;
 use super::{logging, repository, routes, v1};
@@ -47,12 +48,8 @@ fn table() -> Vec<Route> {
             get(routes::model_ready_v),
             Infer,
         ),
-        route("/v2/models/{model}/infer", post(routes::infer), Infer),
-        route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(routes::infer_v),
-            Infer,
-        ),
+        route(INFER, post(routes::infer), Infer),
+        route(INFER_VERSION, post(routes::infer_v), Infer),
         route("/v2/models/{model}/stats", get(routes::model_stats), Infer),
         route(
             "/v2/models/{model}/versions/{version}/stats",
@@ -87,9 +84,21 @@ fn table() -> Vec<Route> {
     ]
 }
 
-/// Builds a router of `routes`, each behind the edge policy with its own
-/// scope; anything else is a 404 behind the `infer` scope.
-fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: usize) -> Router {
+/// Builds the app of `routes`, each behind the edge policy with its own
+/// scope; anything else is a 404 behind the `infer` scope. When `routes`
+/// has both inference routes with one scope, they are matched in front of
+/// the router (see [`super::app`]) with that scope.
+fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: usize) -> App {
+    let scope = |path: &str| routes.iter().find(|r| r.path == path).map(|r| r.access);
+    let direct = match (scope(INFER), scope(INFER_VERSION)) {
+        (Some(access), Some(versioned)) if access == versioned => Some(Direct {
+            state: state.clone(),
+            guard: guard_config.clone(),
+            access,
+            metrics: guard_config.edge.metrics.clone(),
+        }),
+        _ => None,
+    };
     let layer = |access: Access| {
         axum::middleware::from_fn_with_state(
             std::sync::Arc::new((guard_config.clone(), access)),
@@ -105,18 +114,19 @@ fn build(routes: Vec<Route>, state: AppState, guard_config: Guard, body_limit: u
         router = router.route(r.path, handlers);
     }
     let metrics = guard_config.edge.metrics.clone();
-    router
+    let router = router
         .fallback_service(any(routes::not_found).layer(layer(Access::Infer)))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             super::guard::catch_panic,
         ))
-        .with_state(state)
+        .with_state(state);
+    App::new(router, direct)
 }
 
 /// The whole REST API, each route behind the edge policy.
-pub(crate) fn router(service: Service, guard: Guard, logging: LogControl) -> Router {
+pub(crate) fn app(service: Service, guard: Guard, logging: LogControl) -> App {
     let limit = guard.max_body_bytes;
     let state = AppState {
         service,
@@ -127,7 +137,7 @@ pub(crate) fn router(service: Service, guard: Guard, logging: LogControl) -> Rou
 }
 
 /// `/metrics` alone, for `--metrics-port` (behind the same policy).
-pub(crate) fn metrics_router(service: Service, guard: Guard) -> Router {
+pub(crate) fn metrics_app(service: Service, guard: Guard) -> App {
     let state = AppState {
         service,
         logging: LogControl::detached(),

@@ -2,9 +2,10 @@
 //! call the service, encode.
 
 use super::body::Body;
-use super::codec::binary::HEADER_LENGTH;
+use super::codec::binary::HEADER_LENGTH_NAME;
 use super::codec::describe::{metadata_json, stats_json};
-use super::codec::{decode_request, encode_response};
+use super::codec::encode_response;
+use super::codec::infer::decode_request_with;
 use super::error::ApiError;
 use super::path::Path;
 use super::state::AppState;
@@ -127,23 +128,13 @@ pub(super) async fn infer_v(
     infer_common(s, model, Some(version), request).await
 }
 
-/// The request's `Inference-Header-Content-Length`, alone in a header map
-/// (empty, so no allocation, for JSON requests).
-fn binary_header(headers: &axum::http::HeaderMap) -> axum::http::HeaderMap {
-    let mut only = axum::http::HeaderMap::new();
-    if let Some(v) = headers.get(HEADER_LENGTH) {
-        only.insert(HEADER_LENGTH, v.clone());
-    }
-    only
-}
-
 /// Bodies at least this large are decoded on the blocking pool, so a burst of
 /// big JSON bodies cannot stall the async threads that answer everyone else.
 const DECODE_OFF_RUNTIME: usize = 256 << 10;
 
 /// JSON and binary requests share one decoder. A full queue refuses before
 /// the body is read.
-async fn infer_common(
+pub(super) async fn infer_common(
     s: AppState,
     model: String,
     version: Option<u64>,
@@ -154,19 +145,24 @@ async fn infer_common(
     }
     let span = telemetry::request_span("http", &model, request.headers());
     let work = async move {
-        // The decoder needs one header, not a copy of them all.
-        let headers = binary_header(request.headers());
+        // The decoder needs one header, not a copy of them all (a shared
+        // reference to the request's buffer).
+        let header_length = request.headers().get(&HEADER_LENGTH_NAME).cloned();
         let Body(body) = Body::from_request(request, &()).await?;
         let max_elements = s.service.limits().max_tensor_elements;
         let decode = telemetry::phase_span(Phase::Decode);
         let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {
             tokio::task::spawn_blocking(move || {
-                decode.in_scope(|| decode_request(model, version, &headers, body, max_elements))
+                decode.in_scope(|| {
+                    decode_request_with(model, version, header_length.as_ref(), body, max_elements)
+                })
             })
             .await
             .map_err(|e| ApiError(Error::internal(format!("request decoding failed: {e}"))))??
         } else {
-            decode.in_scope(|| decode_request(model, version, &headers, body, max_elements))?
+            decode.in_scope(|| {
+                decode_request_with(model, version, header_length.as_ref(), body, max_elements)
+            })?
         };
         let response = s.service.infer(request, Protocol::Http).await?;
         let _encode = telemetry::phase_span(Phase::Encode).entered();

@@ -13,8 +13,8 @@
 //!
 //! Trailing slashes are trimmed before routing (`/v2/`, `/v2/models/m/`, as
 //! Triton's and KServe's clients and gateways may send): axum routes before
-//! any `Router::layer` sees the request, so this wraps the router, and the
-//! trimmed path picks the route and with it the route's scope.
+//! any `Router::layer` sees the request, so [`App`] wraps the router, and
+//! the trimmed path picks the route and with it the route's scope.
 //!
 //! Shutdown has two steps. From the moment draining starts (SIGTERM, before
 //! the listeners close), every HTTP/1 response carries `Connection: close`, as
@@ -24,40 +24,30 @@
 //! listeners stop, every connection is told to finish (HTTP/1 closes after
 //! the response in progress, HTTP/2 sends GOAWAY) and the loop waits for them.
 
+use super::app::App;
 use super::config::HttpConfig;
 use super::parse_errors::JsonParseErrors;
 use crate::net::Conn;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
-use tower_http::normalize_path::NormalizePath;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_BYTES: usize = crate::config::defaults::MIN_HEADER_BYTES as usize;
-
-/// `app` as every connection sees it: trailing slashes trimmed before
-/// routing (see the module doc). `crate::fuzzing` serves the same.
-pub(crate) fn trim_trailing_slash(app: Router) -> NormalizePath<Router> {
-    NormalizePath::trim_trailing_slash(app)
-}
 
 /// Serves `app` on every connection from `incoming` until `shutdown`
 /// resolves, then waits for the open connections to finish. Once `draining`
 /// turns true, HTTP/1 connections close after their next response.
 pub(crate) async fn serve(
     mut incoming: mpsc::Receiver<Conn>,
-    app: Router,
+    app: App,
     config: &HttpConfig,
     draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = trim_trailing_slash(app.layer(axum::middleware::from_fn_with_state(
-        draining,
-        close_when_draining,
-    )));
+    let app = app.closing_when(draining);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -171,30 +161,11 @@ where
     }
 }
 
-/// Adds `Connection: close` to HTTP/1 responses once draining has started
-/// (checked when the response is ready, so a request in flight at SIGTERM
-/// gets it too). HTTP/2 has no such header; its GOAWAY comes at stop.
-async fn close_when_draining(
-    axum::extract::State(draining): axum::extract::State<watch::Receiver<bool>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let http1 = request.version() < axum::http::Version::HTTP_2;
-    let mut response = next.run(request).await;
-    if http1 && *draining.borrow() {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-    }
-    response
-}
-
 /// The app on one connection: each request marks the connection busy until
 /// its response body has been sent (see [`crate::net::Activity`]).
 #[derive(Clone)]
 struct Tracked {
-    inner: NormalizePath<Router>,
+    inner: App,
     activity: std::sync::Arc<crate::net::Activity>,
 }
 
@@ -205,7 +176,10 @@ where
 {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = futures::future::Map<
+        futures::future::BoxFuture<'static, axum::response::Response>,
+        fn(axum::response::Response) -> Result<axum::response::Response, std::convert::Infallible>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -216,10 +190,6 @@ where
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
         let busy = self.activity.begin();
-        let call = tower::ServiceExt::oneshot(self.inner.clone(), request);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| axum::body::Body::new(busy.hold(body))))
-        })
+        futures::FutureExt::map(self.inner.respond(request, Some(busy)), Ok)
     }
 }

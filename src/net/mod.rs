@@ -37,4 +37,4 @@ pub mod tls;
 pub(crate) use accept::{Acceptor, incoming};
 pub use config::{Kind, NetConfig};
 pub(crate) use conn::{Conn, ConnectionLimit};
-pub(crate) use idle::Activity;
+pub(crate) use idle::{Activity, Busy};

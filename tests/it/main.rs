@@ -11,6 +11,7 @@ mod binary;
 mod cache;
 mod classification;
 mod demand;
+mod direct_routes;
 mod ensemble;
 mod faults;
 mod gpu;

@@ -99,6 +99,20 @@ async fn a_panicking_handler_is_a_500_or_internal_and_the_connection_goes_on() {
         PATIENCE,
     )
     .await;
+    // The inference route's own pattern, though it is matched outside the
+    // router (`src/http/app.rs`).
+    logs::wait_for(
+        mark,
+        &[
+            "handler panicked",
+            "/v2/models/{model}/infer",
+            MODEL,
+            "injected",
+        ],
+        1,
+        PATIENCE,
+    )
+    .await;
 
     // gRPC: INTERNAL, then the same channel serves the next call.
     let mut c = client(s.grpc).await;

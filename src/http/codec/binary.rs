@@ -11,15 +11,27 @@
 //! header. The header is parsed here and nowhere else.
 
 use crate::error::{Error, Result};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 /// The request and response header naming the JSON header's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// [`HEADER_LENGTH`] as a header name, built once: looking a header up by a
+/// `&str` parses and checks the name again on every call.
+pub(crate) const HEADER_LENGTH_NAME: HeaderName = HeaderName::from_static(HEADER_LENGTH);
+
 /// The JSON header's length from `Inference-Header-Content-Length`, if sent.
 pub(crate) fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
-    let Some(value) = headers.get(HEADER_LENGTH) else {
+    declared_length(headers.get(&HEADER_LENGTH_NAME), body_len)
+}
+
+/// [`header_length`] of the header's value, `None` when not sent.
+pub(crate) fn declared_length(
+    value: Option<&HeaderValue>,
+    body_len: usize,
+) -> Result<Option<usize>> {
+    let Some(value) = value else {
         return Ok(None);
     };
     let n = value

@@ -2,7 +2,7 @@
 //! tensors with the binary extension) and the encoder of their responses.
 //! Stateless: what a request may hold comes in as arguments.
 
-use super::binary::{HEADER_LENGTH, binary_size, header_length};
+use super::binary::{HEADER_LENGTH_NAME, binary_size, declared_length};
 use super::json::{self, DataJson, RequestJson};
 use crate::error::{Error, Result};
 use crate::service::{InferRequest, InferResponse};
@@ -41,7 +41,13 @@ pub fn decode_request(
     body: Bytes,
     max_elements: usize,
 ) -> Result<(InferRequest, OutputFormat)> {
-    decode(model, version, headers, body, max_elements)
+    decode_request_with(
+        model,
+        version,
+        headers.get(&HEADER_LENGTH_NAME),
+        body,
+        max_elements,
+    )
 }
 
 /// [`decode_request`] without the output format: what the fuzz targets in
@@ -53,17 +59,19 @@ pub fn decode_body(
     body: Bytes,
     max_elements: usize,
 ) -> Result<InferRequest> {
-    decode(model, version, headers, body, max_elements).map(|(request, _)| request)
+    decode_request(model, version, headers, body, max_elements).map(|(request, _)| request)
 }
 
-fn decode(
+/// [`decode_request`] given only the `Inference-Header-Content-Length`
+/// value, the one header it reads (the handler keeps that, not the map).
+pub(crate) fn decode_request_with(
     model: String,
     version: Option<u64>,
-    headers: &HeaderMap,
+    header_length: Option<&HeaderValue>,
     body: Bytes,
     max_elements: usize,
 ) -> Result<(InferRequest, OutputFormat)> {
-    let header_len = header_length(headers, body.len())?.unwrap_or(body.len());
+    let header_len = declared_length(header_length, body.len())?.unwrap_or(body.len());
     // header_length() bounds the header by the body; `get` keeps that local.
     let head = body.get(..header_len).unwrap_or_default();
     let parsed: RequestJson<'_> = serde_json::from_slice(head)
@@ -213,10 +221,7 @@ pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Respo
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             ),
-            (
-                header::HeaderName::from_static(HEADER_LENGTH),
-                HeaderValue::from(head.len()),
-            ),
+            (HEADER_LENGTH_NAME, HeaderValue::from(head.len())),
         ],
         body.freeze(),
     )
@@ -259,6 +264,7 @@ fn as_string<S: serde::Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, 
 
 #[cfg(test)]
 mod tests {
+    use super::super::binary::HEADER_LENGTH;
     use super::*;
     use crate::tensor::{DataType, RunOutput, TensorData};
     use proptest::prelude::*;
