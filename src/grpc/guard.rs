@@ -110,7 +110,8 @@ where
             info.activity.begin()
         });
         Box::pin(async move {
-            let route = req.uri().path().to_string();
+            // A reference count; the route is read only if the handler panics.
+            let uri = req.uri().clone();
             let metrics = guard.edge.metrics.clone();
             // A handler that panics (a bug) is answered INTERNAL and the
             // connection goes on; see `http::guard::catch_panic`. Unwind
@@ -120,7 +121,7 @@ where
             let response = match futures::FutureExt::catch_unwind(call).await {
                 Ok(response) => response?,
                 Err(payload) => {
-                    metrics.handler_panicked("grpc", &route, None, payload.as_ref());
+                    metrics.handler_panicked("grpc", uri.path(), None, payload.as_ref());
                     status(crate::error::Error::internal(
                         "internal error: the request handler failed; the server log has the details",
                     ))
@@ -146,7 +147,10 @@ where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
 {
     let access = access(req.uri().path());
-    let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     let pass = match guard
         .edge
         .admit(Protocol::Grpc, access, authorization, None)

@@ -12,7 +12,6 @@
 
 use crate::error::{Error, Result};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
 
 /// The request and response header naming the JSON header's length.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -52,7 +51,7 @@ pub(crate) fn declared_length(
 }
 
 pub(super) fn binary_size(
-    params: Option<&Map<String, Value>>,
+    params: Option<&super::json::Parameters>,
     name: &str,
 ) -> Result<Option<usize>> {
     match super::json::param_u64(params, "binary_data_size") {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use half::{bf16, f16};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::fmt;
 
 mod encode;
@@ -28,7 +28,7 @@ pub struct RequestJson<'a> {
     #[serde(default)]
     pub(crate) id: Option<String>,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Parameters>,
     #[serde(borrow)]
     pub inputs: Vec<InputJson<'a>>,
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct InputJson<'a> {
     pub shape: Vec<i64>,
     pub datatype: String,
     #[serde(default)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Parameters>,
     #[serde(default, borrow)]
     pub data: Option<&'a RawValue>,
 }
@@ -50,7 +50,89 @@ pub struct InputJson<'a> {
 pub(crate) struct OutputRequestJson {
     pub(crate) name: String,
     #[serde(default)]
-    pub(crate) parameters: Option<Map<String, Value>>,
+    pub(crate) parameters: Option<Parameters>,
+}
+
+/// The parameter keys the server reads from a request, an input or an
+/// output.
+const KNOWN_PARAMETERS: [&str; 6] = [
+    "binary_data",
+    "binary_data_output",
+    "binary_data_size",
+    "classification",
+    "priority",
+    "timeout",
+];
+
+/// A `parameters` object: the values of the keys the server reads (the last
+/// one where a key repeats, as a JSON map keeps it). Other keys are parsed
+/// as JSON and skipped, so a request pays no allocation for them.
+#[derive(Debug, Default)]
+pub struct Parameters(Vec<(&'static str, Value)>);
+
+impl Parameters {
+    /// The value of `key`, if sent.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Parameters {
+    fn deserialize<D: de::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_map(ParametersVisitor)
+    }
+}
+
+struct ParametersVisitor;
+
+impl<'de> Visitor<'de> for ParametersVisitor {
+    type Value = Parameters;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Parameters, A::Error> {
+        let mut known = Vec::new();
+        while let Some(key) = map.next_key::<KnownKey>()? {
+            match key.0 {
+                Some(key) => known.push((key, map.next_value::<Value>()?)),
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Parameters(known))
+    }
+}
+
+/// A parameter key: one of [`KNOWN_PARAMETERS`], or `None` for any other
+/// (read without a copy).
+struct KnownKey(Option<&'static str>);
+
+impl<'de> Deserialize<'de> for KnownKey {
+    fn deserialize<D: de::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = KnownKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a parameter name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> std::result::Result<KnownKey, E> {
+                Ok(KnownKey(
+                    KNOWN_PARAMETERS.iter().copied().find(|k| *k == key),
+                ))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 /// Decodes one input's JSON `data` into a tensor.
@@ -423,7 +505,7 @@ impl<'de> Visitor<'de> for &mut Sink<'_> {
 }
 
 /// A JSON parameter as u64 (accepting integral numbers only).
-pub fn param_u64(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<u64>> {
+pub fn param_u64(params: Option<&Parameters>, key: &str) -> Result<Option<u64>> {
     match params.and_then(|p| p.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -435,7 +517,7 @@ pub fn param_u64(params: Option<&Map<String, Value>>, key: &str) -> Result<Optio
 }
 
 /// A JSON parameter as bool.
-pub fn param_bool(params: Option<&Map<String, Value>>, key: &str) -> Result<Option<bool>> {
+pub fn param_bool(params: Option<&Parameters>, key: &str) -> Result<Option<bool>> {
     match params.and_then(|p| p.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),

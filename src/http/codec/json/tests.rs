@@ -403,3 +403,48 @@ fn malformed_numbers_keep_their_messages() {
         decode_serde("UINT8", &[1], "[-0]").unwrap().data
     );
 }
+
+/// `parameters` keeps the keys the decoder reads, the last where one
+/// repeats, as `serde_json::Map` would; anything else is checked as JSON and
+/// skipped; a non-object is refused with serde's own words.
+#[test]
+fn parameters_keep_the_keys_the_decoder_reads() {
+    let body = r#"{"parameters": {"priority": 1, "custom": {"deep": [1, {"x": "y"}]},
+        "timeout": 5, "priority": 3, "binary_data_output": true, "note": "\u00e9"},
+        "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1],
+            "parameters": {"binary_data_size": null, "other": 1}}],
+        "outputs": [{"name": "y", "parameters": {"classification": 2, "binary_data": false}}]}"#;
+    let req: RequestJson<'_> = serde_json::from_str(body).unwrap();
+    let params = req.parameters.as_ref();
+    assert_eq!(param_u64(params, "priority").unwrap(), Some(3));
+    assert_eq!(param_u64(params, "timeout").unwrap(), Some(5));
+    assert_eq!(
+        param_bool(params, "binary_data_output").unwrap(),
+        Some(true)
+    );
+    assert_eq!(params.unwrap().get("custom"), None);
+    assert_eq!(params.unwrap().get("note"), None);
+    let input = req.inputs[0].parameters.as_ref();
+    assert_eq!(param_u64(input, "binary_data_size").unwrap(), None);
+    let output = req.outputs.as_ref().unwrap()[0].parameters.as_ref();
+    assert_eq!(param_u64(output, "classification").unwrap(), Some(2));
+    assert_eq!(param_bool(output, "binary_data").unwrap(), Some(false));
+
+    let wrong: Result<RequestJson<'_>, _> =
+        serde_json::from_str(r#"{"parameters": {"priority": -1}, "inputs": []}"#);
+    let e = param_u64(wrong.unwrap().parameters.as_ref(), "priority").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "parameter 'priority' must be a non-negative integer, got -1"
+    );
+    for bad in [
+        r#"{"parameters": 5, "inputs": []}"#,
+        r#"{"parameters": [], "inputs": []}"#,
+    ] {
+        let e = serde_json::from_str::<RequestJson<'_>>(bad).unwrap_err();
+        assert!(e.to_string().contains("expected a map"), "{e}");
+    }
+    let e = serde_json::from_str::<RequestJson<'_>>(r#"{"parameters": {"a": [1,}, "inputs": []}"#)
+        .unwrap_err();
+    assert!(e.is_syntax(), "{e}");
+}
