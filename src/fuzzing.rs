@@ -22,7 +22,6 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
-use tower::ServiceExt as _;
 
 pub use tonic::{Code, Status};
 
@@ -136,10 +135,7 @@ impl Harness {
     pub fn rest(&self, request: http::Request<Bytes>) -> RestResponse {
         let request = request.map(axum::body::Body::from);
         self.runtime.block_on(async {
-            let response = match self.router.clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(infallible) => match infallible {},
-            };
+            let response = self.router.respond(request, None).await;
             let (parts, body) = response.into_parts();
             let body = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),

@@ -1,7 +1,8 @@
 //! The whole REST API end to end: an arbitrary method, path, headers and
-//! body go through the router `sluice serve` runs (edge policy with auth on,
-//! every route, the real handlers and models of tests/models) with
-//! `tower::ServiceExt::oneshot`, no socket (`sluice::fuzzing::Harness`).
+//! body go through the REST app `sluice serve` runs (edge policy with auth
+//! on, every route, the inference routes matched in front of the router, the
+//! real handlers and models of tests/models), called without a socket
+//! (`sluice::fuzzing::Harness`).
 //!
 //! Properties: no panic; the status is in the documented error table
 //! (a 500 is a crash); an error answers `{"error": "<message>"}`; and after

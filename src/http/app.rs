@@ -27,9 +27,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Version, header};
 use axum::response::{IntoResponse, Response};
-use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
@@ -207,30 +205,6 @@ impl Direct {
             handler
         });
         guard::unwinding(&self.metrics, Some(route), &uri, work).await
-    }
-}
-
-impl<B> tower::Service<axum::http::Request<B>> for App
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = futures::future::Map<
-        BoxFuture<'static, Response>,
-        fn(Response) -> Result<Response, Infallible>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        self.respond(request, None).map(Ok)
     }
 }
 
