@@ -97,7 +97,7 @@ entries = [
     # (a) and (b): whichever name the compiler gave them (inlined into the
     # handler, or a function / instrumented future of their own).
     ("  (a) body read, JSON depth check", r"src/http/body.rs:(sluice::http::routes::infer_common::\{\{closure\}\}|sluice::http::app::Direct::infer::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
-    ("  (b) request decode (JSON header, tensors)", r"src/http/codec/infer.rs:(sluice::http::routes::infer_common::\{\{closure\}\}$|sluice::http::codec::infer::decode \[)"),
+    ("  (b) request decode (JSON header, tensors)", r"src/http/codec/infer.rs:(sluice::http::routes::infer_common::\{\{closure\}\}$|sluice::http::codec::infer::decode \[|sluice::http::codec::infer::decode_request_with$)"),
     ("  (c) service: checks, queue hand-off, await", r"(src/service/mod.rs:sluice::service::Service::infer::\{\{closure\}\}|src/service/infer.rs:<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll)$"),
     ("  (d) response encode", r"src/http/codec/infer.rs:sluice::http::codec::infer::encode_response$"),
     ("instance worker thread (take batch, run, split)", r"src/scheduler/mod.rs:std::sys::backtrace::__rust_begin_short_backtrace"),

@@ -7,11 +7,10 @@ use super::json::{self, DataJson, RequestJson};
 use crate::error::{Error, Result};
 use crate::service::{InferRequest, InferResponse};
 use crate::tensor::{Tensor, check_shape, decode_raw, encode_raw, fmt_shape, parse_datatype};
-use axum::Json;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
-use serde::Serialize;
+use axum::response::Response;
+use bytes::Bytes;
 
 /// Which outputs leave as binary.
 #[derive(Debug, Clone, Default)]
@@ -74,8 +73,14 @@ pub(crate) fn decode_request_with(
     let header_len = declared_length(header_length, body.len())?.unwrap_or(body.len());
     // header_length() bounds the header by the body; `get` keeps that local.
     let head = body.get(..header_len).unwrap_or_default();
-    let parsed: RequestJson<'_> = serde_json::from_slice(head)
-        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+    // One UTF-8 check of the whole header, not one per string as
+    // `from_slice` makes; a header that fails it is parsed as bytes, so
+    // its error names the position as before.
+    let parsed: RequestJson<'_> = match std::str::from_utf8(head) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(head),
+    }
+    .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
     let mut at = header_len;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in &parsed.inputs {
@@ -165,101 +170,107 @@ pub(crate) fn decode_request_with(
 
 /// Encodes a response: plain JSON when no output is binary, else the JSON
 /// header followed by the binary outputs. The JSON is written straight from
-/// the response (no `Value` tree), with the text a `Value` tree gave before:
-/// keys in sorted order, floats as the f64 of their value.
+/// the response, with the text a `serde_json::Value` tree gave before: keys
+/// in sorted order, floats as the f64 of their value, strings escaped as
+/// serde_json escapes them. Keys and datatype names are constants written
+/// as they are; only the strings a model or request chose are escaped.
 pub fn encode_response(response: &InferResponse, format: &OutputFormat) -> Response {
     let mut blobs: Vec<Bytes> = Vec::new();
-    let outputs: Vec<OutputJson<'_>> = response
+    for (name, out) in &response.outputs {
+        if format.binary(name) {
+            blobs.push(encode_raw(&out.data));
+        }
+    }
+    let binary_len: usize = blobs.iter().map(Bytes::len).sum();
+    let mut body = Vec::with_capacity(head_estimate(response) + binary_len);
+    write_head(&mut body, response, format, &blobs);
+    let head_len = body.len();
+    let content_type = if blobs.is_empty() {
+        HeaderValue::from_static("application/json")
+    } else {
+        for blob in &blobs {
+            body.extend_from_slice(blob);
+        }
+        HeaderValue::from_static("application/octet-stream")
+    };
+    let mut r = Response::new(Body::from(body));
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    if !blobs.is_empty() {
+        headers.insert(HEADER_LENGTH_NAME, HeaderValue::from(head_len));
+    }
+    r
+}
+
+/// Room for the JSON head of `response` without its `data` arrays.
+fn head_estimate(response: &InferResponse) -> usize {
+    let outputs: usize = response
         .outputs
         .iter()
-        .map(|(name, out)| {
-            let (data, parameters) = if format.binary(name) {
-                let blob = encode_raw(&out.data);
-                let size = blob.len();
-                blobs.push(blob);
-                (
-                    None,
-                    Some(BinarySize {
-                        binary_data_size: size,
-                    }),
-                )
-            } else {
-                let data = DataJson {
-                    datatype: out.datatype,
-                    data: &out.data,
-                };
-                (Some(data), None)
+        .map(|(name, out)| 96 + name.len() + 21 * out.shape.len())
+        .sum();
+    64 + response.model.len() + response.id.as_ref().map_or(0, String::len) + outputs
+}
+
+/// Writes the JSON head: `id`, `model_name`, `model_version` (a string)
+/// and `outputs`, each output's `data` (JSON) or `parameters` with its
+/// `binary_data_size` (binary; `blobs` holds those outputs' bytes in order).
+fn write_head(out: &mut Vec<u8>, response: &InferResponse, format: &OutputFormat, blobs: &[Bytes]) {
+    out.push(b'{');
+    if let Some(id) = &response.id {
+        out.extend_from_slice(b"\"id\":");
+        write_str(out, id);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"model_name\":");
+    write_str(out, &response.model);
+    out.extend_from_slice(b",\"model_version\":\"");
+    out.extend_from_slice(itoa::Buffer::new().format(response.version).as_bytes());
+    out.extend_from_slice(b"\",\"outputs\":[");
+    let mut blobs = blobs.iter();
+    for (i, (name, output)) in response.outputs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        let binary = format
+            .binary(name)
+            .then(|| blobs.next().map_or(0, Bytes::len));
+        if binary.is_none() {
+            out.extend_from_slice(b"\"data\":");
+            let data = DataJson {
+                datatype: output.datatype,
+                data: &output.data,
             };
-            OutputJson {
-                data,
-                datatype: out.datatype.as_str(),
-                name,
-                parameters,
-                shape: &out.shape,
+            // Writing to a Vec cannot fail, and nor can DataJson.
+            let _ = serde_json::to_writer(&mut *out, &data);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"datatype\":\"");
+        out.extend_from_slice(output.datatype.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"name\":");
+        write_str(out, name);
+        if let Some(size) = binary {
+            out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            out.extend_from_slice(itoa::Buffer::new().format(size).as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"shape\":[");
+        for (j, dim) in output.shape.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
             }
-        })
-        .collect();
-    let head = ResponseJson {
-        id: response.id.as_deref(),
-        model_name: &response.model,
-        model_version: response.version,
-        outputs,
-    };
-    if blobs.is_empty() {
-        return Json(head).into_response();
+            out.extend_from_slice(itoa::Buffer::new().format(*dim).as_bytes());
+        }
+        out.extend_from_slice(b"]}");
     }
-    let head = serde_json::to_vec(&head).unwrap_or_default();
-    let total = head.len() + blobs.iter().map(Bytes::len).sum::<usize>();
-    let mut body = BytesMut::with_capacity(total);
-    body.put_slice(&head);
-    for blob in &blobs {
-        body.put_slice(blob);
-    }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (HEADER_LENGTH_NAME, HeaderValue::from(head.len())),
-        ],
-        body.freeze(),
-    )
-        .into_response()
+    out.extend_from_slice(b"]}");
 }
 
-/// A response's JSON (or JSON header). Fields are declared in sorted order:
-/// the order a `serde_json::Value` object (a sorted map) wrote them in.
-#[derive(Serialize)]
-struct ResponseJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    model_name: &'a str,
-    #[serde(serialize_with = "as_string")]
-    model_version: u64,
-    outputs: Vec<OutputJson<'a>>,
-}
-
-/// One output, fields in sorted order as in [`ResponseJson`].
-#[derive(Serialize)]
-struct OutputJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<DataJson<'a>>,
-    datatype: &'static str,
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinarySize>,
-    shape: &'a [usize],
-}
-
-#[derive(Serialize)]
-struct BinarySize {
-    binary_data_size: usize,
-}
-
-/// The model version as the protocol writes it: a string.
-fn as_string<S: serde::Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// A JSON string, escaped as serde_json escapes it.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
@@ -326,8 +337,52 @@ mod tests {
         }
     }
 
+    /// What the decoder said before it checked UTF-8 once up front: the
+    /// message of `serde_json::from_slice`.
+    fn slice_error(head: &[u8]) -> Option<String> {
+        serde_json::from_slice::<RequestJson<'_>>(head)
+            .err()
+            .map(|e| format!("malformed inference request JSON: {e}"))
+    }
+
+    fn decode_error(head: &[u8]) -> Option<String> {
+        let body = Bytes::copy_from_slice(head);
+        decode_request_with("m".into(), None, None, body, 1 << 20)
+            .err()
+            .map(|e| e.to_string())
+            .filter(|m| m.starts_with("malformed inference request JSON"))
+    }
+
+    #[test]
+    fn invalid_utf8_in_the_header_keeps_its_message() {
+        let head = b"{\"id\": \"a\xff\", \"inputs\": []}";
+        let e = decode_error(head).unwrap();
+        assert_eq!(Some(e.clone()), slice_error(head));
+        assert!(e.contains("line 1 column"), "{e}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Malformed headers, valid UTF-8 or not, get the message they got
+        /// when every string was checked on its own.
+        #[test]
+        fn header_errors_match_the_byte_parser(
+            parts in prop::collection::vec(prop::sample::select(vec![
+                "{", "}", "[", "]", ",", ":", "\"inputs\"", "\"id\"", "\"name\"",
+                "\"x\"", "\"\\u00e9\"", "\"\\ud800\"", "1", "-0.5e3", "null", "true",
+                "\"datatype\"", "\"FP32\"", "\"shape\"", "\"data\"", "\"parameters\"",
+                "\u{e9}", "\\", " ",
+            ]), 0..24),
+            bad in prop::option::of((0usize..64, prop::sample::select(vec![0x80u8, 0xc3, 0xff, 0xed]))),
+        ) {
+            let mut head = parts.concat().into_bytes();
+            if let Some((at, byte)) = bad {
+                let at = at.min(head.len());
+                head.insert(at, byte);
+            }
+            prop_assert_eq!(decode_error(&head), slice_error(&head));
+        }
 
         /// The typed encoder writes byte for byte what the `Value` tree wrote,
         /// for every datatype, with and without an id, JSON or binary.
@@ -338,13 +393,16 @@ mod tests {
             halves in prop::collection::vec(any::<u16>(), 0..8),
             ints in prop::collection::vec(any::<u8>(), 0..16),
             id in prop::option::of("[a-z0-9\"\\\\é]{0,8}"),
+            model in "[a-z0-9_\"\\\\é\u{1}]{0,8}",
+            name in "[a-z0-9\"\\\\é\n]{1,8}",
+            version in any::<u64>(),
             binary in any::<bool>(),
         ) {
             let f32b: Vec<u8> = f32s.iter().flat_map(|b| b.to_le_bytes()).collect();
             let f64b: Vec<u8> = f64s.iter().flat_map(|b| b.to_le_bytes()).collect();
             let hb: Vec<u8> = halves.iter().flat_map(|b| b.to_le_bytes()).collect();
             let mut outputs = vec![
-                ("probabilities".to_string(), fixed(DataType::Fp32, vec![f32s.len()], f32b)),
+                (name, fixed(DataType::Fp32, vec![f32s.len()], f32b)),
                 ("d".to_string(), fixed(DataType::Fp64, vec![1, f64s.len()], f64b)),
                 ("h".to_string(), fixed(DataType::Fp16, vec![halves.len()], hb.clone())),
                 ("b".to_string(), fixed(DataType::Bf16, vec![halves.len()], hb)),
@@ -358,7 +416,7 @@ mod tests {
             ];
             let whole = ints.len() / 8 * 8;
             outputs.push(("i64".to_string(), fixed(DataType::Int64, vec![whole / 8], ints[..whole].to_vec())));
-            let response = InferResponse { model: "iris".into(), version: 3, id, outputs };
+            let response = InferResponse { model, version, id, outputs };
             let format = OutputFormat { all: binary, each: vec![("h".into(), !binary)] };
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let now = rt.block_on(head_now(&response, &format));
