@@ -160,10 +160,22 @@ impl IdleTimer {
             return false; // beyond the clock's range: never
         };
         let deadline = tokio::time::Instant::from_std(deadline);
-        if self.sleep.deadline() != deadline {
+        // The timer is re-armed lazily: every request moves the deadline
+        // later, and re-registering the sleep with the runtime's timer for
+        // each one cost about as much as the rest of the idle bookkeeping.
+        // A sleep armed for an earlier deadline is left to fire, and is
+        // then moved to the current deadline; only a later one (which
+        // would fire late) is moved at once.
+        if self.sleep.deadline() > deadline {
             self.sleep.as_mut().reset(deadline);
         }
-        self.expired = self.sleep.as_mut().poll(cx).is_ready();
-        self.expired
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if self.sleep.deadline() >= deadline {
+                self.expired = true;
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
     }
 }
