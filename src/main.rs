@@ -30,11 +30,17 @@ fn main() -> ExitCode {
     // The park hook tells the scheduler an I/O thread went idle, which lets
     // a short request on an idle server run without the hand-off to an
     // instance worker (`sluice::scheduler::note_io_thread_idle`).
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .on_thread_park(sluice::scheduler::note_io_thread_idle)
-        .build()
+        .on_thread_park(sluice::scheduler::note_io_thread_idle);
+    // `--io-thread-policy`: see `sluice::scheduler::no_wakeup_preemption`.
+    if let Command::Serve(args) = &cli.command
+        && args.io_thread_policy.batch()
     {
+        builder.on_thread_start(sluice::scheduler::no_wakeup_preemption);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -106,6 +112,11 @@ async fn serve(args: ServeArgs, settings: String) -> anyhow::Result<()> {
     config.onnxruntime_lib = Some(library);
     config.logging = logging;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), %settings, "starting");
+    if args.io_thread_policy.batch() {
+        tracing::info!(
+            "I/O threads run on SCHED_BATCH (--io-thread-policy): a request's arrival does not preempt a model run"
+        );
+    }
     let bind = |port: u16, what: &'static str| async move {
         let addr = SocketAddr::new(args.host, port);
         tokio::net::TcpListener::bind(addr)

@@ -112,6 +112,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_INLINE_RUN_LIMIT_US", default_value_t = d::INLINE_RUN_LIMIT_US)]
     pub(crate) inline_run_limit_us: u64,
 
+    /// Whether the async runtime's I/O threads, like the instance threads, run on Linux's
+    /// `SCHED_BATCH` policy, so that a thread woken by a request does not preempt a model run on
+    /// the same core: `auto` (the default) only when the server may use a single CPU (its
+    /// affinity mask, as a pod given one exclusive core by the static CPU manager gets), `batch`
+    /// always, `default` never.
+    #[arg(long, env = "SLUICE_IO_THREAD_POLICY", value_enum, default_value_t = IoThreadPolicy::Auto)]
+    pub io_thread_policy: IoThreadPolicy,
+
     /// Most bytes in one element of a BYTES (string) tensor; longer gets 413.
     #[arg(long, env = "SLUICE_MAX_BYTES_ELEMENT", default_value_t = d::MAX_BYTES_ELEMENT)]
     pub(crate) max_bytes_element: usize,
@@ -359,6 +367,25 @@ pub(crate) enum ControlModeArg {
     Poll,
     Explicit,
     OnDemand,
+}
+
+/// The values of `--io-thread-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoThreadPolicy {
+    Auto,
+    Batch,
+    Default,
+}
+
+impl IoThreadPolicy {
+    /// Whether the I/O threads go on `SCHED_BATCH`.
+    pub fn batch(self) -> bool {
+        match self {
+            Self::Auto => crate::scheduler::only_one_cpu(),
+            Self::Batch => true,
+            Self::Default => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -50,6 +50,7 @@ mod executor;
 mod inline;
 pub(crate) mod job;
 mod order;
+mod policy;
 mod queue;
 mod shared;
 mod worker;
@@ -57,6 +58,7 @@ mod worker;
 pub use executor::{Executor, ExecutorFactory};
 pub use inline::note_io_thread_idle;
 pub use job::{BatchKey, Completion, Job, Phases, Timing};
+pub use policy::{no_wakeup_preemption, only_one_cpu};
 pub use queue::BatchPolicy;
 pub use shared::{LevelPolicy, SchedulerConfig};
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(super) fn run(shared: Arc<Shared>, index: usize, factory: ExecutorFactory) {
-    no_wakeup_preemption();
+    super::policy::no_wakeup_preemption();
     while let Some(batch) = next_batch(&shared) {
         // Claim every entry; one whose waiter timed out first is dropped unrun.
         let batch: Vec<Entry> = batch.into_iter().filter(|e| e.ticket.start()).collect();
@@ -147,35 +147,6 @@ pub(super) fn run_inline(shared: &Shared, mut slot: Slot<'_>, entry: Entry) {
             fail_all(batch, &Error::Internal(message));
         }
         Ran::Panicked(batch, error) => fail_all(batch, &error),
-    }
-}
-
-/// Puts the calling thread (an instance worker) on Linux's `SCHED_BATCH`
-/// policy: the same CPU share as any other thread, but waking it never
-/// preempts the thread that woke it.
-///
-/// Why: a request's arrival wakes an idle worker. With the default policy the
-/// woken worker usually preempts the I/O thread at once when they share a
-/// core, takes the one request queued so far, runs it alone, and hands the
-/// core back: two context switches and one model run per request, so
-/// batching never forms under load. Measured on one core (iris, REST binary,
-/// 64 outstanding requests): average batch 1.04-1.08 rows and 100-118 µs of
-/// server CPU per request before, 5-10 rows and 44-87 µs after (a noisy
-/// machine; docs/benchmarks.md). On a core of its own
-/// a woken worker runs at once either way, so nothing is lost where there is
-/// room. Unprivileged: any thread may move itself to `SCHED_BATCH`.
-fn no_wakeup_preemption() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `sched_setscheduler` only reads `param`, which lives for
-        // the whole call; pid 0 names the calling thread, so no other
-        // thread's state is touched.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-        if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot move the instance worker to SCHED_BATCH; it keeps the default policy");
-        }
     }
 }
 
