@@ -132,11 +132,9 @@ impl AsyncRead for Conn {
             this.note_read(n);
             return Poll::Ready(Ok(()));
         }
-        let expired = match &mut this.idle {
-            Some(idle) if idle.closed => return Poll::Ready(Ok(())),
-            Some(idle) => idle.poll_expired(&this.activity, cx),
-            None => false,
-        };
+        if this.idle.as_ref().is_some_and(|idle| idle.closed) {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -144,16 +142,25 @@ impl AsyncRead for Conn {
         };
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.note_read(n);
-        }
-        if expired {
-            if n > 0 {
-                // Bytes that arrived by the deadline are a request: not idle.
+            // Bytes that arrived are a request (or its rest): not idle, and
+            // on a connection with no request in progress they restart the
+            // idle clock, so a request that starts by the deadline is read.
+            // The timer is consulted only when the read would wait: hyper
+            // reads until then, and polling it on every read cost more than
+            // the rest of the bookkeeping.
+            if this.idle.is_some() && !this.activity.is_busy() {
                 this.activity.touch();
-                if let Some(idle) = &mut this.idle {
-                    idle.expired = false;
-                }
-                return read;
+            }
+            this.note_read(n);
+            return read;
+        }
+        if read.is_pending() {
+            let expired = match &mut this.idle {
+                Some(idle) => idle.poll_expired(&this.activity, cx),
+                None => false,
+            };
+            if !expired {
+                return Poll::Pending;
             }
             // As if the client had closed: the protocol ends the connection.
             tracing::debug!(

@@ -132,7 +132,6 @@ impl Drop for Busy {
 pub(super) struct IdleTimer {
     timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    pub(super) expired: bool,
     /// Reads have ended (EOF given), for good.
     pub(super) closed: bool,
 }
@@ -142,16 +141,13 @@ impl IdleTimer {
         Self {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
-            expired: false,
             closed: false,
         }
     }
 
-    /// Whether the connection has been idle for the timeout (then for good).
+    /// Whether the connection has been idle for the timeout; if not, the
+    /// task is woken when it may have been (or when its last request ends).
     pub(super) fn poll_expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
-        if self.expired {
-            return true;
-        }
         activity.reader.register(cx.waker());
         let Some(since) = activity.idle_since() else {
             return false;
@@ -171,7 +167,6 @@ impl IdleTimer {
         }
         while self.sleep.as_mut().poll(cx).is_ready() {
             if self.sleep.deadline() >= deadline {
-                self.expired = true;
                 return true;
             }
             self.sleep.as_mut().reset(deadline);
