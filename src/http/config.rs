@@ -14,8 +14,9 @@ pub struct HttpConfig {
     pub header_read_timeout: Option<Duration>,
     /// Concurrent streams on one HTTP/2 connection.
     pub(crate) max_concurrent_streams: u32,
-    /// HTTP/2 keep-alive ping interval; a peer that does not answer is dropped.
-    pub(crate) keepalive_interval: Option<Duration>,
+    /// HTTP/2 keep-alive ping interval (REST and gRPC); a peer that does
+    /// not answer is dropped.
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl Default for HttpConfig {

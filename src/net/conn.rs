@@ -142,13 +142,17 @@ impl AsyncRead for Conn {
         };
         let n = buf.filled().len() - before;
         if n > 0 {
-            // Bytes that arrived are a request (or its rest): not idle, and
-            // on a connection with no request in progress they restart the
-            // idle clock, so a request that starts by the deadline is read.
             // The timer is consulted only when the read would wait: hyper
             // reads until then, and polling it on every read cost more than
-            // the rest of the bookkeeping.
-            if this.idle.is_some() && !this.activity.is_busy() {
+            // the rest of the bookkeeping. Bytes that arrive once the timer
+            // has run out, on a connection with no request in progress,
+            // restart the idle clock, so a request begun by the deadline is
+            // read. Earlier bytes do not: an idle HTTP/2 connection still
+            // exchanges pings, which must not keep it open.
+            if let Some(idle) = &this.idle
+                && idle.ran_out()
+                && !this.activity.is_busy()
+            {
                 this.activity.touch();
             }
             this.note_read(n);

@@ -145,6 +145,12 @@ impl IdleTimer {
         }
     }
 
+    /// Whether the timer has fired since it was last armed (possibly at an
+    /// earlier deadline than the current one; see [`Self::poll_expired`]).
+    pub(super) fn ran_out(&self) -> bool {
+        self.sleep.is_elapsed()
+    }
+
     /// Whether the connection has been idle for the timeout; if not, the
     /// task is woken when it may have been (or when its last request ends).
     pub(super) fn poll_expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
