@@ -8,7 +8,7 @@ use crate::repository::spec::TimeoutAction;
 use crate::repository::{self, Fingerprint, ModelConfig, config::DEFAULT_MAX_BATCH_SIZE};
 use crate::runtime::{self, Placement, ProviderOptions};
 use crate::scheduler::{
-    BatchPolicy, Executor, ExecutorFactory, LevelPolicy, Scheduler, SchedulerConfig,
+    BatchKey, BatchPolicy, Executor, ExecutorFactory, LevelPolicy, Scheduler, SchedulerConfig,
 };
 use crate::tensor::ModelSignature;
 use crate::tensor::fmt_shape;
@@ -40,6 +40,10 @@ pub struct LoadedVersion {
     pub(crate) uid: u64,
     /// When it last served and what it costs, for on-demand eviction.
     pub(crate) usage: super::Usage,
+    /// The batch key of the first request validated: requests with the same
+    /// key (nearly all of them, in most traffic) share it instead of
+    /// allocating their own (`service::validate`).
+    pub(crate) common_key: std::sync::OnceLock<Arc<BatchKey>>,
 }
 
 /// The next [`LoadedVersion::uid`].
@@ -379,5 +383,6 @@ fn load_version(
         fingerprint,
         uid: next_uid(),
         usage: super::Usage::new(std::fs::metadata(&path).map_or(0, |m| m.len())),
+        common_key: std::sync::OnceLock::new(),
     })
 }

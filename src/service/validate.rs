@@ -78,7 +78,7 @@ pub(crate) fn validate(
     }
 
     let mut inputs = Vec::with_capacity(by_name.len());
-    let mut rows: Option<(usize, String)> = None;
+    let mut rows: Option<(usize, &str)> = None;
     let mut omitted = Vec::new();
     for (index, (spec, tensor)) in signature.inputs.iter().zip(by_name).enumerate() {
         let Some(tensor) = tensor else {
@@ -120,7 +120,7 @@ pub(crate) fn validate(
                     )));
                 }
                 Some(_) => {}
-                None => rows = Some((n, spec.name.clone())),
+                None => rows = Some((n, spec.name.as_str())),
             }
         }
         if spec.datatype == DataType::Bytes {
@@ -174,30 +174,57 @@ pub(crate) fn validate(
         }
     };
     let timeout = version.queue_timeout(priority, request.timeout_us);
-    let key = BatchKey {
-        inputs: inputs
-            .iter()
-            .map(|t| {
-                let dims = if batching {
-                    t.shape.get(1..).unwrap_or_default().to_vec()
-                } else {
-                    t.shape.clone()
-                };
-                (t.datatype, dims)
-            })
-            .collect(),
-        outputs: outputs.clone(),
-        omitted,
-    };
+    let key = batch_key(version, &inputs, &outputs, omitted);
     Ok(Job {
         rows: rows.map_or(1, |(r, _)| r),
         inputs,
         outputs,
-        key: Arc::new(key),
+        key,
         priority,
         deadline: timeout.map(|t| now + t),
         trace: tracing::Span::none(),
     })
+}
+
+/// The job's batch key: the version's common key when the job's matches it
+/// (compared in place, no allocation), else a key of its own; the first key
+/// a version sees becomes its common key.
+fn batch_key(
+    version: &LoadedVersion,
+    inputs: &[Tensor],
+    outputs: &[usize],
+    omitted: Vec<usize>,
+) -> Arc<BatchKey> {
+    let batching = version.max_batch_size > 0;
+    // The dims that must match for two jobs to share a batch.
+    fn dims(t: &Tensor, batching: bool) -> &[usize] {
+        if batching {
+            t.shape.get(1..).unwrap_or_default()
+        } else {
+            &t.shape
+        }
+    }
+    if let Some(common) = version.common_key.get() {
+        let same = common.outputs == outputs
+            && common.omitted == omitted
+            && common.inputs.len() == inputs.len()
+            && common.inputs.iter().zip(inputs).all(|((datatype, d), t)| {
+                *datatype == t.datatype && d.as_slice() == dims(t, batching)
+            });
+        if same {
+            return Arc::clone(common);
+        }
+    }
+    let key = Arc::new(BatchKey {
+        inputs: inputs
+            .iter()
+            .map(|t| (t.datatype, dims(t, batching).to_vec()))
+            .collect(),
+        outputs: outputs.to_vec(),
+        omitted,
+    });
+    version.common_key.get_or_init(|| Arc::clone(&key));
+    key
 }
 
 /// Checks a given input's datatype and shape against the spec it fills
