@@ -6,6 +6,7 @@
 //! cargo bench --bench compare -- swap        # steady load vs the same load during repeated hot swaps
 //! cargo bench --bench compare -- batching    # dense model (REST binary), concurrency sweep, batching on/off, vs raw
 //! cargo bench --bench compare -- raw         # raw rows/s of iris and dense per batch size, one session per core
+//! cargo bench --bench compare -- raw-mixed   # dense, one session: fixed against varying batch sizes and values
 //! ```
 //!
 //! `raw` is what `scripts/bench-pinned.sh` runs under `taskset` on the
@@ -426,6 +427,79 @@ fn raw() {
     }
 }
 
+/// Raw dense rows/s on one session, with batches as a server forms them
+/// and as `raw` runs them: one fixed size against sizes drawn from
+/// `MIXED_LO..=MIXED_HI` (default 10..=30, fixed 20, the mean), with every
+/// value 0.5 against values that vary. A server's runs vary in both; this
+/// says whether ONNX Runtime's cost per row does.
+fn raw_mixed() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let (lo, hi) = (env("MIXED_LO", 10).max(1), env("MIXED_HI", 30));
+    let hi = hi.max(lo);
+    let secs = std::env::var("RAW_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    let mut instance = raw_instance(&root().join("models/dense/1/model.onnx"));
+    for (mixed, varied) in [(false, false), (true, false), (false, true), (true, true)] {
+        // One body per batch size, built before the clock starts.
+        let bodies: Vec<TensorData> = (0..=hi)
+            .map(|rows| {
+                let values: Vec<f32> = (0..rows * 512)
+                    .map(|i| {
+                        if varied {
+                            (i * 7919 % 8000) as f32 / 1000.0
+                        } else {
+                            0.5
+                        }
+                    })
+                    .collect();
+                fp32(&values)
+            })
+            .collect();
+        // xorshift: the same sequence of sizes every run.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut rows, mut runs) = (0usize, 0usize);
+        let started = Instant::now();
+        while started.elapsed().as_secs_f64() < secs {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let batch = if mixed {
+                lo + (seed % (hi - lo + 1) as u64) as usize
+            } else {
+                (lo + hi) / 2
+            };
+            let input = [BatchInput {
+                name: "input",
+                datatype: DataType::Fp32,
+                shape: vec![batch, 512],
+                parts: vec![&bodies[batch]],
+            }];
+            instance.run(&input, &[0]).unwrap();
+            rows += batch;
+            runs += 1;
+        }
+        let took = started.elapsed().as_secs_f64();
+        let sizes = if mixed {
+            format!("{lo}..={hi}")
+        } else {
+            ((lo + hi) / 2).to_string()
+        };
+        println!(
+            "raw-mixed model=dense batch={sizes} values={} runs={runs} rows_per_s={:.0} us_per_row={:.2}",
+            if varied { "varied" } else { "constant" },
+            rows as f64 / took,
+            took * 1e6 / rows as f64
+        );
+    }
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -437,6 +511,7 @@ fn main() {
         "batching" => rt.block_on(batching()),
         "swap" => rt.block_on(swap()),
         "raw" => raw(),
-        other => eprintln!("unknown scenario {other}; use iris, batching, swap or raw"),
+        "raw-mixed" => raw_mixed(),
+        other => eprintln!("unknown scenario {other}; use iris, batching, swap, raw or raw-mixed"),
     }
 }
