@@ -196,9 +196,9 @@ impl Direct {
         // layers around it keep what they wrap inline (an `async fn` even
         // keeps its future argument twice), so an inline handler future would
         // be copied, at tens of kilobytes, into every layer's state.
-        let work = guard::guarded(&self.guard, self.access, request, |request| {
+        let work = guard::guarded(&self.guard, self.access, request, |request, limits| {
             let handler: BoxFuture<'_, Response> = Box::pin(async move {
-                routes::infer_common(self.state.clone(), model, version, request)
+                routes::infer_common(self.state.clone(), model, version, request, Some(limits))
                     .await
                     .unwrap_or_else(ApiError::into_response)
             });

@@ -36,14 +36,23 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let ReadLimits {
-            body: limits,
-            max_bytes,
-        } = req
+        let limits = req
             .extensions()
             .get::<ReadLimits>()
             .copied()
             .unwrap_or_default();
+        Self::read(req, limits).await
+    }
+}
+
+impl Body {
+    /// Reads `req`'s body within `limits`: what the extractor does with the
+    /// limits the guard put in the request, for callers handed them directly.
+    pub(crate) async fn read(req: Request, limits: ReadLimits) -> Result<Self, ApiError> {
+        let ReadLimits {
+            body: limits,
+            max_bytes,
+        } = limits;
         // The JSON part's declared length, read before the request is
         // consumed (no copy of the headers); checked against the body below.
         let declared = header_length(req.headers(), usize::MAX);

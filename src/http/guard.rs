@@ -38,20 +38,20 @@ pub(super) async fn guard(
     next: Next,
 ) -> Response {
     let (g, access) = &*scoped;
-    guarded(g, *access, req, |req| next.run(req)).await
+    guarded(g, *access, req, |mut req, limits| {
+        // For the `Body` extractor of the handler behind the router.
+        req.extensions_mut().insert(limits);
+        next.run(req)
+    })
+    .await
 }
 
 /// The policy around `handler` for a request that wants `access`: what the
 /// middleware does, and what the inference routes matched without the
 /// router (see [`super::app`]) do with the same code.
-pub(super) async fn guarded<H, F>(
-    g: &Guard,
-    access: Access,
-    mut req: Request,
-    handler: H,
-) -> Response
+pub(super) async fn guarded<H, F>(g: &Guard, access: Access, req: Request, handler: H) -> Response
 where
-    H: FnOnce(Request) -> F,
+    H: FnOnce(Request, ReadLimits) -> F,
     F: Future<Output = Response>,
 {
     let authorization = req
@@ -66,11 +66,11 @@ where
         Ok(pass) => pass,
         Err(e) => return refuse(req, ApiError(e), g.max_body_bytes).await,
     };
-    req.extensions_mut().insert(ReadLimits {
+    let limits = ReadLimits {
         body: g.body,
         max_bytes: g.max_body_bytes,
-    });
-    let response = pass.deadline.run(handler(req)).await;
+    };
+    let response = pass.deadline.run(handler(req, limits)).await;
     drop(pass.admitted);
     response.unwrap_or_else(|e| ApiError(e).into_response())
 }

@@ -1,7 +1,7 @@
 //! REST handlers of the KServe v2 core API and Triton's statistics: decode,
 //! call the service, encode.
 
-use super::body::Body;
+use super::body::{Body, ReadLimits};
 use super::codec::binary::HEADER_LENGTH_NAME;
 use super::codec::describe::{metadata_json, stats_json};
 use super::codec::encode_response;
@@ -116,7 +116,7 @@ pub(super) async fn infer(
     Path(model): Path<String>,
     request: Request,
 ) -> ApiResult<Response> {
-    infer_common(s, model, None, request).await
+    infer_common(s, model, None, request, None).await
 }
 
 pub(super) async fn infer_v(
@@ -125,7 +125,7 @@ pub(super) async fn infer_v(
     request: Request,
 ) -> ApiResult<Response> {
     let version = parse_version(&version)?;
-    infer_common(s, model, Some(version), request).await
+    infer_common(s, model, Some(version), request, None).await
 }
 
 /// Bodies at least this large are decoded on the blocking pool, so a burst of
@@ -139,6 +139,7 @@ pub(super) async fn infer_common(
     model: String,
     version: Option<u64>,
     request: Request,
+    limits: Option<ReadLimits>,
 ) -> ApiResult<Response> {
     if let Err(e) = s.service.precheck(&model, version, Protocol::Http) {
         return Ok(super::guard::refuse(request, ApiError(e), s.max_body_bytes).await);
@@ -148,7 +149,11 @@ pub(super) async fn infer_common(
         // The decoder needs one header, not a copy of them all (a shared
         // reference to the request's buffer).
         let header_length = request.headers().get(&HEADER_LENGTH_NAME).cloned();
-        let Body(body) = Body::from_request(request, &()).await?;
+        // Handed over by the caller, or put in the request by the guard.
+        let Body(body) = match limits {
+            Some(limits) => Body::read(request, limits).await?,
+            None => Body::from_request(request, &()).await?,
+        };
         let max_elements = s.service.limits().max_tensor_elements;
         let decode = telemetry::phase_span(Phase::Decode);
         let (request, format) = if body.len() >= DECODE_OFF_RUNTIME {

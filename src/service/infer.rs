@@ -141,10 +141,15 @@ async fn infer_on(
     limits: &Limits,
     cache: Option<&ResponseCache>,
     version: &mut Arc<LoadedVersion>,
-    request: InferRequest,
+    mut request: InferRequest,
     started: Instant,
 ) -> Result<(InferResponse, Served)> {
-    let (id, model, wanted_version) = (request.id.clone(), request.model.clone(), request.version);
+    // Moved out, not copied: validation reads neither.
+    let (id, model, wanted_version) = (
+        request.id.take(),
+        std::mem::take(&mut request.model),
+        request.version,
+    );
     let mut classes = classify::plan(version, &request.classification)?;
     let mut job = validate(version, request, limits, started)?;
     // Looked up after validation, so that a request the version would refuse
