@@ -12,9 +12,11 @@ use std::process::ExitCode;
 /// `malloc_consolidate`), mimalloc's thread-local free lists much less (see
 /// docs/benchmarks.md). ONNX Runtime's own allocations still go through
 /// glibc, which is what the on-demand loader's memory probe (`mallinfo2`)
-/// and `malloc_trim` act on.
+/// and `malloc_trim` act on. `allocator` says how it is called.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
+
+mod allocator;
 
 fn main() -> ExitCode {
     disable_onnxruntime_telemetry();
