@@ -7,10 +7,13 @@
 # Steps (every process pinned with `taskset -c`):
 #   1. raw ONNX Runtime on the server's cores (`benches/compare.rs raw`):
 #      rows/s of iris and dense at batch 1, 8, 32, 64, one session per core;
-#   2. the echo floor: `sluice-load --serve-echo` (a raw-TCP endpoint that
-#      answers a fixed body without parsing the request: the least any HTTP
-#      server can cost here) on the server's cores, driven with the same
-#      request bodies as step 3 over REST JSON and REST binary;
+#   2. the echo floors on the server's cores, driven with the same request
+#      bodies as step 3: `sluice-load --serve-echo` (raw TCP, HTTP/1.1: it
+#      answers a fixed body without parsing the request, the least any HTTP
+#      server can cost here) over REST JSON and REST binary, and
+#      `--serve-echo-grpc` (HTTP/2 through the `h2` crate, a fixed gRPC
+#      answer after reading the body undecoded: the least a gRPC server on
+#      h2 can cost) over gRPC;
 #   3. `sluice serve --model-repository models` on the server's cores, iris
 #      and dense over REST JSON, REST binary and gRPC at each concurrency;
 #   4. (BATCHING_OFF=1, the default) dense over REST binary and gRPC against
@@ -20,8 +23,8 @@
 # stime from /proc/<pid>/stat) before and after each measured step, so "CPU
 # µs/req" is the server's cost alone whatever the generator spends. Printed
 # per step: req/s, rows/s, p50/p99, CPU µs per request, that CPU against the
-# echo floor's at the same concurrency and protocol (gRPC against the REST
-# binary floor: the echo endpoint speaks HTTP/1.1 only), rows/s against raw
+# echo floor's at the same concurrency and protocol (gRPC also against the
+# REST binary floor, as runs before the gRPC floor existed were), rows/s against raw
 # ONNX Runtime at its best batch on the same cores, and, for one-row
 # requests, against the floor-limited rate 1 / (raw µs per row + floor CPU
 # µs per request). A JSON summary of every figure goes to $OUTPUT if set.
@@ -151,15 +154,20 @@ echo "== raw ONNX Runtime on cores $SERVER_CORES"
 
 echo "== echo floor on cores $SERVER_CORES (generator on ${LOAD_CORES:-any})"
 ECHO_PORT="$(free_port)"
-"${pin_server[@]}" "$LOAD" --serve-echo "127.0.0.1:$ECHO_PORT" >"$WORK/echo.log" 2>&1 &
+ECHO_GRPC_PORT="$(free_port)"
+while [[ "$ECHO_GRPC_PORT" == "$ECHO_PORT" ]]; do ECHO_GRPC_PORT="$(free_port)"; done
+"${pin_server[@]}" "$LOAD" --serve-echo "127.0.0.1:$ECHO_PORT" \
+    --serve-echo-grpc "127.0.0.1:$ECHO_GRPC_PORT" >"$WORK/echo.log" 2>&1 &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 wait_ready "http://127.0.0.1:$ECHO_PORT/v2/models/echo" "$ECHO_PID" "$WORK/echo.log"
 IFS=, read -ra models <<<"$MODELS"
 IFS=, read -ra protocols <<<"$PROTOCOLS"
 for m in "${models[@]}"; do
-    for p in rest-json rest-binary; do
-        load "echo-$m-$p" "http://127.0.0.1:$ECHO_PORT" "http://127.0.0.1:1" echo "$p" "$ECHO_PID" \
+    # REST binary always: gRPC is also held against it.
+    for p in rest-json rest-binary grpc; do
+        [[ "$p" == rest-binary || ",$PROTOCOLS," == *,$p,* ]] || continue
+        load "echo-$m-$p" "http://127.0.0.1:$ECHO_PORT" "http://127.0.0.1:$ECHO_GRPC_PORT" echo "$p" "$ECHO_PID" \
             --no-validate --input-file "$WORK/$m-input.json"
     done
 done

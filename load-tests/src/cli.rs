@@ -29,7 +29,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = Protocol::RestJson)]
     pub protocol: Protocol,
     /// Model name.
-    #[arg(long, required_unless_present = "serve_echo")]
+    #[arg(long, required_unless_present_any = ["serve_echo", "serve_echo_grpc"])]
     pub model: Option<String>,
     /// Model version (server default if omitted).
     #[arg(long)]
@@ -99,6 +99,10 @@ pub struct Cli {
     /// Serve a trivial KServe v2 REST endpoint on ADDR (overhead measurement).
     #[arg(long, hide = true, value_name = "ADDR")]
     pub serve_echo: Option<String>,
+    /// Serve a trivial gRPC (HTTP/2) endpoint on ADDR, alone or beside
+    /// `--serve-echo` in the same process.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub serve_echo_grpc: Option<String>,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -215,5 +219,6 @@ mod tests {
         assert!(cfg(&["--model", "m", "--duration-secs", "-1"]).is_err());
         assert!(cfg(&["--model", "m", "--requests", "0"]).is_err());
         assert!(Cli::try_parse_from(["sluice-load", "--serve-echo", "127.0.0.1:0"]).is_ok());
+        assert!(Cli::try_parse_from(["sluice-load", "--serve-echo-grpc", "127.0.0.1:0"]).is_ok());
     }
 }

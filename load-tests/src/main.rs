@@ -20,8 +20,14 @@ async fn main() -> ExitCode {
 }
 
 async fn real_main(cli: Cli) -> anyhow::Result<()> {
-    if let Some(addr) = &cli.serve_echo {
-        return echo::serve(addr).await;
+    match (&cli.serve_echo, &cli.serve_echo_grpc) {
+        (Some(rest), Some(grpc)) => {
+            tokio::try_join!(echo::serve(rest), echo::serve_grpc(grpc))?;
+            return Ok(());
+        }
+        (Some(rest), None) => return echo::serve(rest).await,
+        (None, Some(grpc)) => return echo::serve_grpc(grpc).await,
+        (None, None) => {}
     }
     let config = cli.to_config()?;
     let title = format!(
