@@ -92,10 +92,14 @@ pub(crate) async fn serve(
         .http2_max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .http2_keepalive_interval(config.keepalive_interval)
         .http2_keepalive_timeout(keepalive_timeout)
-        .layer(guard::GuardLayer(std::sync::Arc::new(guard)))
+        .layer(guard::GuardLayer {
+            guard: std::sync::Arc::new(guard),
+            inference: inference.clone(),
+        })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        // Still routed, for completeness: the guard calls it directly.
         .add_service(inference)
         // The end of `incoming` is the stop; a signal that never fires only
         // selects tonic's graceful mode (GOAWAY, then wait for connections).
