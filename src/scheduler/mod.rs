@@ -113,6 +113,8 @@ impl Scheduler {
                 queue: Queue::new(config.priority_levels),
                 closed: false,
                 live_workers: count,
+                waiting: 0,
+                signalled: 0,
             }),
             config,
             work: Condvar::new(),
@@ -152,6 +154,7 @@ impl Scheduler {
             None
         };
         let deadline = job.deadline;
+        let wake;
         let mut entry = Entry {
             job,
             ticket: ticket.clone(),
@@ -189,8 +192,11 @@ impl Scheduler {
             entry.order = self.shared.gate.as_ref().map(|g| g.issue());
             state.queue.push(entry);
             self.shared.metrics.pending.set(state.queue.len() as i64);
+            wake = state.claim_waiter();
         }
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(Pending {
             rx,
             ticket,

@@ -48,6 +48,41 @@ pub(super) struct State {
     pub(super) queue: Queue,
     pub(super) closed: bool,
     pub(super) live_workers: usize,
+    /// Workers blocked on [`Shared::work`], and how many of them have been
+    /// signalled and not yet run: see [`State::claim_waiter`].
+    pub(super) waiting: usize,
+    pub(super) signalled: usize,
+}
+
+impl State {
+    /// Whether to signal [`Shared::work`] for work just queued: only when
+    /// some waiting worker has not been signalled yet. Every signal is a
+    /// system call whether or not anyone waits, and on a busy core a
+    /// signalled worker may not run until many more requests have arrived;
+    /// each of them signalled it again before this count existed (about
+    /// one `futex` call per request at saturation). A worker that is not
+    /// waiting, or has been signalled, looks at the queue under this lock
+    /// before it next waits, so no work is left unseen.
+    pub(super) fn claim_waiter(&mut self) -> bool {
+        if self.waiting > self.signalled {
+            self.signalled += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Marks a worker as waiting; undone by [`State::woke`].
+    pub(super) fn will_wait(&mut self) {
+        self.waiting += 1;
+    }
+
+    /// A waiting worker woke, signalled or not (a timeout, or spuriously);
+    /// an error here only errs towards an extra signal.
+    pub(super) fn woke(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+        self.signalled = self.signalled.saturating_sub(1);
+    }
 }
 
 /// What the scheduler handle and its workers share.
@@ -98,5 +133,51 @@ impl Shared {
             .iter()
             .filter_map(|slot| slot.try_lock().ok())
             .find(|slot| slot.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_worker_is_signalled_once_until_it_wakes() {
+        let mut state = State {
+            queue: Queue::new(1),
+            closed: false,
+            live_workers: 2,
+            waiting: 0,
+            signalled: 0,
+        };
+        // Nobody waits: no signal.
+        assert!(!state.claim_waiter());
+        state.will_wait();
+        // One signal for the waiting worker, however many arrivals follow
+        // before it runs.
+        assert!(state.claim_waiter());
+        assert!(!state.claim_waiter());
+        assert!(!state.claim_waiter());
+        // A second waiter gets its own signal.
+        state.will_wait();
+        assert!(state.claim_waiter());
+        assert!(!state.claim_waiter());
+        // Both wake; the next wait is signalled again.
+        state.woke();
+        state.woke();
+        assert_eq!((state.waiting, state.signalled), (0, 0));
+        state.will_wait();
+        assert!(state.claim_waiter());
+        // A worker that wakes without a signal (a timeout) errs towards an
+        // extra signal, never towards none.
+        let mut timed_out = State {
+            queue: Queue::new(1),
+            closed: false,
+            live_workers: 2,
+            waiting: 2,
+            signalled: 1,
+        };
+        timed_out.woke();
+        assert_eq!((timed_out.waiting, timed_out.signalled), (1, 0));
+        assert!(timed_out.claim_waiter());
     }
 }

@@ -233,25 +233,29 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry>> {
         shared.metrics.pending.set(state.queue.len() as i64);
         match decision {
             Decision::Run(batch) => {
-                if !state.queue.is_empty() {
+                if !state.queue.is_empty() && state.claim_waiter() {
                     shared.work.notify_one();
                 }
                 return Some(batch);
             }
             Decision::WaitUntil(at) => {
                 let timeout = at.saturating_duration_since(now);
+                state.will_wait();
                 state = shared
                     .work
                     .wait_timeout(state, timeout)
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                state.woke();
             }
             Decision::Idle if closed => return None,
             Decision::Idle => {
+                state.will_wait();
                 state = shared
                     .work
                     .wait(state)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
+                state.woke();
             }
         }
     }
