@@ -162,8 +162,13 @@ def report(work, server_cores, load_cores, out):
                 if r1 and rt:
                     also = (f" (REST binary floor: {fmt(r1.get('p50_minus_http1_floor_us'), 'd')})"
                             if p == "grpc" else "")
+                    # The floor's own c=1 ÷ saturated: what wake-ups cost a
+                    # server that does nothing else.
+                    f1, ft = floor.get((m, p, 1)), floor.get((m, p, top))
+                    own = ratio(f1 and f1["cpu_us_per_req"], ft and ft["cpu_us_per_req"])
                     print(f"  {m} c=1 {p}: p50 - floor p50 {fmt(r1['p50_minus_floor_us'], 'd')} µs{also} (target ≤ 30); "
-                          f"CPU c=1 ÷ c={top} {fmt(ratio(r1['cpu_us_per_req'], rt['cpu_us_per_req']), '.2f')} (target ≤ 2)")
+                          f"CPU c=1 ÷ c={top} {fmt(ratio(r1['cpu_us_per_req'], rt['cpu_us_per_req']), '.2f')} (target ≤ 2; "
+                          f"the echo floor's own {fmt(own, '.2f')})")
     if out:
         with open(out, "w") as fh:
             json.dump({"server_cores": server_cores, "load_cores": load_cores,
