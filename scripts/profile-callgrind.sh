@@ -22,6 +22,8 @@ CONCURRENCY="${CONCURRENCY:-16}"
 SLUICE="${SLUICE_BIN:-target/release/sluice}"
 LOAD=target/release/sluice-load
 PYTHON="${PYTHON:-python3}"
+# shellcheck source=scripts/profile-lib.sh
+source "$ROOT/scripts/profile-lib.sh"
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 [[ -x "$SLUICE" && -x "$LOAD" ]] || { echo "build first: cargo build --release --bin sluice -p sluice-load" >&2; exit 1; }
 
@@ -36,31 +38,16 @@ cleanup() {
     [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() {
-    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 HTTP="$(free_port)"
 GRPC="$(free_port)"
-width=4
-[[ "$MODEL" == dense ]] && width=512
-"$PYTHON" - "$width" >"$WORK/input.json" <<'EOF'
-import json, random, struct, sys
-w = int(sys.argv[1])
-rng = random.Random(0)
-data = [struct.unpack("<f", struct.pack("<f", rng.uniform(0.0, 8.0)))[0] for _ in range(w)]
-print(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, w], "data": data}]}))
-EOF
+write_input "$MODEL" "$WORK/input.json"
 
 # One tokio worker and one model instance, as on one pinned core.
 taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
     --dump-instr=no --collect-atstart=yes "$SLUICE" serve --model-repository models \
     --host 127.0.0.1 --http-port "$HTTP" --grpc-port "$GRPC" --log warn >"$WORK/server.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 1200); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$HTTP/v2/health/ready" 2>/dev/null && break
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-    sleep 0.25
-done
+wait_ready "http://127.0.0.1:$HTTP/v2/health/ready" "$PID" "$WORK/server.log"
 drive() {
     taskset -c 1 "$LOAD" --quiet --url "http://127.0.0.1:$HTTP" --grpc-url "http://127.0.0.1:$GRPC" \
         --model "$MODEL" --protocol "$PROTOCOL" --input-file "$WORK/input.json" \

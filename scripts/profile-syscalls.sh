@@ -24,6 +24,8 @@ CONCURRENCY="${CONCURRENCY:-16}"
 SLUICE="${SLUICE_BIN:-target/release/sluice}"
 LOAD=target/release/sluice-load
 PYTHON="${PYTHON:-python3}"
+# shellcheck source=scripts/profile-lib.sh
+source "$ROOT/scripts/profile-lib.sh"
 command -v perf >/dev/null || { echo "needs perf (Debian: apt-get install linux-perf)" >&2; exit 1; }
 [[ -x "$SLUICE" && -x "$LOAD" ]] || { echo "build first: cargo build --release --bin sluice -p sluice-load" >&2; exit 1; }
 
@@ -37,21 +39,10 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() {
-    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 HTTP="$(free_port)"
 GRPC="$(free_port)"
 while [[ "$GRPC" == "$HTTP" ]]; do GRPC="$(free_port)"; done
-width=4
-[[ "$MODEL" == dense ]] && width=512
-"$PYTHON" - "$width" >"$WORK/input.json" <<'EOF'
-import json, random, struct, sys
-w = int(sys.argv[1])
-rng = random.Random(0)
-data = [struct.unpack("<f", struct.pack("<f", rng.uniform(0.0, 8.0)))[0] for _ in range(w)]
-print(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, w], "data": data}]}))
-EOF
+write_input "$MODEL" "$WORK/input.json"
 
 extra=()
 if [[ "${ECHO:-0}" == 1 ]]; then
@@ -65,11 +56,7 @@ else
     ready="http://127.0.0.1:$HTTP/v2/health/ready"
 fi
 PID=$!
-for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "$ready" 2>/dev/null && break
-    kill -0 "$PID" 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-    sleep 0.1
-done
+wait_ready "$ready" "$PID" "$WORK/server.log"
 drive() {
     taskset -c 1 "$LOAD" --quiet --url "http://127.0.0.1:$HTTP" --grpc-url "http://127.0.0.1:$GRPC" \
         --model "$MODEL" --protocol "$PROTOCOL" --input-file "$WORK/input.json" "${extra[@]}" \
