@@ -108,32 +108,14 @@ for b in "$SLUICE" "$LOAD" "$RAW_BIN"; do
     [[ -x "$b" ]] || { echo "missing binary ${b:-compare bench}" >&2; exit 1; }
 done
 
-free_port() {
-    "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_ready() { # URL PID LOG
-    for _ in $(seq 1 600); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "not ready within 60 s: $1" >&2
-    cat "$3" >&2
-    exit 1
-}
+# free_port, wait_ready, write_input
+# shellcheck source=scripts/profile-lib.sh
+source "$ROOT/scripts/profile-lib.sh"
 
 # Request bodies: the same values for the server and the echo floor, FP32
 # rounded and written as a numpy user's json.dumps(arr.tolist()) writes them.
 for m in iris dense; do
-    width=4
-    [[ "$m" == dense ]] && width=512
-    "$PYTHON" - "$width" >"$WORK/$m-input.json" <<'EOF'
-import json, random, struct, sys
-w = int(sys.argv[1])
-rng = random.Random(0)
-data = [struct.unpack("<f", struct.pack("<f", rng.uniform(0.0, 8.0)))[0] for _ in range(w)]
-print(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, w], "data": data}]}))
-EOF
+    write_input "$m" "$WORK/$m-input.json"
 done
 
 steps="$(tr ',' ' ' <<<"$SWEEP" | wc -w)"

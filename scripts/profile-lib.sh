@@ -1,5 +1,6 @@
-# Shared by scripts/profile-callgrind.sh and scripts/profile-syscalls.sh
-# (sourced, not run): free ports, the request body, and waiting for a server.
+# Shared by scripts/profile-callgrind.sh, scripts/profile-syscalls.sh and
+# scripts/bench-pinned.sh, which source it: free ports, the request body,
+# and waiting for a server.
 
 # A free TCP port on loopback.
 free_port() {
@@ -29,5 +30,6 @@ wait_ready() {
         sleep 0.25
     done
     echo "not ready within 5 minutes: $1" >&2
+    cat "$3" >&2
     exit 1
 }
