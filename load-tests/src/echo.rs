@@ -31,16 +31,18 @@ fn response(body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Serves the echo endpoint on `addr` until the process is killed.
-pub async fn serve(addr: &str) -> Result<()> {
+/// Binds `addr` and says so on stderr, naming the endpoint `what`.
+async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    eprintln!(
-        "echo endpoint listening on http://{}",
-        listener.local_addr()?
-    );
-    serve_on(listener).await
+    eprintln!("{what} listening on http://{}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Serves the echo endpoint on `addr` until the process is killed.
+pub async fn serve(addr: &str) -> Result<()> {
+    serve_on(bind(addr, "echo endpoint").await?).await
 }
 
 /// Serves the echo endpoint on an already-bound listener, forever.
@@ -158,14 +160,7 @@ impl GrpcAnswers {
 
 /// Serves the gRPC echo endpoint on `addr` until the process is killed.
 pub async fn serve_grpc(addr: &str) -> Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    eprintln!(
-        "gRPC echo endpoint listening on http://{}",
-        listener.local_addr()?
-    );
-    serve_grpc_on(listener).await
+    serve_grpc_on(bind(addr, "gRPC echo endpoint").await?).await
 }
 
 /// Serves the gRPC echo endpoint on an already-bound listener, forever.
